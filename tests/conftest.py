@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny generated LVIS-format dataset and a tiny random CLIP."""
+
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CONFIG = os.path.join(ROOT, "configs", "shapes_world", "mask_rcnn_R_18_FPN_tiny.yaml")
+
+# A CLIP of the ViT kind, small enough for CPU tests (widths are multiples of 64 so that
+# clip.model.build_model infers the same shape back from the state dict).
+TINY_CLIP_SHAPE = dict(
+    embed_dim=32,
+    image_resolution=32,
+    vision_layers=2,
+    vision_width=64,
+    vision_patch_size=8,
+    transformer_width=64,
+    transformer_heads=1,
+    transformer_layers=2,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_lvis(tmp_path_factory):
+    """3 train + 2 val images of the shapes world, registered as tiny_lvis_{train,val}."""
+    from detectron2.data import DatasetCatalog
+
+    from vild_d2.data.datasets import ShapesWorldSpec, generate_shapes_world, register_lvis_format
+
+    root = str(tmp_path_factory.mktemp("tiny_lvis"))
+    spec = ShapesWorldSpec(seed=1, num_train=3, num_val=2, image_size=96, object_size=(12, 28))
+    paths = generate_shapes_world(root, spec)
+    names = {}
+    for split, json_file in paths.items():
+        name = f"tiny_lvis_{split}"
+        if name not in DatasetCatalog.list():
+            register_lvis_format(name, json_file, root)
+        names[split] = name
+    return {"root": root, "json": paths, "names": names, "spec": spec}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_checkpoint(tmp_path_factory):
+    from vild_d2.teacher import build_clip, save_clip_checkpoint
+
+    model = build_clip(seed=0, **TINY_CLIP_SHAPE)
+    path = str(tmp_path_factory.mktemp("clip") / "tiny_clip.pt")
+    save_clip_checkpoint(model, path)
+    return {"path": path, "model": model}

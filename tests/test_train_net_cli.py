@@ -1,0 +1,45 @@
+"""train_net.py fails on user mistakes with one clear line naming the culprit."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT, TINY_CONFIG
+
+
+def _run(*args):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train_net.py"), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    lines = [l for l in proc.stderr.splitlines() if l.strip() and "Warning" not in l
+             and not l.startswith("  warnings.warn")]
+    return proc.returncode, lines
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--config-file", "configs/nope.yaml"], "config file not found: configs/nope.yaml"),
+        (["--config-file", TINY_CONFIG, "MODEL.NOT_A_KEY", "1"],
+         "command-line override: unknown config key MODEL.NOT_A_KEY"),
+        (["--config-file", TINY_CONFIG, "DATASETS.TRAIN", "('no_such_dataset',)"],
+         "DATASETS.TRAIN names dataset 'no_such_dataset', which is not registered"),
+    ],
+    ids=["missing-config", "unknown-key-override", "unregistered-dataset"],
+)
+def test_one_line_errors(args, expected):
+    code, lines = _run(*args)
+    assert code == 2
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("train_net.py: error: ") and expected in lines[0]
+
+
+def test_unknown_key_in_config_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f'_BASE_: "{TINY_CONFIG}"\nMODEL:\n  ROI_HEADS:\n    NUM_CLASSE: 3\n')
+    code, lines = _run("--config-file", str(bad))
+    assert code == 2 and len(lines) == 1, lines
+    assert f"{bad}: unknown config key MODEL.ROI_HEADS.NUM_CLASSE" in lines[0]

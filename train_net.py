@@ -1,0 +1,59 @@
+#!/usr/bin/env python
+"""
+Train and evaluate vild_d2 models, with detectron2's usual flags:
+
+    python train_net.py --config-file configs/... [--eval-only] [--resume] \
+        [--num-gpus N --num-machines M --machine-rank R --dist-url URL] [KEY VALUE ...]
+
+On a machine without a GPU, add ``MODEL.DEVICE cpu``.
+"""
+
+import sys
+
+import detectron2.utils.comm as comm
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import default_argument_parser, launch
+from detectron2.evaluation import verify_results
+
+import vild_d2  # noqa: F401  (registers datasets and components)
+from vild_d2.config import ConfigError
+from vild_d2.engine import Trainer, setup
+from vild_d2.engine.trainer import build_config
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        res = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, res)
+        return res
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def invoke_main() -> None:
+    args = default_argument_parser().parse_args()
+    try:
+        build_config(args)  # fail here, in one line, before any worker is launched
+    except ConfigError as e:
+        print(f"train_net.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    invoke_main()

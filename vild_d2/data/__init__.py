@@ -1,0 +1,3 @@
+"""Datasets (registration, generators) and, later, the data path for distillation."""
+
+from . import datasets  # noqa: F401  (registers the builtin datasets)

@@ -1,0 +1,175 @@
+"""
+Load and register datasets in LVIS v1 json format.
+
+detectron2's own ``load_lvis_json`` only knows the builtin LVIS names and derives image
+paths from ``coco_url``. This loader also accepts a ``file_name`` per image (relative to
+the image root; generated and custom LVIS-format datasets use it), keeps any category-id
+set through ``thing_dataset_id_to_contiguous_id``, and names the file and id at fault
+when the json is malformed.
+"""
+
+import json
+import logging
+import os
+from typing import Dict, List, Optional
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["load_lvis_format_json", "register_lvis_format", "lvis_format_metadata"]
+
+REQUIRED_KEYS = {
+    "images": ("id", "height", "width"),
+    "annotations": ("id", "image_id", "category_id", "bbox"),
+    "categories": ("id", "name", "frequency"),
+}
+SINGULAR = {"images": "image", "annotations": "annotation", "categories": "category"}
+
+
+class DatasetFormatError(ValueError):
+    """An LVIS-format json that cannot be loaded; the message names the file and id."""
+
+
+def _read_json(json_file: str) -> dict:
+    if not os.path.isfile(json_file):
+        raise FileNotFoundError(
+            f"LVIS-format annotation file not found: {json_file} (see datasets/README.md "
+            "for how to prepare it)"
+        )
+    with open(json_file, encoding="utf-8") as f:
+        data = json.load(f)
+    for section, keys in REQUIRED_KEYS.items():
+        if section not in data:
+            raise DatasetFormatError(f"{json_file}: no '{section}' list")
+        for item in data[section]:
+            missing = [k for k in keys if k not in item]
+            if missing:
+                raise DatasetFormatError(
+                    f"{json_file}: {SINGULAR[section]} id={item.get('id')} lacks {missing}"
+                )
+    return data
+
+
+def lvis_format_metadata(categories: List[dict]) -> Dict[str, object]:
+    """
+    Metadata for a list of LVIS categories, sorted by id.
+
+    Returns:
+        dict with ``thing_classes`` (names in contiguous order), ``class_frequency``
+        ("r"/"c"/"f" per class) and ``thing_dataset_id_to_contiguous_id``.
+    """
+    cats = sorted(categories, key=lambda c: c["id"])
+    return {
+        "thing_classes": [c["name"] for c in cats],
+        "class_frequency": [c["frequency"] for c in cats],
+        "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(cats)},
+    }
+
+
+def _image_path(image_root: str, img: dict) -> str:
+    if "file_name" in img:
+        return os.path.join(image_root, img["file_name"])
+    if "coco_url" in img:  # LVIS v1: '.../train2017/000000155379.jpg'
+        split_folder, file_name = img["coco_url"].split("/")[-2:]
+        return os.path.join(image_root, split_folder, file_name)
+    raise DatasetFormatError(f"image id={img['id']} has neither 'file_name' nor 'coco_url'")
+
+
+def load_lvis_format_json(json_file: str, image_root: str) -> List[dict]:
+    """
+    Read an LVIS-format json into detectron2's dataset-dict format.
+
+    Args:
+        json_file: path to the LVIS-format json.
+        image_root: folder the images' ``file_name`` (or ``coco_url`` split/name) is
+            relative to.
+
+    Returns:
+        list[dict], one per image: ``file_name``, ``height``, ``width``, ``image_id``,
+        ``not_exhaustive_category_ids`` and ``neg_category_ids`` (contiguous ids) and
+        ``annotations`` with ``bbox`` (XYWH_ABS, pixels), ``category_id`` (contiguous,
+        0-based), ``segmentation`` (polygons) and ``iscrowd`` 0.
+    """
+    data = _read_json(json_file)
+    meta = lvis_format_metadata(data["categories"])
+    id_map = meta["thing_dataset_id_to_contiguous_id"]
+    anns_per_image: Dict[int, List[dict]] = {img["id"]: [] for img in data["images"]}
+    seen_ann_ids = set()
+    for ann in data["annotations"]:
+        if ann["id"] in seen_ann_ids:
+            raise DatasetFormatError(f"{json_file}: annotation id={ann['id']} appears twice")
+        seen_ann_ids.add(ann["id"])
+        if ann["image_id"] not in anns_per_image:
+            raise DatasetFormatError(
+                f"{json_file}: annotation id={ann['id']} refers to image_id={ann['image_id']}"
+                " which is not in 'images'"
+            )
+        if ann["category_id"] not in id_map:
+            raise DatasetFormatError(
+                f"{json_file}: annotation id={ann['id']} has category_id={ann['category_id']}"
+                " which is not in 'categories'"
+            )
+        anns_per_image[ann["image_id"]].append(ann)
+
+    dataset_dicts = []
+    for img in data["images"]:
+        record = {
+            "file_name": _image_path(image_root, img),
+            "height": img["height"],
+            "width": img["width"],
+            "image_id": img["id"],
+            "not_exhaustive_category_ids": [
+                id_map[c] for c in img.get("not_exhaustive_category_ids", [])
+            ],
+            "neg_category_ids": [id_map[c] for c in img.get("neg_category_ids", [])],
+        }
+        objs = []
+        for ann in anns_per_image[img["id"]]:
+            obj = {
+                "bbox": ann["bbox"],
+                "bbox_mode": BoxMode.XYWH_ABS,
+                "category_id": id_map[ann["category_id"]],
+                "iscrowd": 0,
+            }
+            if "segmentation" in ann:
+                polygons = [p for p in ann["segmentation"] if len(p) % 2 == 0 and len(p) >= 6]
+                if not polygons:
+                    raise DatasetFormatError(
+                        f"{json_file}: annotation id={ann['id']} has no valid polygon"
+                    )
+                obj["segmentation"] = polygons
+            objs.append(obj)
+        record["annotations"] = objs
+        dataset_dicts.append(record)
+    logger.info(f"Loaded {len(dataset_dicts)} images from {json_file}")
+    return dataset_dicts
+
+
+def register_lvis_format(
+    name: str, json_file: str, image_root: str, metadata: Optional[dict] = None
+) -> None:
+    """
+    Register an LVIS-format dataset under ``name`` (lazily: nothing is read until
+    ``DatasetCatalog.get(name)``). Its metadata gets ``evaluator_type="lvis"``, so
+    ``vild_d2.evaluation.build_evaluator`` evaluates it with LVISEvaluator (AP, APr,
+    APc, APf); the class names and frequencies are read from the json on first use.
+    """
+    DatasetCatalog.register(name, lambda: _load_and_set_metadata(name, json_file, image_root))
+    MetadataCatalog.get(name).set(
+        json_file=json_file, image_root=image_root, evaluator_type="lvis", **(metadata or {})
+    )
+
+
+def _load_and_set_metadata(name: str, json_file: str, image_root: str) -> List[dict]:
+    dicts = load_lvis_format_json(json_file, image_root)
+    ensure_lvis_metadata(name)
+    return dicts
+
+
+def ensure_lvis_metadata(name: str) -> None:
+    """Fill ``thing_classes`` & co. of dataset ``name`` from its json if not set yet."""
+    meta = MetadataCatalog.get(name)
+    if not hasattr(meta, "thing_classes"):
+        meta.set(**lvis_format_metadata(_read_json(meta.json_file)["categories"]))

@@ -1,0 +1,40 @@
+"""Choose the evaluator of a dataset from its metadata."""
+
+import os
+
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import COCOEvaluator, LVISEvaluator
+
+from ..compat.numpy_aliases import ensure_numpy_aliases
+from ..data.datasets.lvis_format import ensure_lvis_metadata
+
+
+def build_evaluator(cfg, dataset_name: str, output_dir: str = None):
+    """
+    LVISEvaluator (AP, APr, APc, APf; at most ``cfg.TEST.DETECTIONS_PER_IMAGE`` detections
+    per image) for datasets whose metadata says ``evaluator_type == "lvis"``;
+    COCOEvaluator with the pure-Python COCO API otherwise (detectron2's fast C++ one is
+    not built here).
+    """
+    if output_dir is None:
+        output_dir = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+    meta = MetadataCatalog.get(dataset_name)
+    tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+    kind = getattr(meta, "evaluator_type", None)
+    if kind == "lvis":
+        ensure_numpy_aliases()  # lvis==0.5.3 uses np.float
+        ensure_lvis_metadata(dataset_name)
+        return LVISEvaluator(
+            dataset_name,
+            tasks=tasks,
+            output_dir=output_dir,
+            max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+        )
+    if kind == "coco" or hasattr(meta, "json_file"):
+        return COCOEvaluator(
+            dataset_name, tasks=tasks, output_dir=output_dir, use_fast_impl=False
+        )
+    raise ValueError(
+        f"dataset '{dataset_name}' has no evaluator: its metadata has neither "
+        "evaluator_type 'lvis'/'coco' nor a json_file"
+    )
