@@ -6,6 +6,7 @@ and registries, like detectron2's own projects.
 """
 
 from . import data  # noqa: F401  (registers the builtin datasets)
+from . import modeling  # noqa: F401  (registers ViLDRCNN, ViLDROIHeads)
 from .config import add_vild_config
 
 __version__ = "0.1.0"

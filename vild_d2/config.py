@@ -25,6 +25,33 @@ def add_vild_config(cfg: CN) -> None:
     # Version of vild_d2's config keys; bumped when a key changes meaning.
     _C.VILD_D2.VERSION = 1
 
+    _C.MODEL.VILD = CN()
+    # D: dimension of the teacher's embeddings (512 for CLIP ViT-B/32).
+    _C.MODEL.VILD.EMBED_DIM = 512
+    # tau: cosine similarities are divided by it before the softmax.
+    _C.MODEL.VILD.TEMPERATURE = 0.01
+    # [C_train, D] text embeddings (.npy/.pt) of the training set's categories, in its order.
+    _C.MODEL.VILD.TRAIN_TEXT_EMBEDDINGS = ""
+    # [C_test, D] text embeddings used at inference; "" = the training ones.
+    _C.MODEL.VILD.TEST_TEXT_EMBEDDINGS = ""
+    # w: weight of the L1 distillation loss; 0 gives ViLD-text (no regions needed).
+    _C.MODEL.VILD.IMAGE_LOSS_WEIGHT = 0.5
+    # M: at most this many precomputed distillation regions per image.
+    _C.MODEL.VILD.NUM_DISTILL_REGIONS = 300
+    # ViLD-ensemble: a separate image head, trained by the distillation loss only.
+    _C.MODEL.VILD.ENSEMBLE = False
+    # lambda of ViLD-ensemble: base p_text^l * p_img^(1-l), novel p_text^(1-l) * p_img^l.
+    _C.MODEL.VILD.ENSEMBLE_LAMBDA = 2.0 / 3.0
+
+    _C.INPUT.LSJ = CN()
+    # Large-scale jitter (resize by a random scale, then crop/pad to a fixed square).
+    _C.INPUT.LSJ.ENABLED = False
+    # Side of the square training image, pixels.
+    _C.INPUT.LSJ.IMAGE_SIZE = 1024
+    # Range of the random scale factor relative to IMAGE_SIZE.
+    _C.INPUT.LSJ.MIN_SCALE = 0.1
+    _C.INPUT.LSJ.MAX_SCALE = 2.0
+
 
 def load_config(config_file: str, opts: Sequence[str] = ()) -> CN:
     """

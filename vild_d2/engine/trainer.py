@@ -1,8 +1,10 @@
 """The detectron2 trainer of vild_d2 and the config set-up that ``train_net.py`` uses."""
 
+from detectron2.data import DatasetMapper, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_setup
 
 from ..config import check_datasets_registered, load_config
+from ..data.augmentation import build_train_augmentation
 from ..evaluation import build_evaluator
 
 
@@ -12,6 +14,14 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         return build_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        args = DatasetMapper.from_config(cfg, is_train=True)
+        args["augmentations"] = build_train_augmentation(cfg)
+        if cfg.INPUT.LSJ.ENABLED:
+            args["recompute_boxes"] = cfg.MODEL.MASK_ON  # boxes from the cropped masks
+        return build_detection_train_loader(cfg, mapper=DatasetMapper(**args))
 
 
 def build_config(args):

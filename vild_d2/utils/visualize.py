@@ -12,7 +12,7 @@ from PIL import Image
 
 
 def draw_detections(cfg, dataset_name: str, out_path: str, num_images: int = 4,
-                    score_threshold: float = 0.5, scale: float = 2.0) -> str:
+                    score_threshold: float = 0.3, scale: float = 2.0) -> str:
     """
     Run the model of ``cfg`` (weights ``cfg.MODEL.WEIGHTS``) on the first ``num_images``
     images of ``dataset_name`` and write them side by side with boxes, masks and class

@@ -1,0 +1,217 @@
+"""The ViLD model (ViLDRCNN + ViLDROIHeads + ViLDBoxPredictor) on synthetic inputs."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import build_model
+from detectron2.solver import build_optimizer
+from detectron2.structures import Boxes, Instances, PolygonMasks
+from detectron2.utils.events import EventStorage
+
+from vild_d2.config import load_config
+from vild_d2.modeling import VocabularyError, ViLDRCNN
+
+from .conftest import ROOT
+
+VILD_CONFIG = os.path.join(ROOT, "configs", "shapes_world", "vild_R_18_FPN_tiny.yaml")
+ENSEMBLE_CONFIG = os.path.join(ROOT, "configs", "shapes_world", "vild_ensemble_R_18_FPN_tiny.yaml")
+D, C, NOVEL = 32, 36, list(range(30, 36))
+OV_DATASET = "test_vild_ov"  # metadata only: 36 classes, the last 6 novel
+
+
+@pytest.fixture(scope="module")
+def vocab_file(tmp_path_factory):
+    if OV_DATASET not in MetadataCatalog.list():
+        MetadataCatalog.get(OV_DATASET).set(
+            thing_classes=[f"class {i}" for i in range(C)], novel_class_ids=NOVEL
+        )
+    emb = np.random.default_rng(0).normal(size=(C, D)).astype(np.float16)
+    path = str(tmp_path_factory.mktemp("vocab") / "vocab.npy")
+    np.save(path, emb)
+    return path
+
+
+def _cfg(config, vocab_file, *extra):
+    return load_config(config, [
+        "MODEL.DEVICE", "cpu", "MODEL.VILD.EMBED_DIM", str(D),
+        "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", vocab_file, "MODEL.VILD.NUM_DISTILL_REGIONS", "6",
+        "DATASETS.TRAIN", f"('{OV_DATASET}',)", "DATASETS.TEST", f"('{OV_DATASET}',)", *extra,
+    ])
+
+
+def _inputs(seed=0, n_images=2, size=96, dim=D):
+    g = torch.Generator().manual_seed(seed)
+    batch = []
+    for i in range(n_images):
+        inst = Instances((size, size))
+        xy = torch.randint(0, size // 2, (3, 2), generator=g).float()
+        boxes = torch.cat([xy, xy + torch.randint(16, size // 2, (3, 2), generator=g).float()], 1)
+        inst.gt_boxes = Boxes(boxes)
+        inst.gt_classes = torch.randint(0, 30, (3,), generator=g)  # base classes only
+        inst.gt_masks = PolygonMasks([[[b[0], b[1], b[2], b[1], b[2], b[3], b[0], b[3]]] for b in boxes.tolist()])
+        regions = Instances((size, size))
+        rxy = torch.randint(0, size // 2, (8, 2), generator=g).float()
+        regions.boxes = Boxes(torch.cat([rxy, rxy + 20], 1))
+        regions.embeddings = F.normalize(torch.randn(8, dim, generator=g), dim=1).half()
+        regions.valid = torch.arange(8) < 7
+        batch.append({
+            "image": torch.randint(0, 255, (3, size, size), generator=g).float(),
+            "height": size, "width": size, "image_id": i, "file_name": f"synthetic_{i}.png",
+            "instances": inst, "distill_regions": regions,
+        })
+    return batch
+
+
+@pytest.mark.parametrize("config", [VILD_CONFIG, ENSEMBLE_CONFIG], ids=["vild", "ensemble"])
+def test_training_step_changes_weights(config, vocab_file):
+    torch.manual_seed(0)
+    cfg = _cfg(config, vocab_file)
+    model = build_model(cfg)
+    assert isinstance(model, ViLDRCNN)
+    model.train()
+    predictor = model.roi_heads.box_predictor
+    vocab_before = predictor.train_class_embeddings.clone()
+    params_before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    optimizer = build_optimizer(cfg, model)
+    with EventStorage():
+        losses = model(_inputs())
+        assert {"loss_cls", "loss_box_reg", "loss_mask", "loss_image", "loss_rpn_cls"} <= set(losses)
+        assert all(torch.isfinite(v) for v in losses.values()), losses
+        sum(losses.values()).backward()
+    assert predictor.bg_embedding.grad.abs().sum() > 0  # the background embedding is learned
+    optimizer.step()
+    changed = {k for k, v in model.named_parameters() if not torch.equal(v, params_before[k])}
+    assert "roi_heads.box_predictor.bg_embedding" in changed
+    assert "roi_heads.box_predictor.projection.weight" in changed
+    if model.roi_heads.image_head is not None:
+        assert "roi_heads.image_head.projection.weight" in changed
+    # The vocabulary is a buffer: not a parameter, not in checkpoints, never updated.
+    names = {k for k, _ in model.named_parameters()}
+    assert not any("class_embeddings" in k for k in names)
+    assert not any("class_embeddings" in k for k in model.state_dict())
+    assert torch.equal(predictor.train_class_embeddings, vocab_before)
+
+
+def test_ensemble_heads_train_on_their_own_loss(vocab_file):
+    torch.manual_seed(0)
+    model = build_model(_cfg(ENSEMBLE_CONFIG, vocab_file)).train()
+    heads = model.roi_heads
+    with EventStorage():
+        losses = model(_inputs())
+    text_params = list(heads.box_head.parameters()) + [heads.box_predictor.projection.weight]
+    image_params = list(heads.image_head.parameters())
+    g_text = torch.autograd.grad(losses["loss_cls"], text_params + image_params, allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in g_text[: len(text_params)])
+    assert all(g is None or g.abs().sum() == 0 for g in g_text[len(text_params):])
+    g_img = torch.autograd.grad(losses["loss_image"], text_params + image_params, allow_unused=True)
+    assert all(g is None or g.abs().sum() == 0 for g in g_img[: len(text_params)])
+    assert any(g is not None and g.abs().sum() > 0 for g in g_img[len(text_params):])
+
+
+def test_novel_classes_get_no_gradient(vocab_file):
+    torch.manual_seed(0)
+    model = build_model(_cfg(VILD_CONFIG, vocab_file, "MODEL.VILD.IMAGE_LOSS_WEIGHT", "0.0")).train()
+    predictor = model.roi_heads.box_predictor
+    assert predictor.train_base_mask.tolist() == [i not in NOVEL for i in range(C)]
+    x = torch.randn(10, predictor.projection.in_features)
+    logits, _ = predictor(x)
+    logits.retain_grad()
+    gt = torch.tensor([0, 5, 29, C, C, 1, 2, 3, 4, C])
+    loss = F.cross_entropy(logits, gt)
+    loss.backward()
+    assert torch.isinf(logits[:, NOVEL]).all()
+    assert torch.equal(logits.grad[:, NOVEL], torch.zeros(10, len(NOVEL)))
+    # Moving the novel rows does not change the training loss.
+    predictor.train_class_embeddings[NOVEL] = F.normalize(torch.randn(len(NOVEL), D), dim=1)
+    assert F.cross_entropy(predictor(x)[0], gt).item() == pytest.approx(loss.item(), rel=1e-6)
+
+
+def _detections(model, batch):
+    with torch.no_grad():
+        out = model([{k: b[k] for k in ("image", "height", "width")} for b in batch])
+    return [o["instances"] for o in out]
+
+
+@pytest.mark.parametrize("config", [VILD_CONFIG, ENSEMBLE_CONFIG], ids=["vild", "ensemble"])
+def test_eval_uses_the_swapped_vocabulary(config, vocab_file):
+    torch.manual_seed(0)
+    cfg = _cfg(config, vocab_file, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.02")
+    model = build_model(cfg).eval()
+    batch = _inputs(seed=1, n_images=1)
+    vocab = F.normalize(torch.randn(7, D), dim=1)
+    model.set_vocabulary(vocab)
+    first = _detections(model, batch)[0]
+    assert len(first) > 0 and first.pred_classes.max() < 7
+    assert first.has("pred_masks")
+    perm = torch.tensor([3, 6, 0, 1, 5, 2, 4])  # new class k = old class perm[k]
+    model.set_vocabulary(vocab[perm])
+    second = _detections(model, batch)[0]
+    inverse = torch.argsort(perm)
+
+    def rows(inst, classes):
+        boxes = inst.pred_boxes.tensor.round(decimals=2).tolist()
+        return sorted((c, tuple(b), round(s, 4)) for c, b, s in zip(classes.tolist(), boxes, inst.scores.tolist()))
+
+    assert rows(second, second.pred_classes) == rows(first, inverse[first.pred_classes])
+
+
+def test_vocabulary_errors(vocab_file, tmp_path):
+    def build(*opts):
+        return build_model(_cfg(VILD_CONFIG, vocab_file, *opts))
+
+    with pytest.raises(FileNotFoundError, match="MODEL.VILD.TRAIN_TEXT_EMBEDDINGS.*nowhere.npy"):
+        build("MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", str(tmp_path / "nowhere.npy"))
+    wrong_dim = tmp_path / "wrong_dim.npy"
+    np.save(wrong_dim, np.ones((C, 16), np.float32))
+    with pytest.raises(VocabularyError, match=r"wrong_dim.npy.*dimension 16 \(shape \(36, 16\)\).*D = 32"):
+        build("MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", str(wrong_dim))
+    wrong_rows = tmp_path / "wrong_rows.npy"
+    np.save(wrong_rows, np.ones((20, D), np.float32))
+    with pytest.raises(ValueError, match=r"wrong_rows.npy.*20 rows.*dataset 'test_vild_ov' has 36"):
+        build("MODEL.VILD.TEST_TEXT_EMBEDDINGS", str(wrong_rows))
+    with pytest.raises(VocabularyError, match=r"wrong_rows.npy.*20 rows.*36 classes"):
+        build("MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", str(wrong_rows))
+    for name, value in (("nan", np.nan), ("zero", 0.0)):
+        bad = np.random.default_rng(0).normal(size=(C, D)).astype(np.float32)
+        bad[[4, 9]] = value
+        np.save(tmp_path / f"{name}.npy", bad)
+        with pytest.raises(VocabularyError, match=rf"{name}.npy.*rows \[4, 9\]"):
+            build("MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", str(tmp_path / f"{name}.npy"))
+    model = build()
+    with pytest.raises(VocabularyError, match=r"test vocabulary.*dimension 8"):
+        model.set_vocabulary(torch.randn(5, 8))
+
+
+def test_distillation_input_errors(vocab_file):
+    model = build_model(_cfg(VILD_CONFIG, vocab_file)).train()
+    batch = _inputs(dim=16)
+    with EventStorage(), pytest.raises(
+        ValueError, match=r"image 0 \(synthetic_0.png\).*shape \(8, 16\), expected \[8, 32\]"
+    ):
+        model(batch)
+    batch = _inputs()
+    del batch[1]["distill_regions"]
+    with EventStorage(), pytest.raises(ValueError, match=r"image 1 \(synthetic_1.png\) has no 'distill_regions'"):
+        model(batch)
+    batch = _inputs()
+    batch[0]["distill_regions"].embeddings[2, 0] = float("nan")
+    with EventStorage(), pytest.raises(ValueError, match="image 0.*NaN"):
+        model(batch)
+    # ViLD-text needs no regions.
+    text_model = build_model(_cfg(VILD_CONFIG, vocab_file, "MODEL.VILD.IMAGE_LOSS_WEIGHT", "0.0")).train()
+    batch = _inputs()
+    for b in batch:
+        del b["distill_regions"]
+    with EventStorage():
+        assert "loss_image" not in text_model(batch)
+
+
+def test_every_config_loads():
+    import glob
+
+    for path in glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True):
+        load_config(path)

@@ -1,0 +1,14 @@
+"""ViLD components, registered with detectron2's registries on import."""
+
+from .box_predictor import ViLDBoxPredictor
+from .image_head import ImageEmbeddingHead
+from .losses import distillation_l1_loss, ensemble_scores, image_logits, text_logits
+from .meta_arch import ViLDRCNN
+from .roi_heads import ViLDROIHeads
+from .text_embeddings import VocabularyError, check_text_embeddings, load_text_embeddings
+
+__all__ = [
+    "ViLDBoxPredictor", "ImageEmbeddingHead", "ViLDRCNN", "ViLDROIHeads",
+    "text_logits", "image_logits", "distillation_l1_loss", "ensemble_scores",
+    "VocabularyError", "check_text_embeddings", "load_text_embeddings",
+]

@@ -1,0 +1,71 @@
+"""ViLDRCNN: GeneralizedRCNN that hands each image's distillation regions to the ROI heads."""
+
+from typing import Dict, List, Optional
+
+import torch
+from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+from detectron2.structures import Instances
+from detectron2.utils.events import get_event_storage
+
+__all__ = ["ViLDRCNN"]
+
+
+@META_ARCH_REGISTRY.register()
+class ViLDRCNN(GeneralizedRCNN):
+    """
+    Same as GeneralizedRCNN except in training, where ``batched_inputs[i]
+    ["distill_regions"]`` (see :mod:`vild_d2.modeling.roi_heads` for the contract) is
+    validated, moved to the device and given to the ROI heads. Inference is unchanged;
+    :meth:`set_vocabulary` swaps the test vocabulary.
+    """
+
+    def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
+        if not self.training:
+            return self.inference(batched_inputs)
+        images = self.preprocess_image(batched_inputs)
+        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+        distill = self._distill_regions(batched_inputs)
+        features = self.backbone(images.tensor)
+        proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)
+        _, detector_losses = self.roi_heads(
+            images, features, proposals, gt_instances, distill_regions=distill
+        )
+        if self.vis_period > 0:
+            storage = get_event_storage()
+            if storage.iter % self.vis_period == 0:
+                self.visualize_training(batched_inputs, proposals)
+        losses = dict(detector_losses)
+        losses.update(proposal_losses)
+        return losses
+
+    def _distill_regions(self, batched_inputs) -> Optional[List[Instances]]:
+        if not getattr(self.roi_heads, "uses_distillation", False):
+            return None
+        dim = self.roi_heads.box_predictor.embed_dim
+        out = []
+        for x in batched_inputs:
+            where = f"image {x.get('image_id', '?')} ({x.get('file_name', 'no file_name')})"
+            if "distill_regions" not in x:
+                raise ValueError(
+                    f"{where} has no 'distill_regions' but MODEL.VILD.IMAGE_LOSS_WEIGHT > 0: "
+                    "use a region-embedding store for the training set, or set the weight to 0"
+                )
+            r = x["distill_regions"]
+            for field in ("boxes", "embeddings"):
+                if not r.has(field):
+                    raise ValueError(f"{where}: distill_regions lacks the field '{field}'")
+            emb = r.embeddings
+            if emb.dim() != 2 or emb.shape[1] != dim or emb.shape[0] != len(r.boxes):
+                raise ValueError(
+                    f"{where}: distill_regions.embeddings has shape {tuple(emb.shape)}, expected "
+                    f"[{len(r.boxes)}, {dim}] ({len(r.boxes)} boxes, MODEL.VILD.EMBED_DIM {dim})"
+                )
+            if not torch.isfinite(emb).all():
+                raise ValueError(f"{where}: distill_regions.embeddings holds NaN or Inf")
+            out.append(r.to(self.device))
+        return out
+
+    def set_vocabulary(self, class_embeddings: torch.Tensor,
+                       base_mask: Optional[torch.Tensor] = None) -> None:
+        """Detect ``class_embeddings`` ([C, D]) from now on; see ViLDBoxPredictor."""
+        self.roi_heads.box_predictor.set_test_vocabulary(class_embeddings, base_mask)

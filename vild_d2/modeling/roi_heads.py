@@ -1,0 +1,139 @@
+"""
+ViLD ROI heads: the text head (ViLD-text), image distillation (ViLD) and the separate
+image head of ViLD-ensemble, on top of detectron2's StandardROIHeads (class-agnostic
+box regression and masks come from the config).
+
+Input contract for distillation (training only), one entry per image, as produced by
+the dataset mapper and passed on by :class:`vild_d2.modeling.ViLDRCNN`:
+``Instances`` of the network-input image size with fields
+    ``boxes``       Boxes [M_i, 4], XYXY in network-input pixels (after the mapper's
+                    resize/flip/crop, like ``gt_boxes``);
+    ``embeddings``  Tensor [M_i, D], the teacher's unit-norm CLIP image embeddings;
+    ``valid``       optional bool Tensor [M_i]: regions marked False contribute nothing.
+At most ``MODEL.VILD.NUM_DISTILL_REGIONS`` (M) regions per image are used.
+"""
+
+from typing import Dict, List, Optional
+
+import torch
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
+from detectron2.structures import Boxes, ImageList, Instances
+from torch import nn
+
+from .box_predictor import ViLDBoxPredictor
+from .image_head import ImageEmbeddingHead
+from .losses import distillation_l1_loss
+
+__all__ = ["ViLDROIHeads"]
+
+
+@ROI_HEADS_REGISTRY.register()
+class ViLDROIHeads(StandardROIHeads):
+    """
+    Training: the N sampled proposals (text loss) and the M distillation regions of each
+    image (image loss, weight w) are pooled and run through the box head in one pass.
+    With an ``image_head`` (ViLD-ensemble) the text head sees only the proposals and the
+    image head only the distillation regions.
+    Inference: detections over the test vocabulary; with an image head, ensemble scores.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        image_head: Optional[nn.Module] = None,
+        image_loss_weight: float = 0.5,
+        num_distill_regions: int = 300,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(self.box_predictor, ViLDBoxPredictor):
+            raise TypeError("ViLDROIHeads needs a ViLDBoxPredictor")
+        self.image_head = image_head
+        self.image_loss_weight = image_loss_weight
+        self.num_distill_regions = num_distill_regions
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        ret["image_loss_weight"] = cfg.MODEL.VILD.IMAGE_LOSS_WEIGHT
+        ret["num_distill_regions"] = cfg.MODEL.VILD.NUM_DISTILL_REGIONS
+        return ret
+
+    @classmethod
+    def _init_box_head(cls, cfg, input_shape):
+        ret = super()._init_box_head(cfg, input_shape)
+        ret["box_predictor"] = ViLDBoxPredictor(cfg, ret["box_head"].output_shape)
+        if cfg.MODEL.VILD.ENSEMBLE:
+            channels = [input_shape[f].channels for f in cfg.MODEL.ROI_HEADS.IN_FEATURES][0]
+            res = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
+            ret["image_head"] = ImageEmbeddingHead(
+                cfg, ShapeSpec(channels=channels, height=res, width=res)
+            )
+        return ret
+
+    @property
+    def uses_distillation(self) -> bool:
+        return self.training and self.image_loss_weight > 0
+
+    def forward(
+        self,
+        images: ImageList,
+        features: Dict[str, torch.Tensor],
+        proposals: List[Instances],
+        targets: Optional[List[Instances]] = None,
+        distill_regions: Optional[List[Instances]] = None,
+    ):
+        if not self.training:
+            return super().forward(images, features, proposals, targets)
+        assert targets, "'targets' argument is required during training"
+        proposals = self.label_and_sample_proposals(proposals, targets)
+        losses = self._forward_box(features, proposals, distill_regions)
+        losses.update(self._forward_mask(features, proposals))
+        losses.update(self._forward_keypoint(features, proposals))
+        return proposals, losses
+
+    def _forward_box(self, features, proposals, distill_regions=None):
+        feats = [features[f] for f in self.box_in_features]
+        if not self.training:
+            pooled = self.box_pooler(feats, [p.proposal_boxes for p in proposals])
+            predictions = self.box_predictor(self.box_head(pooled))
+            if self.image_head is not None:
+                predictions = predictions + (self.image_head(pooled),)
+            return self.box_predictor.inference(predictions, proposals)[0]
+
+        regions = None
+        if self.uses_distillation:
+            if distill_regions is None:
+                raise ValueError(
+                    "MODEL.VILD.IMAGE_LOSS_WEIGHT > 0 but the batch has no 'distill_regions': "
+                    "use a region-embedding store for the training set, or set the weight to 0 "
+                    "(ViLD-text)"
+                )
+            regions = [r[: self.num_distill_regions] for r in distill_regions]
+        boxes = [p.proposal_boxes for p in proposals]
+        if regions is not None:
+            boxes = [Boxes.cat([b, r.boxes]) for b, r in zip(boxes, regions)]
+        pooled = self.box_pooler(feats, boxes)
+        is_proposal = torch.cat([
+            torch.arange(len(b), device=pooled.device) < len(p) for b, p in zip(boxes, proposals)
+        ])
+        if self.image_head is None:
+            x = self.box_head(pooled)
+            text_x, distill_x = x[is_proposal], x[~is_proposal]
+        else:
+            text_x = self.box_head(pooled[is_proposal])
+            distill_x = pooled[~is_proposal]
+        losses = self.box_predictor.losses(self.box_predictor(text_x), proposals)
+        if regions is not None:
+            embed = self.box_predictor.embed if self.image_head is None else self.image_head
+            student = embed(distill_x)
+            teacher = torch.cat([r.embeddings for r in regions]).to(student.device)
+            valid = torch.cat([
+                r.valid if r.has("valid") else torch.ones(len(r), dtype=torch.bool, device=r.embeddings.device)
+                for r in regions
+            ]).to(student.device)
+            losses["loss_image"] = self.image_loss_weight * distillation_l1_loss(student, teacher, valid)
+        return losses

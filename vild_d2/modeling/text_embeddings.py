@@ -1,0 +1,98 @@
+"""
+Load and validate a vocabulary: a matrix of text embeddings [C, D], one row per category.
+
+Files are ``.npy`` (any float dtype) or ``.pt``/``.pth`` (a tensor, or a dict holding it
+under ``"embeddings"``). Rows need not be normalised (e.g. Detic's
+``lvis_v1_clip_a+cname.npy``): they are L2-normalised here, in float32.
+"""
+
+import os
+from typing import Optional
+
+import numpy as np
+import torch
+
+__all__ = ["load_text_embeddings", "check_text_embeddings", "VocabularyError"]
+
+
+class VocabularyError(ValueError):
+    """A text-embedding matrix that cannot serve as a vocabulary; names file and shapes."""
+
+
+def _read(path: str) -> torch.Tensor:
+    if path.endswith(".npy"):
+        return torch.from_numpy(np.load(path).astype(np.float32))
+    if path.endswith((".pt", ".pth")):
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(obj, dict):
+            if "embeddings" not in obj:
+                raise VocabularyError(f"{path}: a dict without an 'embeddings' entry")
+            obj = obj["embeddings"]
+        if not isinstance(obj, torch.Tensor):
+            raise VocabularyError(f"{path}: holds a {type(obj).__name__}, not a tensor")
+        return obj.float()
+    raise VocabularyError(f"{path}: unknown extension (expected .npy, .pt or .pth)")
+
+
+def check_text_embeddings(
+    embeddings: torch.Tensor,
+    *,
+    name: str,
+    embed_dim: int,
+    num_rows: Optional[int] = None,
+    rows_of: str = "",
+) -> torch.Tensor:
+    """
+    Validate a vocabulary tensor and return it L2-normalised in float32.
+
+    Args:
+        embeddings: [C, D] tensor.
+        name: how to call it in errors (a file name, a config key, ``"tensor"``).
+        embed_dim: the model's D.
+        num_rows: the expected C, if known.
+        rows_of: what ``num_rows`` counts (e.g. "categories of dataset 'lvis_v1_val'").
+    """
+    if embeddings.dim() != 2:
+        raise VocabularyError(f"{name}: expected a [C, D] matrix, got shape {tuple(embeddings.shape)}")
+    if embeddings.shape[0] == 0:
+        raise VocabularyError(f"{name}: the vocabulary is empty (shape {tuple(embeddings.shape)})")
+    if embeddings.shape[1] != embed_dim:
+        raise VocabularyError(
+            f"{name}: embedding dimension {embeddings.shape[1]} (shape "
+            f"{tuple(embeddings.shape)}) != the model's D = {embed_dim} (MODEL.VILD.EMBED_DIM)"
+        )
+    if num_rows is not None and embeddings.shape[0] != num_rows:
+        raise VocabularyError(
+            f"{name}: {embeddings.shape[0]} rows (shape {tuple(embeddings.shape)}) but "
+            f"{num_rows} {rows_of or 'categories'}"
+        )
+    embeddings = embeddings.detach().float()
+    bad = (~torch.isfinite(embeddings).all(dim=1)).nonzero().flatten().tolist()
+    if bad:
+        raise VocabularyError(f"{name}: rows {bad[:10]} hold NaN or Inf")
+    norms = embeddings.norm(dim=1)
+    zero = (norms < 1e-12).nonzero().flatten().tolist()
+    if zero:
+        raise VocabularyError(f"{name}: rows {zero[:10]} are all zeros (no direction)")
+    return embeddings / norms[:, None]
+
+
+def load_text_embeddings(
+    path: str, *, embed_dim: int, config_key: str, num_rows: Optional[int] = None,
+    rows_of: str = "",
+) -> torch.Tensor:
+    """
+    Read the vocabulary file ``path`` (named by config key ``config_key``) and validate
+    it with :func:`check_text_embeddings`.
+
+    Returns:
+        [C, D] float32 tensor with unit-norm rows.
+    """
+    if not path:
+        raise VocabularyError(f"{config_key} is empty: name a [C, D] text-embedding file")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{config_key}: text-embedding file not found: {path}")
+    return check_text_embeddings(
+        _read(path), name=f"{path} ({config_key})", embed_dim=embed_dim, num_rows=num_rows,
+        rows_of=rows_of,
+    )
