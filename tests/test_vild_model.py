@@ -175,6 +175,8 @@ def test_vocabulary_errors(vocab_file, tmp_path):
         build("MODEL.VILD.TEST_TEXT_EMBEDDINGS", str(wrong_rows))
     with pytest.raises(VocabularyError, match=r"wrong_rows.npy.*20 rows.*36 classes"):
         build("MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", str(wrong_rows))
+    with pytest.raises(ValueError, match=r"NUM_CLASSES is 20 but dataset 'test_vild_ov' has 36"):
+        build("MODEL.ROI_HEADS.NUM_CLASSES", "20", "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", str(wrong_rows))
     for name, value in (("nan", np.nan), ("zero", 0.0)):
         bad = np.random.default_rng(0).normal(size=(C, D)).astype(np.float32)
         bad[[4, 9]] = value

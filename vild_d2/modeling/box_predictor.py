@@ -55,7 +55,7 @@ class ViLDBoxPredictor(FastRCNNOutputLayers):
             train_class_embeddings: [C_train, D] unit-norm text embeddings.
             test_class_embeddings: [C_test, D] unit-norm text embeddings.
             train_base_mask: [C_train] bool (default all True).
-            test_base_mask: [C_test] bool (default all True).
+            test_base_mask: [C_test] bool (default all False: every class novel).
             temperature: tau.
             ensemble_lambda: lambda of ViLD-ensemble scoring.
             kwargs: the arguments of FastRCNNOutputLayers other than ``num_classes`` and
@@ -74,8 +74,10 @@ class ViLDBoxPredictor(FastRCNNOutputLayers):
         self.ensemble_lambda = ensemble_lambda
         self.register_buffer("train_class_embeddings", train_class_embeddings, persistent=False)
         self.register_buffer("train_base_mask", _mask_or_all(train_base_mask, num_classes), persistent=False)
-        self.register_buffer("test_class_embeddings", test_class_embeddings, persistent=False)
-        self.register_buffer("test_base_mask", test_class_embeddings.new_ones(0, dtype=torch.bool), persistent=False)
+        # Fixed after construction, so the novel-annotation check costs nothing without novel.
+        self._train_has_novel = not bool(self.train_base_mask.all())
+        self.register_buffer("test_class_embeddings", torch.empty(0, embed_dim), persistent=False)
+        self.register_buffer("test_base_mask", torch.empty(0, dtype=torch.bool), persistent=False)
         self.set_test_vocabulary(test_class_embeddings, test_base_mask)
 
     @classmethod
@@ -84,21 +86,25 @@ class ViLDBoxPredictor(FastRCNNOutputLayers):
         for key in ("num_classes", "cls_agnostic_bbox_reg"):
             del ret[key]
         d = cfg.MODEL.VILD.EMBED_DIM
+        num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
         train_vocab = dataset_vocabulary(cfg.DATASETS.TRAIN[0]) if cfg.DATASETS.TRAIN else None
+        if train_vocab is not None and train_vocab["num_classes"] != num_classes:
+            raise ValueError(
+                f"MODEL.ROI_HEADS.NUM_CLASSES is {num_classes} but dataset "
+                f"'{train_vocab['dataset']}' has {train_vocab['num_classes']} categories"
+            )
         train = load_text_embeddings(
             cfg.MODEL.VILD.TRAIN_TEXT_EMBEDDINGS, embed_dim=d,
             config_key="MODEL.VILD.TRAIN_TEXT_EMBEDDINGS",
-            num_rows=cfg.MODEL.ROI_HEADS.NUM_CLASSES, rows_of="classes (MODEL.ROI_HEADS.NUM_CLASSES)",
+            num_rows=num_classes, rows_of="MODEL.ROI_HEADS.NUM_CLASSES",
         )
-        if train_vocab is not None:
-            _check_rows(train, train_vocab, cfg.MODEL.VILD.TRAIN_TEXT_EMBEDDINGS)
-        test_path = cfg.MODEL.VILD.TEST_TEXT_EMBEDDINGS or cfg.MODEL.VILD.TRAIN_TEXT_EMBEDDINGS
         test_vocab = dataset_vocabulary(cfg.DATASETS.TEST[0]) if cfg.DATASETS.TEST else None
         test = load_text_embeddings(
-            test_path, embed_dim=d, config_key="MODEL.VILD.TEST_TEXT_EMBEDDINGS"
+            cfg.MODEL.VILD.TEST_TEXT_EMBEDDINGS or cfg.MODEL.VILD.TRAIN_TEXT_EMBEDDINGS,
+            embed_dim=d, config_key="MODEL.VILD.TEST_TEXT_EMBEDDINGS",
+            num_rows=test_vocab["num_classes"] if test_vocab else None,
+            rows_of=f"dataset '{test_vocab['dataset']}'" if test_vocab else "",
         )
-        if test_vocab is not None:
-            _check_rows(test, test_vocab, test_path)
         ret.update(
             train_class_embeddings=train,
             test_class_embeddings=test,
@@ -135,6 +141,11 @@ class ViLDBoxPredictor(FastRCNNOutputLayers):
         """The vocabulary of the current mode: [C, D]."""
         return self.train_class_embeddings if self.training else self.test_class_embeddings
 
+    @property
+    def base_mask(self) -> torch.Tensor:
+        """Which classes of the current mode's vocabulary are base: [C] bool."""
+        return self.train_base_mask if self.training else self.test_base_mask
+
     # ---------------------------------------------------------------------- forward
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Box-head features [R, ...] -> unit-norm region embeddings [R, D]."""
@@ -156,7 +167,7 @@ class ViLDBoxPredictor(FastRCNNOutputLayers):
 
     def losses(self, predictions, proposals: List[Instances]) -> Dict[str, torch.Tensor]:
         """L_text (cross-entropy over base classes + background) and class-agnostic box loss."""
-        if len(proposals) and not bool(self.train_base_mask.all()):
+        if len(proposals) and self._train_has_novel:
             gt = torch.cat([p.gt_classes for p in proposals])
             fg = gt[gt < self.num_classes]
             novel = fg[~self.train_base_mask[fg]]
@@ -181,8 +192,7 @@ class ViLDBoxPredictor(FastRCNNOutputLayers):
         probs = F.softmax(logits, dim=-1)
         if len(predictions) > 2:
             p_img = F.softmax(image_logits(predictions[2], self.class_embeddings, self.temperature), dim=-1)
-            mask = self.test_base_mask if not self.training else self.train_base_mask
-            scores = ensemble_scores(probs[:, :-1], p_img, mask, self.ensemble_lambda)
+            scores = ensemble_scores(probs[:, :-1], p_img, self.base_mask, self.ensemble_lambda)
             probs = torch.cat([scores, probs[:, -1:]], dim=1)
         return probs.split([len(p) for p in proposals], dim=0)
 
@@ -194,10 +204,3 @@ def _mask_or_all(mask: Optional[torch.Tensor], n: int) -> torch.Tensor:
         raise ValueError(f"base mask of shape {tuple(mask.shape)} for {n} classes")
     return mask.to(torch.bool)
 
-
-def _check_rows(embeddings: torch.Tensor, vocab: dict, path: str) -> None:
-    if embeddings.shape[0] != vocab["num_classes"]:
-        raise ValueError(
-            f"{path}: {embeddings.shape[0]} rows (shape {tuple(embeddings.shape)}) but dataset "
-            f"'{vocab['dataset']}' has {vocab['num_classes']} categories"
-        )

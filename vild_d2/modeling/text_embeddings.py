@@ -50,7 +50,7 @@ def check_text_embeddings(
         name: how to call it in errors (a file name, a config key, ``"tensor"``).
         embed_dim: the model's D.
         num_rows: the expected C, if known.
-        rows_of: what ``num_rows`` counts (e.g. "categories of dataset 'lvis_v1_val'").
+        rows_of: what has ``num_rows`` classes (e.g. "dataset 'lvis_v1_val'").
     """
     if embeddings.dim() != 2:
         raise VocabularyError(f"{name}: expected a [C, D] matrix, got shape {tuple(embeddings.shape)}")
@@ -64,7 +64,7 @@ def check_text_embeddings(
     if num_rows is not None and embeddings.shape[0] != num_rows:
         raise VocabularyError(
             f"{name}: {embeddings.shape[0]} rows (shape {tuple(embeddings.shape)}) but "
-            f"{num_rows} {rows_of or 'categories'}"
+            f"{rows_of or 'the vocabulary'} has {num_rows} classes"
         )
     embeddings = embeddings.detach().float()
     bad = (~torch.isfinite(embeddings).all(dim=1)).nonzero().flatten().tolist()
