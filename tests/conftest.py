@@ -6,6 +6,11 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = os.path.join(ROOT, "configs", "shapes_world", "mask_rcnn_R_18_FPN_tiny.yaml")
+# Real COCO images and CLIP text embeddings on developer machines and CI (never copied here).
+SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
+needs_shared = pytest.mark.skipif(
+    not os.path.isdir(SHARED), reason=f"real data folder {SHARED} is absent (developer machines only)"
+)
 
 # A CLIP of the ViT kind, small enough for CPU tests (widths are multiples of 64 so that
 # clip.model.build_model infers the same shape back from the state dict).

@@ -27,8 +27,13 @@ def _run(*args):
          "command-line override: unknown config key MODEL.NOT_A_KEY"),
         (["--config-file", TINY_CONFIG, "DATASETS.TRAIN", "('no_such_dataset',)"],
          "DATASETS.TRAIN names dataset 'no_such_dataset', which is not registered"),
+        (["--config-file", "configs/shapes_world/vild_R_18_FPN_tiny.yaml"],
+         "MODEL.VILD.IMAGE_LOSS_WEIGHT > 0 (ViLD distillation) needs DATASETS.REGION_STORE_TRAIN"),
+        (["--config-file", TINY_CONFIG, "DATASETS.REGION_STORE_TRAIN", "/nonexistent/store"],
+         "DATASETS.REGION_STORE_TRAIN: region store /nonexistent/store: no manifest.json"),
     ],
-    ids=["missing-config", "unknown-key-override", "unregistered-dataset"],
+    ids=["missing-config", "unknown-key-override", "unregistered-dataset", "vild-without-store",
+         "store-not-there"],
 )
 def test_one_line_errors(args, expected):
     code, lines = _run(*args)

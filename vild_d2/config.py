@@ -11,7 +11,10 @@ from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 
-__all__ = ["add_vild_config", "load_config", "check_datasets_registered", "ConfigError"]
+__all__ = [
+    "add_vild_config", "load_config", "check_datasets_registered", "check_training_inputs",
+    "ConfigError",
+]
 
 
 class ConfigError(ValueError):
@@ -42,6 +45,12 @@ def add_vild_config(cfg: CN) -> None:
     _C.MODEL.VILD.ENSEMBLE = False
     # lambda of ViLD-ensemble: base p_text^l * p_img^(1-l), novel p_text^(1-l) * p_img^l.
     _C.MODEL.VILD.ENSEMBLE_LAMBDA = 2.0 / 3.0
+
+    # Folder of the region-embedding store with DATASETS.TRAIN's distillation regions;
+    # "" = none (needed when MODEL.VILD.IMAGE_LOSS_WEIGHT > 0). See vild_d2/data/region_store.
+    _C.DATASETS.REGION_STORE_TRAIN = ""
+    # A distillation region is kept after crop if at least this fraction of its area is visible.
+    _C.INPUT.DISTILL_MIN_VISIBLE = 0.5
 
     _C.INPUT.LSJ = CN()
     # Large-scale jitter (resize by a random scale, then crop/pad to a fixed square).
@@ -92,3 +101,31 @@ def check_datasets_registered(cfg: CN) -> None:
                     f"DATASETS.{key} names dataset '{name}', which is not registered "
                     "(see datasets/README.md for vild_d2's datasets)"
                 )
+
+
+def check_training_inputs(cfg: CN) -> None:
+    """
+    Raise ConfigError if training could not start: a ViLD model with distillation
+    (MODEL.VILD.IMAGE_LOSS_WEIGHT > 0) but no region store, or a store folder without a
+    manifest, or whose D differs from MODEL.VILD.EMBED_DIM.
+    """
+    store = cfg.DATASETS.REGION_STORE_TRAIN
+    distills = cfg.MODEL.META_ARCHITECTURE == "ViLDRCNN" and cfg.MODEL.VILD.IMAGE_LOSS_WEIGHT > 0
+    if distills and not store:
+        raise ConfigError(
+            "MODEL.VILD.IMAGE_LOSS_WEIGHT > 0 (ViLD distillation) needs "
+            "DATASETS.REGION_STORE_TRAIN, the region-embedding store of the training images "
+            "(tools/precompute_region_embeddings.py); or set the weight to 0 for ViLD-text"
+        )
+    if store:
+        from .data.region_store.layout import RegionStoreError, read_manifest
+
+        try:
+            dim = read_manifest(store)["embed_dim"]
+        except RegionStoreError as e:
+            raise ConfigError(f"DATASETS.REGION_STORE_TRAIN: {e}") from None
+        if dim != cfg.MODEL.VILD.EMBED_DIM:
+            raise ConfigError(
+                f"DATASETS.REGION_STORE_TRAIN: region store {store} holds D = {dim} embeddings, "
+                f"but MODEL.VILD.EMBED_DIM is {cfg.MODEL.VILD.EMBED_DIM}"
+            )

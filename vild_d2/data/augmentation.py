@@ -3,6 +3,7 @@
 from typing import List
 
 import detectron2.data.transforms as T
+from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 
 
@@ -20,3 +21,12 @@ def build_train_augmentation(cfg) -> List[T.Augmentation]:
         T.FixedSizeCrop(crop_size=(size, size)),
         T.RandomFlip(horizontal=True),
     ]
+
+
+def train_mapper_kwargs(cfg) -> dict:
+    """DatasetMapper's training arguments with :func:`build_train_augmentation`."""
+    kwargs = DatasetMapper.from_config(cfg, is_train=True)
+    kwargs["augmentations"] = build_train_augmentation(cfg)
+    if cfg.INPUT.LSJ.ENABLED:
+        kwargs["recompute_boxes"] = cfg.MODEL.MASK_ON  # boxes from the cropped masks
+    return kwargs

@@ -25,13 +25,12 @@ def dataset_vocabulary(dataset_name: str) -> Optional[dict]:
         ([C] bool tensor, False for novel categories).
     """
     meta = MetadataCatalog.get(dataset_name)
+    if getattr(meta, "evaluator_type", None) == "lvis" and os.path.isfile(
+        getattr(meta, "json_file", "")
+    ):
+        ensure_lvis_metadata(dataset_name)
     if not hasattr(meta, "thing_classes"):
-        if getattr(meta, "evaluator_type", None) == "lvis" and os.path.isfile(
-            getattr(meta, "json_file", "")
-        ):
-            ensure_lvis_metadata(dataset_name)
-        else:
-            return None
+        return None
     names = list(meta.thing_classes)
     base_mask = torch.ones(len(names), dtype=torch.bool)
     novel = list(getattr(meta, "novel_class_ids", []))

@@ -7,12 +7,14 @@ from detectron2.evaluation import COCOEvaluator, LVISEvaluator
 
 from ..compat.numpy_aliases import ensure_numpy_aliases
 from ..data.datasets.lvis_format import ensure_lvis_metadata
+from .ov_coco_evaluation import OpenVocabCOCOEvaluator
 
 
 def build_evaluator(cfg, dataset_name: str, output_dir: str = None):
     """
     LVISEvaluator (AP, APr, APc, APf; at most ``cfg.TEST.DETECTIONS_PER_IMAGE`` detections
     per image) for datasets whose metadata says ``evaluator_type == "lvis"``;
+    OpenVocabCOCOEvaluator (COCO AP + AP50 on novel/base/all) for ``"coco_ov"``;
     COCOEvaluator with the pure-Python COCO API otherwise (detectron2's fast C++ one is
     not built here).
     """
@@ -30,11 +32,13 @@ def build_evaluator(cfg, dataset_name: str, output_dir: str = None):
             output_dir=output_dir,
             max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
         )
+    if kind == "coco_ov":
+        return OpenVocabCOCOEvaluator(dataset_name, tasks=tasks, output_dir=output_dir)
     if kind == "coco" or hasattr(meta, "json_file"):
         return COCOEvaluator(
             dataset_name, tasks=tasks, output_dir=output_dir, use_fast_impl=False
         )
     raise ValueError(
         f"dataset '{dataset_name}' has no evaluator: its metadata has neither "
-        "evaluator_type 'lvis'/'coco' nor a json_file"
+        "evaluator_type 'lvis'/'coco'/'coco_ov' nor a json_file"
     )

@@ -11,14 +11,16 @@ when the json is malformed.
 import json
 import logging
 import os
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_lvis_format_json", "register_lvis_format", "lvis_format_metadata"]
+__all__ = [
+    "load_lvis_format_json", "register_lvis_format", "lvis_format_metadata", "remove_annotations_of",
+]
 
 REQUIRED_KEYS = {
     "images": ("id", "height", "width"),
@@ -148,28 +150,64 @@ def load_lvis_format_json(json_file: str, image_root: str) -> List[dict]:
 
 
 def register_lvis_format(
-    name: str, json_file: str, image_root: str, metadata: Optional[dict] = None
+    name: str,
+    json_file: str,
+    image_root: str,
+    metadata: Optional[dict] = None,
+    *,
+    novel_frequencies: Sequence[str] = (),
+    remove_novel_annotations: bool = False,
 ) -> None:
     """
     Register an LVIS-format dataset under ``name`` (lazily: nothing is read until
     ``DatasetCatalog.get(name)``). Its metadata gets ``evaluator_type="lvis"``, so
     ``vild_d2.evaluation.build_evaluator`` evaluates it with LVISEvaluator (AP, APr,
     APc, APf); the class names and frequencies are read from the json on first use.
+
+    Args:
+        novel_frequencies: open-vocabulary split: categories of these LVIS frequencies
+            (e.g. ``("r",)``: rare = novel) are the novel ones; their contiguous ids go
+            to the metadata's ``novel_class_ids``.
+        remove_novel_annotations: drop the novel categories' annotations (a training
+            split). Images are kept, also those left without annotations.
     """
-    DatasetCatalog.register(name, lambda: _load_and_set_metadata(name, json_file, image_root))
+    DatasetCatalog.register(
+        name, lambda: _load_and_set_metadata(name, json_file, image_root, remove_novel_annotations)
+    )
+    extra = {"novel_frequencies": list(novel_frequencies)} if novel_frequencies else {}
     MetadataCatalog.get(name).set(
-        json_file=json_file, image_root=image_root, evaluator_type="lvis", **(metadata or {})
+        json_file=json_file, image_root=image_root, evaluator_type="lvis", **extra,
+        **(metadata or {}),
     )
 
 
-def _load_and_set_metadata(name: str, json_file: str, image_root: str) -> List[dict]:
+def remove_annotations_of(dataset_dicts: List[dict], class_ids: Iterable[int]) -> List[dict]:
+    """The dicts with annotations of contiguous ``class_ids`` removed (images kept)."""
+    drop = set(class_ids)
+    for d in dataset_dicts:
+        d["annotations"] = [a for a in d["annotations"] if a["category_id"] not in drop]
+    return dataset_dicts
+
+
+def _load_and_set_metadata(
+    name: str, json_file: str, image_root: str, remove_novel_annotations: bool
+) -> List[dict]:
     dicts = load_lvis_format_json(json_file, image_root)
     ensure_lvis_metadata(name)
+    if remove_novel_annotations:
+        remove_annotations_of(dicts, MetadataCatalog.get(name).novel_class_ids)
     return dicts
 
 
 def ensure_lvis_metadata(name: str) -> None:
-    """Fill ``thing_classes`` & co. of dataset ``name`` from its json if not set yet."""
+    """
+    Fill ``thing_classes`` & co. of dataset ``name`` from its json if not set yet, and
+    ``novel_class_ids`` from ``novel_frequencies`` if the dataset has them.
+    """
     meta = MetadataCatalog.get(name)
     if not hasattr(meta, "thing_classes"):
         meta.set(**lvis_format_metadata(_read_json(meta.json_file)["categories"]))
+    if hasattr(meta, "novel_frequencies") and not hasattr(meta, "novel_class_ids"):
+        meta.set(novel_class_ids=[
+            i for i, f in enumerate(meta.class_frequency) if f in meta.novel_frequencies
+        ])

@@ -1,0 +1,125 @@
+#!/usr/bin/env python
+"""
+Region-store cost, measured in one run on this machine:
+  1. bytes on disk per region vs the raw arrays (fp16 [D] embedding + float32 box);
+  2. per-image time of the training mapper of configs/LVIS-OV/vild_R_50_FPN.yaml (LSJ
+     1024, masks) with distillation regions from the store vs the same mapper without
+     them, on the same images with the same random transforms (paired), and the time of
+     the added step alone (store read + box transform).
+
+    python tools/benchmarks/benchmark_region_store.py [--images 64 --regions 300 --dim 512]
+
+Images: real COCO JPEGs from ../shared/data/coco128 when present, else generated 640x480
+JPEGs. Target (issue 4): <= 2 ms added per image.
+"""
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+import numpy as np
+from PIL import Image
+
+import vild_d2  # noqa: F401
+from vild_d2.config import load_config
+from vild_d2.data import DistillDatasetMapper, RegionStore, ShardWriter, create_region_store, finalize_region_store
+from vild_d2.data.datasets import load_coco_ov_json
+import detectron2.data.transforms as T
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COCO128 = os.path.join(os.path.dirname(ROOT), "shared", "data", "coco128")
+
+
+def dataset_dicts(num_images: int, workdir: str):
+    if os.path.isdir(COCO128):
+        dicts = load_coco_ov_json(
+            os.path.join(COCO128, "annotations", "instances_train2017.json"),
+            os.path.join(COCO128, "train2017"), keep_novel=True,
+        )
+        return dicts[:num_images], "coco128 (real COCO JPEGs)"
+    rng = np.random.default_rng(0)
+    dicts = []
+    for i in range(num_images):
+        path = os.path.join(workdir, f"{i:06d}.jpg")
+        Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(path, quality=90)
+        dicts.append({"file_name": path, "image_id": i + 1, "height": 480, "width": 640, "annotations": []})
+    return dicts, "generated 640x480 JPEGs"
+
+
+def write_store(path, dicts, regions, dim):
+    rng = np.random.default_rng(0)
+    create_region_store(path, teacher="random", embed_dim=dim)
+    with ShardWriter(path, 0) as w:
+        for d in dicts:
+            xy = rng.uniform(0, [d["width"] * 0.9, d["height"] * 0.9], (regions, 2))
+            wh = rng.uniform(8, 200, (regions, 2))
+            emb = rng.normal(size=(regions, dim))
+            w.add(d["image_id"], np.concatenate([xy, xy + wh], 1), emb / np.linalg.norm(emb, axis=1, keepdims=True),
+                  (d["height"], d["width"]))
+    finalize_region_store(path)
+    return RegionStore(path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--regions", type=int, default=300, help="M per image")
+    parser.add_argument("--dim", type=int, default=512, help="D")
+    parser.add_argument("--passes", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dicts, source = dataset_dicts(args.images, tmp)
+        store = write_store(os.path.join(tmp, "store"), dicts, args.regions, args.dim)
+        s = store.summary()
+        cfg = load_config(os.path.join(ROOT, "configs", "LVIS-OV", "vild_R_50_FPN.yaml"),
+                          ["MODEL.VILD.EMBED_DIM", str(args.dim)])
+        plain = DistillDatasetMapper(cfg, is_train=True)  # same mapper, no store
+        distill = DistillDatasetMapper(cfg, is_train=True, region_store=store)
+
+        t_plain, t_distill, t_added = [], [], []
+        for p in range(args.passes):
+            for i, d in enumerate(dicts):
+                seed = p * 100000 + i
+                for mapper, times in ((plain, t_plain), (distill, t_distill)):
+                    np.random.seed(seed)
+                    t0 = time.perf_counter()
+                    out = mapper(d)
+                    times.append(time.perf_counter() - t0)
+                # the added step alone, with the transforms of this image
+                np.random.seed(seed)
+                image = np.zeros((d["height"], d["width"], 3), np.uint8)
+                aug = T.AugInput(image)
+                transforms = distill.augmentations(aug)
+                t0 = time.perf_counter()
+                distill.distill_regions(d, transforms, aug.image.shape[:2])
+                t_added.append(time.perf_counter() - t0)
+            if p == 0:  # first pass warms the page cache and the allocator
+                t_plain.clear(), t_distill.clear(), t_added.clear()
+
+    def ms(values, q=None):
+        values = sorted(values)
+        v = statistics.mean(values) if q is None else values[min(len(values) - 1, int(q * len(values)))]
+        return f"{1000 * v:.2f}"
+
+    print(f"\nRegion store: {s['num_images']} images x M={args.regions} regions, D={args.dim}, images: {source}")
+    print(f"| {'quantity':<44} | {'value':>12} |")
+    print(f"|{'-' * 46}|{'-' * 14}|")
+    print(f"| {'bytes on disk per region':<44} | {s['bytes_on_disk'] / s['num_regions']:>12.2f} |")
+    print(f"| {'raw array bytes per region (2D + 16)':<44} | {s['bytes_raw_arrays'] / s['num_regions']:>12.2f} |")
+    print(f"| {'on disk / raw':<44} | {s['bytes_on_disk'] / s['bytes_raw_arrays']:>12.4f} |")
+    n = len(t_plain)
+    print(f"\nPer-image mapper time, {n} images (passes 2..{args.passes}), LSJ 1024 + masks:")
+    print(f"| {'mapper':<44} | {'mean ms':>9} | {'p99 ms':>9} |")
+    print(f"|{'-' * 46}|{'-' * 11}|{'-' * 11}|")
+    print(f"| {'mapper without a store (no embeddings)':<44} | {ms(t_plain):>9} | {ms(t_plain, 0.99):>9} |")
+    print(f"| {'mapper with the store':<44} | {ms(t_distill):>9} | {ms(t_distill, 0.99):>9} |")
+    diffs = [a - b for a, b in zip(t_distill, t_plain)]
+    print(f"| {'paired difference':<44} | {ms(diffs):>9} | {ms(diffs, 0.99):>9} |")
+    print(f"| {'added step alone (store read + transform)':<44} | {ms(t_added):>9} | {ms(t_added, 0.99):>9} |")
+
+
+if __name__ == "__main__":
+    main()

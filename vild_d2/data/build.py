@@ -1,0 +1,58 @@
+"""The training data loader: distillation regions attached when the config names a store."""
+
+import logging
+from typing import List
+
+from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
+
+from .distill_mapper import DistillDatasetMapper
+from .region_store import RegionStore, RegionStoreError
+
+__all__ = ["build_vild_train_loader", "open_training_store"]
+
+logger = logging.getLogger(__name__)
+
+
+def open_training_store(cfg, dataset_dicts: List[dict]) -> RegionStore:
+    """
+    Open ``DATASETS.REGION_STORE_TRAIN`` and check it fits the run: its D equals
+    ``MODEL.VILD.EMBED_DIM`` and it holds every training image (RegionStoreError naming
+    the store and the first missing image ids otherwise).
+    """
+    store = RegionStore(cfg.DATASETS.REGION_STORE_TRAIN)
+    if store.embed_dim != cfg.MODEL.VILD.EMBED_DIM:
+        raise RegionStoreError(
+            f"region store {store.store_dir} holds D = {store.embed_dim} embeddings (teacher "
+            f"{store.teacher}), but MODEL.VILD.EMBED_DIM is {cfg.MODEL.VILD.EMBED_DIM}"
+        )
+    missing = [d["image_id"] for d in dataset_dicts if d["image_id"] not in store]
+    if missing:
+        raise RegionStoreError(
+            f"region store {store.store_dir} has no regions for {len(missing)} of the "
+            f"{len(dataset_dicts)} images of {tuple(cfg.DATASETS.TRAIN)}, e.g. image ids "
+            f"{missing[:5]} (was it computed for these datasets?)"
+        )
+    logger.info(
+        f"Distillation regions: {store.store_dir} ({len(store)} images, {store.num_regions} "
+        f"regions, teacher {store.teacher}, D = {store.embed_dim})"
+    )
+    return store
+
+
+def build_vild_train_loader(cfg):
+    """
+    detectron2's training loader with :class:`DistillDatasetMapper`: vild_d2's
+    augmentation (INPUT.LSJ) and, when ``DATASETS.REGION_STORE_TRAIN`` is set, the
+    distillation regions of every image (the store is checked against the dataset first).
+    """
+    if not cfg.DATASETS.REGION_STORE_TRAIN:
+        return build_detection_train_loader(cfg, mapper=DistillDatasetMapper(cfg, is_train=True))
+    dataset = get_detection_dataset_dicts(
+        cfg.DATASETS.TRAIN,
+        filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+        min_keypoints=0,
+        proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
+    )
+    store = open_training_store(cfg, dataset)
+    mapper = DistillDatasetMapper(cfg, is_train=True, region_store=store)
+    return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)

@@ -1,0 +1,120 @@
+"""
+On-disk layout of a region-embedding store (format version 1).
+
+A store is a folder::
+
+    manifest.json                         store header + one entry per finalised shard
+    shard-00000-of-00004.embeddings.f16   [R, D] float16, little-endian, C order
+    shard-00000-of-00004.boxes.f32        [R, 4] float32, XYXY in ORIGINAL image pixels
+    shard-00000-of-00004.index.npy        [N] INDEX_DTYPE, one row per image
+    shard-00000-of-00004.seal.json        the shard's entry, written when its writer closes
+
+R is the number of regions and N the number of images in the shard. An image's regions
+are rows ``start : start + count`` of both data files, in the order they were written
+(the precompute writes them by descending proposal score). The data files are raw
+arrays, so bytes on disk = regions x (2 D + 16) plus the index (32 bytes per image).
+
+Writers append to the data files and then atomically replace the index: the index is
+the commit record, and bytes past its end are discarded when a writer resumes.
+"""
+
+import hashlib
+import json
+import os
+import zlib
+from typing import Dict
+
+import numpy as np
+
+__all__ = [
+    "FORMAT_NAME", "FORMAT_VERSION", "MANIFEST", "INDEX_DTYPE", "EMBEDDING_DTYPE",
+    "BOX_DTYPE", "RegionStoreError", "shard_name", "shard_files", "read_manifest",
+    "region_crc32", "file_digest", "read_index",
+]
+
+FORMAT_NAME = "vild_d2.region_store"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+EMBEDDING_DTYPE = np.dtype("<f2")
+BOX_DTYPE = np.dtype("<f4")
+INDEX_DTYPE = np.dtype([
+    ("image_id", "<i8"),   # dataset image id
+    ("start", "<i8"),      # first region row in the data files
+    ("count", "<i4"),      # number of regions
+    ("height", "<i4"),     # original image height, pixels
+    ("width", "<i4"),      # original image width, pixels
+    ("crc32", "<u4"),      # zlib.crc32 of the image's box bytes then embedding bytes
+])
+# Header fields that must agree when a writer re-opens an existing store.
+HEADER_KEYS = ("format", "format_version", "teacher", "embed_dim", "crop_scales", "num_shards")
+
+
+class RegionStoreError(ValueError):
+    """A region store that cannot be used; the message names the store, shard or image id."""
+
+
+def shard_name(index: int, num_shards: int) -> str:
+    return f"shard-{index:05d}-of-{num_shards:05d}"
+
+
+def shard_files(store_dir: str, name: str) -> Dict[str, str]:
+    """Paths of a shard's files: ``embeddings``, ``boxes``, ``index``, ``seal``."""
+    base = os.path.join(store_dir, name)
+    return {
+        "embeddings": base + ".embeddings.f16",
+        "boxes": base + ".boxes.f32",
+        "index": base + ".index.npy",
+        "seal": base + ".seal.json",
+    }
+
+
+def read_manifest(store_dir: str) -> dict:
+    """The store's manifest, checked for format and version; RegionStoreError otherwise."""
+    path = os.path.join(store_dir, MANIFEST)
+    if not os.path.isfile(path):
+        raise RegionStoreError(f"region store {store_dir}: no {MANIFEST} (not a region store?)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except json.JSONDecodeError as e:
+        raise RegionStoreError(f"region store {store_dir}: {MANIFEST} is not valid json ({e})")
+    if manifest.get("format") != FORMAT_NAME:
+        raise RegionStoreError(
+            f"region store {store_dir}: {MANIFEST} has format {manifest.get('format')!r}, "
+            f"expected {FORMAT_NAME!r}"
+        )
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise RegionStoreError(
+            f"region store {store_dir}: format version {manifest.get('format_version')}, but "
+            f"this vild_d2 reads version {FORMAT_VERSION}; recompute the store with this "
+            "version's tools/precompute_region_embeddings.py"
+        )
+    return manifest
+
+
+def read_index(path: str, where: str) -> np.ndarray:
+    """A shard's index array; RegionStoreError naming ``where`` if unreadable."""
+    try:
+        index = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise RegionStoreError(f"{where}: index {path} cannot be read ({e})")
+    if index.dtype != INDEX_DTYPE or index.ndim != 1:
+        raise RegionStoreError(f"{where}: index {path} has dtype {index.dtype}, expected {INDEX_DTYPE}")
+    return index
+
+
+def region_crc32(boxes: np.ndarray, embeddings: np.ndarray) -> int:
+    """Checksum of one image's regions as stored (boxes bytes, then embedding bytes)."""
+    return zlib.crc32(np.ascontiguousarray(embeddings).data, zlib.crc32(np.ascontiguousarray(boxes).data))
+
+
+def file_digest(path: str, chunk_bytes: int = 1 << 24) -> str:
+    """sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk_bytes)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()

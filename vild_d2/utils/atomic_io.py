@@ -1,0 +1,58 @@
+"""
+Crash-safe file writes: write to a temporary file in the same folder, fsync, then
+``os.replace`` it over the target, so a reader (or a resumed job) sees either the old
+file or the complete new one, never a half-written file.
+"""
+
+import json
+import os
+import tempfile
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["atomic_write", "atomic_write_json", "atomic_save_npy", "fsync_dir"]
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename inside folder ``path`` durable (no-op where folders can't be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """
+    Call ``write(f)`` on a temporary file next to ``path``, then atomically replace
+    ``path`` with it. The temporary file is removed if ``write`` raises.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    fsync_dir(folder)
+
+
+def atomic_write_json(path: str, obj: Any) -> None:
+    """Write ``obj`` as indented json, atomically."""
+    atomic_write(path, lambda f: json.dump(obj, f, indent=1, sort_keys=True), mode="w")
+
+
+def atomic_save_npy(path: str, array: np.ndarray) -> None:
+    """``np.save`` ``array`` to ``path`` (which should end in .npy), atomically."""
+    atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
