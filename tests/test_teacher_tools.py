@@ -1,0 +1,133 @@
+"""The CLIP teacher's tools: prompt-ensembled text embeddings and batched region crops."""
+
+import json
+import os
+import subprocess
+import sys
+
+import clip
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from vild_d2.teacher import load_clip
+from vild_d2.teacher.prompts import (
+    VILD_TEMPLATES, VocabularyInputError, encode_vocabulary, fill_template,
+)
+from vild_d2.teacher.region_encoder import encode_regions, reference_region_embeddings, scale_boxes
+
+from .conftest import ROOT, SHARED, needs_shared
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_clip_checkpoint):
+    return load_clip(tiny_clip_checkpoint["path"])
+
+
+def _formula(model, names, templates, synonyms=None):
+    rows = []
+    for i, name in enumerate(names):
+        variants = [name] + ([s for s in synonyms[i] if s != name] if synonyms else [])
+        per = []
+        for v in variants:
+            for t in templates:
+                e = model.encode_text(clip.tokenize([fill_template(t, v)])).float()[0]
+                per.append(e / e.norm())
+        m = torch.stack(per).mean(0)
+        rows.append(m / m.norm())
+    return torch.stack(rows)
+
+
+def test_prompt_ensemble_equals_formula(teacher):
+    model, _ = teacher
+    names = ["apple", "red kite", "zebra"]
+    with torch.no_grad():
+        expected = _formula(model, names, VILD_TEMPLATES)
+        got = encode_vocabulary(model, names, batch_size=50)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+        assert torch.allclose(got.norm(dim=1), torch.ones(3))
+        with_syn = encode_vocabulary(model, names, ["a {}."], synonyms=[["apple"], ["kite"], []])
+        torch.testing.assert_close(with_syn, _formula(model, names, ["a {}."], [["apple"], ["kite"], []]),
+                                   atol=1e-5, rtol=1e-4)
+    assert len(VILD_TEMPLATES) == 63
+    assert fill_template("a photo of {article} {}.", "apple") == "a photo of an apple."
+    assert fill_template("a photo of {article} {}.", "zebra") == "a photo of a zebra."
+
+
+def test_vocabulary_errors(teacher):
+    model, _ = teacher
+    with pytest.raises(VocabularyInputError, match="empty"):
+        encode_vocabulary(model, [])
+    with pytest.raises(VocabularyInputError, match="classes 0 and 2 have the same name 'Fire hydrant'"):
+        encode_vocabulary(model, ["fire_hydrant", "cat", "Fire hydrant"])
+
+
+def test_text_tool_writes_dataset_order(tiny_lvis, tiny_clip_checkpoint, tmp_path, teacher):
+    from detectron2.data import MetadataCatalog
+
+    out = tmp_path / "vocab.npy"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "precompute_text_embeddings.py"),
+         "--teacher", tiny_clip_checkpoint["path"], "--json", tiny_lvis["json"]["train"],
+         "--single-template", "--output", str(out), "--device", "cpu"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    emb = np.load(out)
+    meta = json.loads((tmp_path / "vocab.json").read_text())
+    with open(tiny_lvis["json"]["train"]) as f:
+        names = [c["name"] for c in sorted(json.load(f)["categories"], key=lambda c: c["id"])]
+    assert meta["class_names"] == names and emb.shape == (36, 32)
+    with torch.no_grad():
+        expected = encode_vocabulary(teacher[0], names, ["a photo of {article} {}."])
+    np.testing.assert_allclose(emb, expected.numpy(), atol=1e-5)
+    bad = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "precompute_text_embeddings.py"),
+         "--teacher", tiny_clip_checkpoint["path"], "--names", "cat,dog,cat", "--output",
+         str(tmp_path / "bad.npy"), "--device", "cpu"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert bad.returncode == 2 and "classes 0 and 2 have the same name 'cat'" in bad.stderr
+    assert not (tmp_path / "bad.npy").exists()
+
+
+def test_scaled_boxes_are_centred_and_clipped():
+    boxes = torch.tensor([[10.0, 20.0, 30.0, 60.0], [0.0, 0.0, 40.0, 10.0]])
+    out = scale_boxes(boxes, 1.5, (100, 100))
+    torch.testing.assert_close(out[0], torch.tensor([5.0, 10.0, 35.0, 70.0]))  # centre (20, 40) kept
+    torch.testing.assert_close(out[1], torch.tensor([0.0, 0.0, 50.0, 12.5]))   # clipped at 0
+
+
+def _check_batched_matches_reference(model, preprocess, pil, boxes):
+    image = torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1)
+    for scales in ((1.0,), (1.5,), (1.0, 1.5)):
+        batched = encode_regions(model, image, torch.as_tensor(boxes, dtype=torch.float32), scales)
+        reference = reference_region_embeddings(model, preprocess, pil, boxes, scales)
+        cos = (batched * reference).sum(dim=1)
+        assert cos.min() >= 0.99, (scales, cos)
+
+
+def test_batched_regions_match_reference_on_generated_images(tiny_lvis, teacher):
+    from detectron2.data import DatasetCatalog
+    from detectron2.structures import BoxMode
+
+    model, preprocess = teacher
+    d = DatasetCatalog.get(tiny_lvis["names"]["train"])[0]
+    pil = Image.open(d["file_name"]).convert("RGB")
+    boxes = np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in d["annotations"]])
+    _check_batched_matches_reference(model, preprocess, pil, boxes)
+
+
+@needs_shared
+def test_batched_regions_match_reference_on_real_images(teacher):
+    model, preprocess = teacher
+    root = os.path.join(SHARED, "coco_tiny")
+    with open(os.path.join(root, "annotations", "instances_train2017.json")) as f:
+        data = json.load(f)
+    for img in data["images"][:3]:
+        anns = [a for a in data["annotations"] if a["image_id"] == img["id"] and a["bbox"][2] >= 2 and a["bbox"][3] >= 2]
+        boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns])
+        pil = Image.open(os.path.join(root, "train2017", img["file_name"])).convert("RGB")
+        _check_batched_matches_reference(model, preprocess, pil, boxes)
