@@ -186,6 +186,13 @@ def test_nan_embeddings_are_refused_with_image_id(tmp_path):
             w.add(12, np.zeros((2, 4)), emb, (10, 10))
 
 
+def test_inverted_boxes_are_refused(tmp_path):
+    create_region_store(str(tmp_path), teacher="t", embed_dim=4)
+    with ShardWriter(str(tmp_path), 0) as w:
+        with pytest.raises(RegionStoreError, match=r"image id 4: boxes \[1\] have x2 < x1"):
+            w.add(4, np.array([[0, 0, 5, 5], [9, 0, 3, 5]]), np.ones((2, 4)), (10, 10))
+
+
 def test_duplicate_image_ids(tmp_path):
     create_region_store(str(tmp_path), teacher="t", embed_dim=4, num_shards=2)
     with ShardWriter(str(tmp_path), 0) as w:

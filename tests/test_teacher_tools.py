@@ -131,3 +131,57 @@ def test_batched_regions_match_reference_on_real_images(teacher):
         boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns])
         pil = Image.open(os.path.join(root, "train2017", img["file_name"])).convert("RGB")
         _check_batched_matches_reference(model, preprocess, pil, boxes)
+
+
+# ---- the precompute loop ------------------------------------------------------------------
+
+def _gt_proposals(d, image):
+    """Ground-truth boxes plus one box outside the image and one of zero area."""
+    from detectron2.structures import BoxMode
+
+    boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in d["annotations"]]
+    h, w = image.shape[:2]
+    return np.array(boxes + [[w - 5, h - 5, w + 20, h + 20], [3, 3, 3, 9]], dtype=np.float32)
+
+
+def test_precompute_shard_resumes_and_counts(tiny_lvis, teacher, tmp_path):
+    from detectron2.data import DatasetCatalog
+
+    from vild_d2.data.region_store import RegionStore, RegionStoreError, finalize_region_store
+    from vild_d2.teacher.precompute import precompute_shard
+
+    model, _ = teacher
+    dicts = DatasetCatalog.get(tiny_lvis["names"]["train"])
+    full = str(tmp_path / "full")
+    stats = precompute_shard(dicts, _gt_proposals, model, full, teacher_name="tiny", progress=False)
+    n_gt = sum(len(d["annotations"]) for d in dicts)
+    assert stats["images"] == 3 and stats["regions"] == n_gt + 3  # the clipped corner box stays
+    assert stats["boxes_clipped"] == 3 and stats["boxes_dropped"] == 3  # zero-area boxes skipped
+    finalize_region_store(full)
+
+    resumed = str(tmp_path / "resumed")  # first a run over one image, then the whole set
+    precompute_shard(dicts[:1], _gt_proposals, model, resumed, teacher_name="tiny", progress=False)
+    again = precompute_shard(dicts, _gt_proposals, model, resumed, teacher_name="tiny", progress=False)
+    assert again["already_done"] == 1 and again["images"] == 2
+    finalize_region_store(resumed)
+    a, b = RegionStore(full), RegionStore(resumed)
+    for d in dicts:
+        np.testing.assert_array_equal(a.get(d["image_id"]).embeddings, b.get(d["image_id"]).embeddings)
+        np.testing.assert_array_equal(a.get(d["image_id"]).boxes, b.get(d["image_id"]).boxes)
+
+    other = load_clip_with_dim(tmp_path, 64)
+    with pytest.raises(RegionStoreError, match="embed_dim = 32, but this run has embed_dim = 64"):
+        precompute_shard(dicts, _gt_proposals, other, full, teacher_name="tiny", progress=False)
+    broken = [dict(dicts[0], file_name=str(tmp_path / "missing.png"), image_id=999)]
+    with pytest.raises(RuntimeError, match=f"image id 999: cannot read {tmp_path}/missing.png"):
+        precompute_shard(broken, _gt_proposals, model, str(tmp_path / "b"), teacher_name="tiny", progress=False)
+
+
+def load_clip_with_dim(tmp_path, dim):
+    from vild_d2.teacher import build_clip, save_clip_checkpoint
+
+    from .conftest import TINY_CLIP_SHAPE
+
+    path = str(tmp_path / f"clip{dim}.pt")
+    save_clip_checkpoint(build_clip(seed=1, **dict(TINY_CLIP_SHAPE, embed_dim=dim)), path)
+    return load_clip(path)[0]

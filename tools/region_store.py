@@ -51,7 +51,8 @@ def main(argv=None) -> int:
             r = store.get(args.image_id)
             print(f"image {args.image_id}: {len(r.boxes)} regions, image size {r.height}x{r.width}")
             for box, emb in zip(r.boxes[:10], r.embeddings[:10]):
-                print(f"  box {box.round(1).tolist()}  |emb| {float((emb.astype('f4') ** 2).sum() ** 0.5):.3f}")
+                xyxy = ", ".join(f"{v:.1f}" for v in box.tolist())
+                print(f"  box [{xyxy}]  |emb| {float((emb.astype('f4') ** 2).sum() ** 0.5):.3f}")
         return 0
     except (RegionStoreError, FileNotFoundError) as e:
         print(f"region_store.py: error: {e}", file=sys.stderr)

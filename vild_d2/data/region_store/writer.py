@@ -178,6 +178,11 @@ class ShardWriter:
             raise RegionStoreError(f"{where}: embeddings hold NaN or Inf")
         if not np.isfinite(boxes).all():
             raise RegionStoreError(f"{where}: boxes hold NaN or Inf")
+        inverted = np.flatnonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))
+        if len(inverted):
+            raise RegionStoreError(
+                f"{where}: boxes {inverted[:5].tolist()} have x2 < x1 or y2 < y1 (XYXY expected)"
+            )
         height, width = (int(v) for v in image_size)
         if height <= 0 or width <= 0:
             raise RegionStoreError(f"{where}: image size {image_size} is not positive")
