@@ -54,7 +54,8 @@ def test_bytes_on_disk_close_to_raw_arrays(tmp_path):
     rng = np.random.default_rng(0)
     with ShardWriter(str(tmp_path), 0) as w:
         for image_id in range(20):
-            w.add(image_id, rng.uniform(0, 100, (300, 4)), rng.normal(size=(300, 512)), (480, 640))
+            xy = rng.uniform(0, 100, (300, 2))
+            w.add(image_id, np.concatenate([xy, xy + 10], 1), rng.normal(size=(300, 512)), (480, 640))
     finalize_region_store(str(tmp_path))
     s = RegionStore(str(tmp_path)).summary()
     assert s["bytes_raw_arrays"] == 20 * 300 * (512 * 2 + 16)
