@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 from lvis import LVIS
-from pycocotools import mask as mask_util
 
 from vild_d2.data.datasets import ShapesWorldSpec, generate_shapes_world, load_lvis_format_json
 from vild_d2.data.datasets.lvis_format import DatasetFormatError

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import detectron2.data.transforms as T
-from detectron2.data import DatasetCatalog, DatasetMapper
+from detectron2.data import DatasetCatalog
 from detectron2.structures import BoxMode
 
 from vild_d2.config import ConfigError, check_training_inputs, load_config

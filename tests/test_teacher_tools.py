@@ -9,7 +9,6 @@ import clip
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from vild_d2.teacher import load_clip
@@ -65,8 +64,6 @@ def test_vocabulary_errors(teacher):
 
 
 def test_text_tool_writes_dataset_order(tiny_lvis, tiny_clip_checkpoint, tmp_path, teacher):
-    from detectron2.data import MetadataCatalog
-
     out = tmp_path / "vocab.npy"
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "tools", "precompute_text_embeddings.py"),

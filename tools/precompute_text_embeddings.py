@@ -41,11 +41,10 @@ def vocabulary_from_args(args):
 
             json_file = getattr(MetadataCatalog.get(args.dataset), "json_file", None)
             if json_file and os.path.isfile(json_file):
-                synonyms = _json_synonyms(json_file)
+                synonyms = [c.get("synonyms", []) for c in _json_categories(json_file)]
         return vocab["class_names"], synonyms, f"dataset {args.dataset}"
     if args.json:
-        with open(args.json, encoding="utf-8") as f:
-            cats = sorted(json.load(f)["categories"], key=lambda c: c["id"])
+        cats = _json_categories(args.json)
         synonyms = [c.get("synonyms", []) for c in cats] if args.synonyms else None
         return [c["name"] for c in cats], synonyms, f"json {args.json}"
     if args.names_file:
@@ -54,10 +53,10 @@ def vocabulary_from_args(args):
     return [n.strip() for n in args.names.split(",")], None, "--names"
 
 
-def _json_synonyms(json_file):
+def _json_categories(json_file):
+    """The json's categories in id order (the contiguous order of its dataset)."""
     with open(json_file, encoding="utf-8") as f:
-        cats = sorted(json.load(f)["categories"], key=lambda c: c["id"])
-    return [c.get("synonyms", []) for c in cats]
+        return sorted(json.load(f)["categories"], key=lambda c: c["id"])
 
 
 def main(argv=None) -> int:

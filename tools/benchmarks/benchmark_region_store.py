@@ -86,7 +86,7 @@ def main():
                 for mapper, times in ((plain, t_plain), (distill, t_distill)):
                     np.random.seed(seed)
                     t0 = time.perf_counter()
-                    out = mapper(d)
+                    mapper(d)
                     times.append(time.perf_counter() - t0)
                 # the added step alone, with the transforms of this image
                 np.random.seed(seed)

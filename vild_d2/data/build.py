@@ -5,6 +5,7 @@ from typing import List
 
 from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
 
+from ..config import check_training_inputs
 from .distill_mapper import DistillDatasetMapper
 from .region_store import RegionStore, RegionStoreError
 
@@ -16,15 +17,11 @@ logger = logging.getLogger(__name__)
 def open_training_store(cfg, dataset_dicts: List[dict]) -> RegionStore:
     """
     Open ``DATASETS.REGION_STORE_TRAIN`` and check it fits the run: its D equals
-    ``MODEL.VILD.EMBED_DIM`` and it holds every training image (RegionStoreError naming
-    the store and the first missing image ids otherwise).
+    ``MODEL.VILD.EMBED_DIM`` (ConfigError otherwise) and it holds every training image
+    (RegionStoreError naming the store and the first missing image ids otherwise).
     """
+    check_training_inputs(cfg)  # the store's D (ConfigError), also for callers of the API
     store = RegionStore(cfg.DATASETS.REGION_STORE_TRAIN)
-    if store.embed_dim != cfg.MODEL.VILD.EMBED_DIM:
-        raise RegionStoreError(
-            f"region store {store.store_dir} holds D = {store.embed_dim} embeddings (teacher "
-            f"{store.teacher}), but MODEL.VILD.EMBED_DIM is {cfg.MODEL.VILD.EMBED_DIM}"
-        )
     missing = [d["image_id"] for d in dataset_dicts if d["image_id"] not in store]
     if missing:
         raise RegionStoreError(

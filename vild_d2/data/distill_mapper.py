@@ -4,7 +4,7 @@ distillation regions and teacher embeddings from a region store, moved by the sa
 geometric transforms as the image.
 """
 
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -13,6 +13,7 @@ from detectron2.data import DatasetMapper
 from detectron2.data.transforms import TransformList
 from detectron2.structures import Boxes, Instances
 
+from ..utils.boxes import clip_boxes_xyxy
 from .augmentation import train_mapper_kwargs
 from .region_store import RegionStore, RegionStoreError
 
@@ -24,7 +25,7 @@ def transform_regions(
     transforms: TransformList,
     image_shape,
     min_visible: float,
-) -> np.ndarray:
+) -> Tuple[np.ndarray, np.ndarray]:
     """
     Move original-image boxes into the network-input image and choose the ones to keep.
 
@@ -41,10 +42,7 @@ def transform_regions(
     """
     moved = transforms.apply_box(np.asarray(boxes, dtype=np.float32)).astype(np.float32)
     moved = moved.reshape(-1, 4)
-    h, w = image_shape
-    clipped = moved.copy()
-    clipped[:, 0::2] = clipped[:, 0::2].clip(0, w)
-    clipped[:, 1::2] = clipped[:, 1::2].clip(0, h)
+    clipped = clip_boxes_xyxy(moved, image_shape)
     full = (moved[:, 2] - moved[:, 0]) * (moved[:, 3] - moved[:, 1])
     inside = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
     keep = (inside > 0) & (inside >= min_visible * full)

@@ -14,6 +14,7 @@ from detectron2.data import detection_utils as utils
 from tqdm import tqdm
 
 from ..data.region_store import ShardWriter, create_region_store
+from ..utils.boxes import clip_boxes_xyxy
 from .region_encoder import encode_regions
 
 __all__ = ["precompute_shard", "worker_images"]
@@ -76,9 +77,7 @@ def precompute_shard(
                 raise RuntimeError(f"image id {d['image_id']}: cannot read {d['file_name']} ({e})") from None
             h, w = image.shape[:2]
             boxes = np.asarray(proposals(d, image), dtype=np.float32).reshape(-1, 4)
-            clipped = boxes.copy()
-            clipped[:, 0::2] = clipped[:, 0::2].clip(0, w)
-            clipped[:, 1::2] = clipped[:, 1::2].clip(0, h)
+            clipped = clip_boxes_xyxy(boxes, (h, w))
             stats["boxes_clipped"] += int((clipped != boxes).any(axis=1).sum())
             ok = ((clipped[:, 2] - clipped[:, 0]) >= min_box_size) & ((clipped[:, 3] - clipped[:, 1]) >= min_box_size)
             stats["boxes_dropped"] += int((~ok).sum())

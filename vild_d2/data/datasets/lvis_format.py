@@ -199,6 +199,11 @@ def _load_and_set_metadata(
     return dicts
 
 
+def novel_ids_by_frequency(class_frequency: Sequence[str], novel_frequencies: Sequence[str]) -> List[int]:
+    """Contiguous ids of the classes whose LVIS frequency is one of ``novel_frequencies``."""
+    return [i for i, f in enumerate(class_frequency) if f in novel_frequencies]
+
+
 def ensure_lvis_metadata(name: str) -> None:
     """
     Fill ``thing_classes`` & co. of dataset ``name`` from its json if not set yet, and
@@ -208,6 +213,4 @@ def ensure_lvis_metadata(name: str) -> None:
     if not hasattr(meta, "thing_classes"):
         meta.set(**lvis_format_metadata(_read_json(meta.json_file)["categories"]))
     if hasattr(meta, "novel_frequencies") and not hasattr(meta, "novel_class_ids"):
-        meta.set(novel_class_ids=[
-            i for i, f in enumerate(meta.class_frequency) if f in meta.novel_frequencies
-        ])
+        meta.set(novel_class_ids=novel_ids_by_frequency(meta.class_frequency, meta.novel_frequencies))

@@ -13,18 +13,19 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.lvis import get_lvis_instances_meta
 from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
 
-from .lvis_format import load_lvis_format_json, remove_annotations_of
+from .lvis_format import load_lvis_format_json, novel_ids_by_frequency, remove_annotations_of
 
 __all__ = ["lvis_v1_ov_metadata", "load_lvis_v1_train_ov", "register_lvis_v1_ov"]
 
 
 def lvis_v1_ov_metadata() -> Dict[str, object]:
     cats = sorted(LVIS_CATEGORIES, key=lambda c: c["id"])
+    frequency = [c["frequency"] for c in cats]
     return {
         "thing_classes": get_lvis_instances_meta("lvis_v1")["thing_classes"],
-        "class_frequency": [c["frequency"] for c in cats],
+        "class_frequency": frequency,
         "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(cats)},
-        "novel_class_ids": [i for i, c in enumerate(cats) if c["frequency"] == "r"],
+        "novel_class_ids": novel_ids_by_frequency(frequency, ("r",)),
     }
 
 

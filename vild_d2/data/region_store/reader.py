@@ -9,7 +9,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .layout import (
-    BOX_DTYPE, EMBEDDING_DTYPE, RegionStoreError, file_digest, read_index, read_manifest,
+    BOX_DTYPE, EMBEDDING_DTYPE, MANIFEST, RegionStoreError, file_digest, read_index, read_manifest,
     region_crc32, shard_files, shard_name,
 )
 
@@ -195,7 +195,7 @@ class RegionStore:
             for n in self.shard_names
             for k, p in shard_files(self.store_dir, n).items()
             if os.path.exists(p)
-        ) + os.path.getsize(os.path.join(self.store_dir, "manifest.json"))
+        ) + os.path.getsize(os.path.join(self.store_dir, MANIFEST))
         raw = self.num_regions * (self.embed_dim * EMBEDDING_DTYPE.itemsize + 4 * BOX_DTYPE.itemsize)
         counts = self._index["count"]
         return {
