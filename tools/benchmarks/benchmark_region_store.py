@@ -9,8 +9,8 @@ Region-store cost, measured in one run on this machine:
 
     python tools/benchmarks/benchmark_region_store.py [--images 64 --regions 300 --dim 512]
 
-Images: real COCO JPEGs from ../shared/data/coco128 when present, else generated 640x480
-JPEGs. Target (issue 4): <= 2 ms added per image.
+Images: real COCO JPEGs from ../shared/data/coco128 (or $VILD_D2_SHARED_DATA/coco128) when
+present, else generated 640x480 JPEGs. Target (issue 4): <= 2 ms added per image.
 """
 
 import argparse
@@ -20,32 +20,13 @@ import tempfile
 import time
 
 import numpy as np
-from PIL import Image
+
+import detectron2.data.transforms as T
+from benchmark_images import ROOT, benchmark_dataset_dicts
 
 import vild_d2  # noqa: F401
 from vild_d2.config import load_config
 from vild_d2.data import DistillDatasetMapper, RegionStore, ShardWriter, create_region_store, finalize_region_store
-from vild_d2.data.datasets import load_coco_ov_json
-import detectron2.data.transforms as T
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-COCO128 = os.path.join(os.path.dirname(ROOT), "shared", "data", "coco128")
-
-
-def dataset_dicts(num_images: int, workdir: str):
-    if os.path.isdir(COCO128):
-        dicts = load_coco_ov_json(
-            os.path.join(COCO128, "annotations", "instances_train2017.json"),
-            os.path.join(COCO128, "train2017"), keep_novel=True,
-        )
-        return dicts[:num_images], "coco128 (real COCO JPEGs)"
-    rng = np.random.default_rng(0)
-    dicts = []
-    for i in range(num_images):
-        path = os.path.join(workdir, f"{i:06d}.jpg")
-        Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(path, quality=90)
-        dicts.append({"file_name": path, "image_id": i + 1, "height": 480, "width": 640, "annotations": []})
-    return dicts, "generated 640x480 JPEGs"
 
 
 def write_store(path, dicts, regions, dim):
@@ -71,11 +52,11 @@ def main():
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        dicts, source = dataset_dicts(args.images, tmp)
+        dicts, source = benchmark_dataset_dicts(args.images, tmp)
         store = write_store(os.path.join(tmp, "store"), dicts, args.regions, args.dim)
         s = store.summary()
         cfg = load_config(os.path.join(ROOT, "configs", "LVIS-OV", "vild_R_50_FPN.yaml"),
-                          ["MODEL.VILD.EMBED_DIM", str(args.dim)])
+                          ["MODEL.VILD.EMBED_DIM", str(args.dim), "DATASETS.REGION_STORE_TRAIN", ""])
         plain = DistillDatasetMapper(cfg, is_train=True)  # same mapper, no store
         distill = DistillDatasetMapper(cfg, is_train=True, region_store=store)
 

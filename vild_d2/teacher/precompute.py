@@ -17,9 +17,13 @@ from ..data.region_store import ShardWriter, create_region_store
 from ..utils.boxes import clip_boxes_xyxy
 from .region_encoder import encode_regions
 
-__all__ = ["precompute_shard", "worker_images"]
+__all__ = ["PrecomputeError", "precompute_shard", "worker_images"]
 
 logger = logging.getLogger(__name__)
+
+
+class PrecomputeError(RuntimeError):
+    """An input of the precompute that cannot be used (e.g. an unreadable image, named)."""
 
 
 def worker_images(dataset_dicts: List[dict], rank: int, world_size: int) -> List[dict]:
@@ -74,7 +78,7 @@ def precompute_shard(
             try:
                 image = utils.read_image(d["file_name"], format="RGB")
             except Exception as e:
-                raise RuntimeError(f"image id {d['image_id']}: cannot read {d['file_name']} ({e})") from None
+                raise PrecomputeError(f"image id {d['image_id']}: cannot read {d['file_name']} ({e})") from None
             h, w = image.shape[:2]
             boxes = np.asarray(proposals(d, image), dtype=np.float32).reshape(-1, 4)
             clipped = clip_boxes_xyxy(boxes, (h, w))

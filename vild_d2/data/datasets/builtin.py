@@ -4,6 +4,7 @@ Register vild_d2's builtin datasets, rooted like detectron2's at
 dataset whose files are missing fails with a clear error only when it is used.
 
     shapes_world_{train,val}   shapes_world/annotations/{train,val}.json, shapes_world/{train,val}/
+    shapes_world_train_ov      shapes_world_train without the rare (= novel) annotations
     lvis_v1_train_ov           lvis/lvis_v1_train.json (rare annotations removed), coco/
     lvis_v1_val                detectron2's registration + open-vocabulary metadata
     coco_2017_train_ov         coco/annotations/instances_train2017.json, coco/train2017/ (48 base)
@@ -30,10 +31,13 @@ def shapes_world_root() -> str:
 def register_all_builtin() -> None:
     registered = set(DatasetCatalog.list())
     root = shapes_world_root()
-    for split in ("train", "val"):
-        name = f"shapes_world_{split}"
+    # (name, split json, remove the novel = rare annotations)
+    for name, split, base_only in (("shapes_world_train", "train", False),
+                                   ("shapes_world_train_ov", "train", True),
+                                   ("shapes_world_val", "val", False)):
         if name not in registered:
-            register_lvis_format(name, os.path.join(root, "annotations", f"{split}.json"), root)
+            register_lvis_format(name, os.path.join(root, "annotations", f"{split}.json"), root,
+                                 novel_frequencies=("r",), remove_novel_annotations=base_only)
 
     root = datasets_root()
     if "lvis_v1_train_ov" not in registered:

@@ -19,7 +19,7 @@ from detectron2.structures import BoxMode
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "load_lvis_format_json", "register_lvis_format", "lvis_format_metadata", "remove_annotations_of",
+    "load_image_list", "load_lvis_format_json", "register_lvis_format", "lvis_format_metadata", "remove_annotations_of",
 ]
 
 REQUIRED_KEYS = {
@@ -77,6 +77,27 @@ def _image_path(image_root: str, img: dict) -> str:
         split_folder, file_name = img["coco_url"].split("/")[-2:]
         return os.path.join(image_root, split_folder, file_name)
     raise DatasetFormatError(f"image id={img['id']} has neither 'file_name' nor 'coco_url'")
+
+
+def load_image_list(json_file: str, image_root: str) -> List[dict]:
+    """
+    Only the images of a COCO- or LVIS-format json: dicts with ``file_name``, ``image_id``,
+    ``height`` and ``width`` (what the region precompute needs), in the json's order.
+    """
+    if not os.path.isfile(json_file):
+        raise FileNotFoundError(f"annotation file not found: {json_file}")
+    with open(json_file, encoding="utf-8") as f:
+        images = json.load(f).get("images")
+    if not isinstance(images, list):
+        raise DatasetFormatError(f"{json_file}: no 'images' list")
+    out = []
+    for img in images:
+        missing = [k for k in REQUIRED_KEYS["images"] if k not in img]
+        if missing:
+            raise DatasetFormatError(f"{json_file}: image id={img.get('id')} lacks {missing}")
+        out.append({"file_name": _image_path(image_root, img), "image_id": img["id"],
+                    "height": img["height"], "width": img["width"]})
+    return out
 
 
 def load_lvis_format_json(json_file: str, image_root: str) -> List[dict]:
