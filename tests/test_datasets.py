@@ -73,3 +73,55 @@ def test_loader_errors_name_file_and_id(tmp_path, tiny_lvis):
         load_lvis_format_json(_write(tmp_path, bad), str(tmp_path))
     with pytest.raises(FileNotFoundError, match="nowhere.json"):
         load_lvis_format_json(str(tmp_path / "nowhere.json"), str(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def long_tail_world(tmp_path_factory):
+    spec = ShapesWorldSpec(seed=5, num_train=150, num_val=60, image_size=64, object_size=(8, 20))
+    paths = generate_shapes_world(str(tmp_path_factory.mktemp("long_tail")), spec)
+    return spec, {k: json.load(open(v)) for k, v in paths.items()}, paths
+
+
+def test_rare_categories_are_the_designed_compositional_novel_ones(long_tail_world):
+    from vild_d2.data.datasets.shapes_world import category_names, designed_novel_ids
+
+    spec, data, _ = long_tail_world
+    names = category_names(spec)
+    novel = {names[i] for i in designed_novel_ids(spec)}
+    assert len(novel) == spec.num_novel == 10
+    rare = {c["name"] for c in data["train"]["categories"] if c["frequency"] == "r"}
+    assert rare == novel  # LVIS frequencies from training counts single out the designed ones
+    base = set(names) - novel
+    assert {n.split(" ")[0] for n in base} == set(spec.colours)  # compositional novelty:
+    assert {n.split(" ")[1] for n in base} == set(spec.shapes)   # every part is seen in base
+    by_id = {c["id"]: c["name"] for c in data["train"]["categories"]}
+    train_counts = {}
+    for a in data["train"]["annotations"]:
+        train_counts[by_id[a["category_id"]]] = train_counts.get(by_id[a["category_id"]], 0) + 1
+    assert max(train_counts.get(n, 0) for n in novel) < min(train_counts[n] for n in base)
+    val_names = {by_id[a["category_id"]] for a in data["val"]["annotations"]}
+    assert novel <= val_names  # every novel category is in val
+
+
+def test_occluded_masks_are_the_visible_parts(long_tail_world):
+    _, _, paths = long_tail_world
+    api = LVIS(paths["train"])
+    split_parts, checked = 0, 0
+    for image_id in api.get_img_ids()[:60]:
+        anns = api.load_anns(api.get_ann_ids(img_ids=[image_id]))
+        masks = np.stack([api.ann_to_mask(a) for a in anns]).astype(np.int32)
+        # visible parts do not overlap (up to rasterising shared edges)
+        assert (masks.sum(0) > 1).sum() <= 0.02 * masks.sum() + 4 * len(anns)
+        split_parts += sum(len(a["segmentation"]) > 1 for a in anns)
+        checked += len(anns)
+    assert split_parts > 0 and checked > 100  # occlusion happens and can split an object
+
+
+def test_no_occlusion_option(tmp_path):
+    spec = ShapesWorldSpec(seed=2, num_train=20, num_val=1, image_size=64, object_size=(8, 16), max_occlusion=0)
+    api = LVIS(generate_shapes_world(str(tmp_path), spec)["train"])
+    for image_id in api.get_img_ids():
+        anns = api.load_anns(api.get_ann_ids(img_ids=[image_id]))
+        assert all(len(a["segmentation"]) == 1 for a in anns)
+        masks = np.stack([api.ann_to_mask(a) for a in anns]).astype(np.int32)
+        assert (masks.sum(0) > 1).sum() == 0

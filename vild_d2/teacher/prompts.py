@@ -125,7 +125,8 @@ def encode_vocabulary(
 ) -> torch.Tensor:
     """
     Args:
-        model: a CLIP model (``clip.model.CLIP``); its device and dtype are used.
+        model: a CLIP model (``clip.model.CLIP``); its device, dtype and context length
+            (77 for OpenAI's models) are used.
         class_names: C names; "_" is read as a space.
         templates: prompt templates with ``{}`` (and optionally ``{article}``).
         synonyms: optional, per class a list of names averaged together with the class
@@ -154,7 +155,8 @@ def encode_vocabulary(
     chunks = []
     for start in tqdm(range(0, len(prompts), batch_size), desc="text prompts", unit="batch",
                       disable=not progress):
-        tokens = clip.tokenize(prompts[start:start + batch_size], truncate=True).to(device)
+        tokens = clip.tokenize(prompts[start:start + batch_size], context_length=model.context_length,
+                               truncate=True).to(device)
         chunks.append(F.normalize(model.encode_text(tokens).float(), dim=-1).cpu())
     per_prompt = torch.cat(chunks)
     out, start = [], 0

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 __all__ = [
-    "CLIP_MEAN", "CLIP_STD", "scale_boxes", "central_squares", "crop_regions",
+    "CLIP_MEAN", "CLIP_STD", "scale_boxes", "central_squares", "crop_regions", "crop_batch",
     "encode_regions", "reference_region_embeddings",
 ]
 
@@ -29,11 +29,11 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def scale_boxes(boxes: torch.Tensor, scale: float, image_size: Tuple[int, int]) -> torch.Tensor:
+def scale_boxes(boxes: torch.Tensor, scale, image_size: Tuple[int, int]) -> torch.Tensor:
     """
     Args:
         boxes: [n, 4] XYXY, pixels.
-        scale: factor on width and height, about the box centre.
+        scale: factor on width and height, about the box centre: a float, or [n] per box.
         image_size: (height, width); the result is clipped to it.
 
     Returns:
@@ -69,12 +69,28 @@ def crop_regions(
     """
     h, w = image.shape[-2:]
     boxes = boxes.to(image.device, torch.float32)
-    all_boxes = torch.cat([central_squares(scale_boxes(boxes, s, (h, w))) for s in scales])
-    pixels = image.float().unsqueeze(0) / 255.0
-    crops = roi_align(pixels, [all_boxes], output_size=size, spatial_scale=1.0,
+    all_boxes = torch.cat([scale_boxes(boxes, s, (h, w)) for s in scales])
+    return crop_batch(image.unsqueeze(0), all_boxes, torch.zeros(len(all_boxes), dtype=torch.long), size)
+
+
+def crop_batch(images: torch.Tensor, boxes: torch.Tensor, image_index: torch.Tensor, size: int) -> torch.Tensor:
+    """
+    The crop of :func:`crop_regions` for boxes of several same-size images at once.
+
+    Args:
+        images: [N, 3, H, W] RGB, uint8 or float in [0, 255].
+        boxes: [K, 4] XYXY pixels (already scaled and clipped).
+        image_index: [K] which image each box is in.
+
+    Returns:
+        [K, 3, size, size] float: each box's central square, resampled, CLIP-normalised.
+    """
+    rois = torch.cat([image_index.to(images.device, torch.float32)[:, None],
+                      central_squares(boxes.to(images.device, torch.float32))], dim=1)
+    crops = roi_align(images.float() / 255.0, rois, output_size=size, spatial_scale=1.0,
                       sampling_ratio=0, aligned=True)
-    mean = torch.tensor(CLIP_MEAN, device=image.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=image.device).view(1, 3, 1, 1)
+    mean = torch.tensor(CLIP_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=images.device).view(1, 3, 1, 1)
     return (crops - mean) / std
 
 

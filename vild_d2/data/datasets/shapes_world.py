@@ -1,11 +1,18 @@
 """
-Generate "shapes world": a synthetic detection dataset in LVIS v1 json format.
+Generate "shapes world": a synthetic open-vocabulary detection dataset in LVIS v1 json
+format.
 
-Each category is a colour x shape combination ("red triangle"). Images hold several
-non-overlapping objects of varied size and rotation on a noisy background; masks are the
-exact polygons that were drawn. Categories carry an LVIS frequency ("r"/"c"/"f") derived
-from their number of training images with LVIS's thresholds scaled to the dataset size.
-The output is deterministic for a given seed.
+Each category is a colour x shape combination ("red triangle"; 6 x 6 by default). Images
+hold several objects of varied size, rotation and colour tint on a textured background
+(gradients, stripes, checks, blotches); later objects may hide part of earlier ones, and
+masks are the exact visible parts (polygons, from shapely). The training split is
+long-tailed like LVIS: base categories follow a Zipf law, and ``num_novel`` categories,
+chosen so that every colour and every shape also occurs in base categories
+(compositional novelty), appear in only a few training images. Categories carry an LVIS
+frequency ("r"/"c"/"f") from their number of training images (ranked, split in LVIS v1's
+proportions), so with enough images the designed novel categories are exactly the rare
+ones: absent from the base training set (``shapes_world_train_ov``), present in val,
+where categories are uniform. Deterministic for a given seed.
 
 Layout written under ``root``:
     root/train/000001.png ...            root/val/000001.png ...
@@ -15,13 +22,18 @@ Layout written under ``root``:
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
+from shapely.geometry import Polygon
+from shapely.geometry import box as shapely_box
 
-__all__ = ["SHAPES", "COLOURS", "ShapesWorldSpec", "generate_shapes_world", "category_names"]
+__all__ = [
+    "SHAPES", "COLOURS", "ShapesWorldSpec", "generate_shapes_world", "category_names",
+    "designed_novel_ids", "render_scene", "spec_from_json",
+]
 
 # name -> vertices of the unit shape (radius 1, centred at 0), as (x, y) pairs.
 SHAPES: Dict[str, List[Tuple[float, float]]] = {
@@ -59,13 +71,44 @@ class ShapesWorldSpec:
     image_size: int = 128
     objects_per_image: Tuple[int, int] = (2, 5)  # inclusive range
     object_size: Tuple[int, int] = (14, 40)  # radius range, pixels
+    max_occlusion: float = 0.35  # at most this fraction of an object hidden by later ones; 0: none touch
+    textured: bool = True  # textured backgrounds (else flat colour + noise)
+    num_novel: int = 10  # designed-rare categories (LVIS: 337 of 1203 are rare, ~10 of 36)
+    novel_train_images: Tuple[int, int] = (1, 3)  # training images of each designed-rare category
+    base_zipf: float = 0.8  # base categories' training frequency ~ rank^-base_zipf
     shapes: Sequence[str] = tuple(SHAPES)
     colours: Sequence[str] = tuple(COLOURS)
+
+
+def spec_from_json(json_file: str) -> ShapesWorldSpec:
+    """The spec a shapes-world json was generated with (kept in its ``info``)."""
+    with open(json_file, encoding="utf-8") as f:
+        fields = json.load(f).get("info", {}).get("spec")
+    if fields is None:
+        raise ValueError(f"{json_file}: no generator spec in its 'info' (not a shapes-world json?)")
+    return ShapesWorldSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 
 def category_names(spec: ShapesWorldSpec) -> List[str]:
     """Category names in id order (id = index + 1): every colour x shape pair."""
     return [f"{c} {s}" for s in spec.shapes for c in spec.colours]
+
+
+def designed_novel_ids(spec: ShapesWorldSpec) -> List[int]:
+    """
+    Indices (into :func:`category_names`) of the categories made rare in training: at most
+    ceil(num_novel / #shapes) per shape and per colour, so each shape and colour is also
+    seen in base categories.
+    """
+    n_shapes, n_colours = len(spec.shapes), len(spec.colours)
+    per = math.ceil(spec.num_novel / n_shapes) if spec.num_novel else 0
+    if spec.num_novel and (per >= n_colours or per * math.ceil(n_shapes / n_colours) >= n_shapes):
+        raise ValueError(f"num_novel={spec.num_novel} leaves some shape or colour without a base category")
+    rng = np.random.default_rng([spec.seed, 1])  # independent of the rendering stream
+    shape_order, colour_order = rng.permutation(n_shapes), rng.permutation(n_colours)
+    step = n_colours // per if per else 1
+    return sorted(int(shape_order[n % n_shapes] * n_colours + colour_order[(n % n_shapes + (n // n_shapes) * step) % n_colours])
+                  for n in range(spec.num_novel))
 
 
 def _polygon(shape: str, cx: float, cy: float, radius: float, angle: float) -> List[float]:
@@ -76,57 +119,136 @@ def _polygon(shape: str, cx: float, cy: float, radius: float, angle: float) -> L
     return flat
 
 
-def _polygon_area(flat: List[float]) -> float:
-    xs, ys = np.asarray(flat[0::2]), np.asarray(flat[1::2])
-    return float(0.5 * abs(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1))))
+def _background(rng: np.random.Generator, size: int, textured: bool) -> Image.Image:
+    """Muted (low-saturation) colour with a gradient, stripes, checks or blotches, and noise."""
+    base = rng.integers(90, 170) + rng.integers(-15, 16, size=3)
+    pixels = np.broadcast_to(base.astype(np.float64), (size, size, 3)).copy()
+    if textured:
+        yy, xx = np.mgrid[0:size, 0:size] / size
+        angle = rng.uniform(0, math.pi)
+        along = xx * math.cos(angle) + yy * math.sin(angle)
+        freq = rng.uniform(3, 10)
+        kind = int(rng.integers(4))
+        if kind == 0:
+            pattern = along - along.mean()
+        elif kind == 1:
+            pattern = 0.5 * np.sin(2 * math.pi * freq * along)
+        elif kind == 2:
+            pattern = 0.5 * np.sign(np.sin(2 * math.pi * freq * xx) * np.sin(2 * math.pi * freq * yy))
+        else:
+            coarse = rng.uniform(-0.5, 0.5, size=(max(2, size // 16),) * 2)
+            pattern = np.asarray(Image.fromarray(coarse.astype(np.float32)).resize((size, size), Image.BILINEAR))
+        tint = 1 + rng.uniform(-0.3, 0.3, size=3)
+        pixels += rng.uniform(20, 50) * pattern[..., None] * tint
+    pixels += rng.normal(0, 10 if not textured else 8, size=(size, size, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def _background(rng: np.random.Generator, size: int) -> Image.Image:
-    base = rng.integers(90, 170, size=3)
-    noise = rng.normal(0, 12, size=(size, size, 3))
-    return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
+def _parts(geometry) -> List[Polygon]:
+    parts = list(getattr(geometry, "geoms", [geometry]))
+    return [p for p in parts if isinstance(p, Polygon) and p.area >= 1.0]
 
 
-def _render_split(rng, spec: ShapesWorldSpec, num_images: int, root: str, split: str,
-                  names: List[str]) -> Tuple[List[dict], List[dict]]:
-    os.makedirs(os.path.join(root, split), exist_ok=True)
-    images, annotations = [], []
+def render_scene(rng: np.random.Generator, spec: ShapesWorldSpec, categories: Sequence[int]):
+    """
+    Draw objects of the given categories (indices into :func:`category_names`) in order,
+    later ones on top, on a new background.
+
+    Returns:
+        (PIL RGB image [size, size], list of objects placed: dicts with ``category``,
+        ``polygons`` (flat XY lists of the visible parts), ``bbox`` (XYWH of the visible
+        part) and ``area`` (visible, pixels)). Objects that find no place are skipped.
+    """
     size = spec.image_size
-    for image_id in range(1, num_images + 1):
-        img = _background(rng, size)
-        draw = ImageDraw.Draw(img)
-        placed: List[Tuple[float, float, float]] = []
-        n = int(rng.integers(spec.objects_per_image[0], spec.objects_per_image[1] + 1))
-        for _ in range(n * 20):  # rejection sampling of non-overlapping discs
-            if len(placed) == n:
-                break
+    names = category_names(spec)
+    img = _background(rng, size, spec.textured)
+    draw = ImageDraw.Draw(img)
+    placed = []  # [category, full polygon, full area, visible geometry]
+    frame = shapely_box(0, 0, size, size)  # vertices on the border may pass it by rounding
+    for cat in categories:
+        for _ in range(30):  # rejection sampling of a placement that hides no one too much
             r = float(rng.uniform(*spec.object_size))
             cx, cy = rng.uniform(r, size - r, size=2)
-            if any(math.hypot(cx - x, cy - y) < r + pr + 2 for x, y, pr in placed):
-                continue
-            placed.append((cx, cy, r))
-            cat = int(rng.integers(len(names)))
             colour, shape = names[cat].split(" ")
-            poly = _polygon(shape, cx, cy, r, float(rng.uniform(0, 2 * math.pi)))
-            draw.polygon(poly, fill=COLOURS[colour])
-            xs, ys = poly[0::2], poly[1::2]
-            x0, y0 = max(min(xs), 0.0), max(min(ys), 0.0)
-            x1, y1 = min(max(xs), size), min(max(ys), size)
+            flat = _polygon(shape, cx, cy, r, float(rng.uniform(0, 2 * math.pi)))
+            poly = Polygon(list(zip(flat[0::2], flat[1::2]))).buffer(0).intersection(frame)
+            if spec.max_occlusion <= 0:
+                ok = all(poly.distance(p[1]) >= 2 for p in placed)
+                updated = [p[3] for p in placed]
+            else:
+                updated = [p[3].difference(poly) for p in placed]
+                ok = all(
+                    v.area >= (1 - spec.max_occlusion) * p[2]
+                    and all(len(part.interiors) == 0 for part in _parts(v))
+                    for v, p in zip(updated, placed)
+                )
+            if ok:
+                for p, v in zip(placed, updated):
+                    p[3] = v
+                fill = np.clip(np.array(COLOURS[colour]) + rng.integers(-20, 21, size=3), 0, 255)
+                draw.polygon(flat, fill=tuple(int(v) for v in fill))
+                placed.append([cat, poly, poly.area, poly])
+                break
+    objects = []
+    for cat, _, _, visible in placed:
+        parts = _parts(visible)
+        if not parts:
+            continue
+        x0 = min(p.bounds[0] for p in parts)
+        y0 = min(p.bounds[1] for p in parts)
+        x1 = max(p.bounds[2] for p in parts)
+        y1 = max(p.bounds[3] for p in parts)
+        objects.append({
+            "category": int(cat),
+            "polygons": [[round(v, 2) for xy in list(p.exterior.coords)[:-1] for v in xy] for p in parts],
+            "bbox": [x0, y0, x1 - x0, y1 - y0],
+            "area": float(sum(p.area for p in parts)),
+        })
+    return img, objects
+
+
+def _split_categories(rng, spec: ShapesWorldSpec, num_images: int, split: str) -> List[List[int]]:
+    """Per image, the categories of its objects: long-tailed with rare novel ones in train."""
+    k = len(category_names(spec))
+    counts = rng.integers(spec.objects_per_image[0], spec.objects_per_image[1] + 1, size=num_images)
+    if split != "train":
+        return [rng.integers(k, size=n).tolist() for n in counts]
+    novel = designed_novel_ids(spec)
+    base = np.array([c for c in range(k) if c not in novel])
+    weights = (rng.permutation(len(base)) + 1.0) ** -spec.base_zipf
+    per_image = [rng.choice(base, size=n, p=weights / weights.sum()).tolist() for n in counts]
+    taken = set()
+    for cat in novel:
+        lo, hi = spec.novel_train_images
+        for i in rng.permutation(num_images)[: int(rng.integers(lo, hi + 1))]:
+            j = int(rng.integers(len(per_image[i])))
+            if (int(i), j) not in taken:
+                per_image[i][j] = cat
+                taken.add((int(i), j))
+    return per_image
+
+
+def _render_split(rng, spec: ShapesWorldSpec, num_images: int, root: str, split: str) -> Tuple[List[dict], List[dict]]:
+    os.makedirs(os.path.join(root, split), exist_ok=True)
+    images, annotations = [], []
+    for image_id, cats in enumerate(_split_categories(rng, spec, num_images, split), start=1):
+        img, objects = render_scene(rng, spec, cats)
+        for obj in objects:
             annotations.append({
                 "id": len(annotations) + 1,
                 "image_id": image_id,
-                "category_id": cat + 1,
-                "bbox": [x0, y0, x1 - x0, y1 - y0],
-                "area": _polygon_area(poly),
-                "segmentation": [[round(v, 2) for v in poly]],
+                "category_id": obj["category"] + 1,
+                "bbox": obj["bbox"],
+                "area": obj["area"],
+                "segmentation": obj["polygons"],
             })
         file_name = f"{split}/{image_id:06d}.png"
         img.save(os.path.join(root, file_name))
         images.append({
             "id": image_id,
             "file_name": file_name,
-            "height": size,
-            "width": size,
+            "height": spec.image_size,
+            "width": spec.image_size,
             "license": 1,
             "flickr_url": "",
             "coco_url": "",
@@ -171,8 +293,8 @@ def generate_shapes_world(root: str, spec: ShapesWorldSpec = ShapesWorldSpec()) 
     rng = np.random.default_rng(spec.seed)
     names = category_names(spec)
     splits = {}
-    train = _render_split(rng, spec, spec.num_train, root, "train", names)
-    val = _render_split(rng, spec, spec.num_val, root, "val", names)
+    train = _render_split(rng, spec, spec.num_train, root, "train")
+    val = _render_split(rng, spec, spec.num_val, root, "val")
     freq = _frequencies(train[1], len(names))
     os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
     for split, (images, anns) in (("train", train), ("val", val)):
@@ -187,7 +309,7 @@ def generate_shapes_world(root: str, spec: ShapesWorldSpec = ShapesWorldSpec()) 
                 "name": name,
                 "synset": name.replace(" ", "_") + ".n.01",
                 "synonyms": [name],
-                "def": f"a {name} drawn on a noisy background",
+                "def": f"a {name} drawn on a textured background",
                 "frequency": freq[i],
                 "instance_count": counts[i],
                 "image_count": len(image_sets[i]),
@@ -195,7 +317,9 @@ def generate_shapes_world(root: str, spec: ShapesWorldSpec = ShapesWorldSpec()) 
             for i, name in enumerate(names)
         ]
         data = {
-            "info": {"description": f"shapes world ({split}), seed {spec.seed}"},
+            "info": {"description": f"shapes world ({split}), seed {spec.seed}",
+                     "designed_novel": [names[i] for i in designed_novel_ids(spec)],
+                     "spec": asdict(spec)},
             "licenses": [{"id": 1, "name": "CC0", "url": ""}],
             "images": images,
             "annotations": anns,
