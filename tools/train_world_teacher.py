@@ -39,39 +39,41 @@ WORLD_TEACHER_SHAPE = dict(
 )
 
 
-def _objects_as_tensors(scenes):
-    """[(PIL image, objects)] -> image tensors [3, H, W] uint8, boxes [n, 4] XYXY, labels [n]."""
+def _xyxy(xywh_boxes) -> torch.Tensor:
+    from detectron2.structures import BoxMode
+
+    return torch.tensor([BoxMode.convert(b, BoxMode.XYWH_ABS, BoxMode.XYXY_ABS) for b in xywh_boxes],
+                        dtype=torch.float32).reshape(-1, 4)
+
+
+def teacher_objects(spec, num_images: int, seed: int):
+    """
+    The teacher's own images (the world's renderer, all categories uniform, a random
+    stream the dataset never uses), as image tensors [3, H, W] uint8, boxes [n, 4] XYXY
+    and category indices [n].
+    """
+    from vild_d2.data.datasets.shapes_world import render_scene, scene_categories
+
+    rng = np.random.default_rng([spec.seed, 2, seed])
     images, boxes, labels = [], [], []
-    for img, objects in scenes:
+    for cats in scene_categories(rng, spec, num_images, long_tailed=False):
+        img, objects = render_scene(rng, spec, cats)
         images.append(torch.from_numpy(np.asarray(img).transpose(2, 0, 1).copy()))
-        boxes.append(torch.tensor([[o["bbox"][0], o["bbox"][1], o["bbox"][0] + o["bbox"][2], o["bbox"][1] + o["bbox"][3]]
-                                   for o in objects], dtype=torch.float32).reshape(-1, 4))
+        boxes.append(_xyxy([o["bbox"] for o in objects]))
         labels.append(torch.tensor([o["category"] for o in objects], dtype=torch.long))
     return images, boxes, labels
-
-
-def teacher_scenes(spec, num_images: int, seed: int):
-    """The teacher's own images: the world's renderer, all categories uniform."""
-    from vild_d2.data.datasets.shapes_world import category_names, render_scene
-
-    rng = np.random.default_rng([spec.seed, 2, seed])  # a stream the dataset never uses
-    k = len(category_names(spec))
-    return [render_scene(rng, spec, rng.integers(k, size=int(rng.integers(*spec.objects_per_image, endpoint=True))).tolist())
-            for _ in range(num_images)]
 
 
 def val_objects(json_file: str, image_root: str):
     """shapes_world_val's images and ground-truth boxes / category indices, as tensors."""
     from detectron2.data import detection_utils as utils
-    from detectron2.structures import BoxMode
 
     from vild_d2.data.datasets import load_lvis_format_json
 
     images, boxes, labels = [], [], []
     for d in load_lvis_format_json(json_file, image_root):
         images.append(torch.from_numpy(np.ascontiguousarray(utils.read_image(d["file_name"], "RGB").transpose(2, 0, 1))))
-        boxes.append(torch.tensor([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in d["annotations"]],
-                                  dtype=torch.float32).reshape(-1, 4))
+        boxes.append(_xyxy([a["bbox"] for a in d["annotations"]]))  # the loader keeps XYWH_ABS
         labels.append(torch.tensor([a["category_id"] for a in d["annotations"]], dtype=torch.long))
     return images, boxes, labels
 
@@ -103,8 +105,7 @@ def main(argv=None) -> int:
     names = category_names(spec)
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
-    scenes = teacher_scenes(spec, args.images, args.seed)
-    train = _objects_as_tensors(scenes)
+    train = teacher_objects(spec, args.images, args.seed)
     print(f"rendered {args.images} teacher images, {sum(len(b) for b in train[1])} objects "
           f"({time.perf_counter() - t0:.0f}s)", flush=True)
     model = build_clip(seed=args.seed, **WORLD_TEACHER_SHAPE)

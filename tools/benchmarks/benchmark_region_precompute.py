@@ -29,7 +29,7 @@ from detectron2.data import detection_utils as utils
 from PIL import Image
 
 import vild_d2  # noqa: F401
-from vild_d2.teacher import CLIP_VIT_B_32, build_clip, crop_regions, reference_region_embeddings
+from vild_d2.teacher import build_clip, crop_regions, reference_region_embeddings
 from vild_d2.teacher.precompute import precompute_shard
 
 SCALES = (1.0, 1.5)

@@ -15,7 +15,6 @@ import random
 import time
 from typing import Dict, List, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm

@@ -32,7 +32,7 @@ from shapely.geometry import box as shapely_box
 
 __all__ = [
     "SHAPES", "COLOURS", "ShapesWorldSpec", "generate_shapes_world", "category_names",
-    "designed_novel_ids", "render_scene", "spec_from_json",
+    "designed_novel_ids", "render_scene", "scene_categories", "spec_from_json",
 ]
 
 # name -> vertices of the unit shape (radius 1, centred at 0), as (x, y) pairs.
@@ -207,11 +207,14 @@ def render_scene(rng: np.random.Generator, spec: ShapesWorldSpec, categories: Se
     return img, objects
 
 
-def _split_categories(rng, spec: ShapesWorldSpec, num_images: int, split: str) -> List[List[int]]:
-    """Per image, the categories of its objects: long-tailed with rare novel ones in train."""
+def scene_categories(rng, spec: ShapesWorldSpec, num_images: int, long_tailed: bool) -> List[List[int]]:
+    """
+    Per image, the categories of its objects (indices into :func:`category_names`):
+    long-tailed with the designed-novel ones rare (the training split), or uniform.
+    """
     k = len(category_names(spec))
     counts = rng.integers(spec.objects_per_image[0], spec.objects_per_image[1] + 1, size=num_images)
-    if split != "train":
+    if not long_tailed:
         return [rng.integers(k, size=n).tolist() for n in counts]
     novel = designed_novel_ids(spec)
     base = np.array([c for c in range(k) if c not in novel])
@@ -231,7 +234,7 @@ def _split_categories(rng, spec: ShapesWorldSpec, num_images: int, split: str) -
 def _render_split(rng, spec: ShapesWorldSpec, num_images: int, root: str, split: str) -> Tuple[List[dict], List[dict]]:
     os.makedirs(os.path.join(root, split), exist_ok=True)
     images, annotations = [], []
-    for image_id, cats in enumerate(_split_categories(rng, spec, num_images, split), start=1):
+    for image_id, cats in enumerate(scene_categories(rng, spec, num_images, split == "train"), start=1):
         img, objects = render_scene(rng, spec, cats)
         for obj in objects:
             annotations.append({
