@@ -27,7 +27,7 @@ def _run(*args):
          "command-line override: unknown config key MODEL.NOT_A_KEY"),
         (["--config-file", TINY_CONFIG, "DATASETS.TRAIN", "('no_such_dataset',)"],
          "DATASETS.TRAIN names dataset 'no_such_dataset', which is not registered"),
-        (["--config-file", "configs/shapes_world/vild_R_18_FPN_tiny.yaml"],
+        (["--config-file", "configs/shapes_world/vild_R_18_FPN_tiny.yaml", "DATASETS.REGION_STORE_TRAIN", ""],
          "MODEL.VILD.IMAGE_LOSS_WEIGHT > 0 (ViLD distillation) needs DATASETS.REGION_STORE_TRAIN"),
         (["--config-file", TINY_CONFIG, "DATASETS.REGION_STORE_TRAIN", "/nonexistent/store"],
          "DATASETS.REGION_STORE_TRAIN: region store /nonexistent/store: no manifest.json"),

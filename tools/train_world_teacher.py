@@ -9,7 +9,7 @@ not. Reports its zero-shot accuracy on shapes_world_val's object crops (1.0x + 1
 region embeddings against the 63-template class embeddings: what ViLD distils).
 
     python tools/train_world_teacher.py --world datasets/shapes_world \\
-        --output datasets/shapes_world/teacher/clip_world.pt [--images 1500 --steps 1200]
+        --output datasets/shapes_world/teacher/clip_world.pt [--images 1500 --steps 900]
 
 Writes OUTPUT (state dict) and OUTPUT with .json (shape, accuracy, training curve).
 """
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     p.add_argument("--world", required=True, help="the shapes world's root (annotations/, train/, val/)")
     p.add_argument("--output", required=True, help="the checkpoint to write (.pt)")
     p.add_argument("--images", type=int, default=1500, help="teacher images to render")
-    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--steps", type=int, default=900)
     p.add_argument("--batch-size", type=int, default=96)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)

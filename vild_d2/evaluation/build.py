@@ -8,10 +8,13 @@ from detectron2.evaluation import COCOEvaluator, LVISEvaluator
 from ..compat.numpy_aliases import ensure_numpy_aliases
 from ..data.datasets.lvis_format import ensure_lvis_metadata
 from .ov_coco_evaluation import OpenVocabCOCOEvaluator
+from .proposal_recall import ProposalRecallEvaluator, recall_limits
 
 
 def build_evaluator(cfg, dataset_name: str, output_dir: str = None):
     """
+    ProposalRecallEvaluator (recall@K of all / novel / base objects) for a proposal
+    network (``MODEL.META_ARCHITECTURE == "ProposalNetwork"``); otherwise
     LVISEvaluator (AP, APr, APc, APf; at most ``cfg.TEST.DETECTIONS_PER_IMAGE`` detections
     per image) for datasets whose metadata says ``evaluator_type == "lvis"``;
     OpenVocabCOCOEvaluator (COCO AP + AP50 on novel/base/all) for ``"coco_ov"``;
@@ -20,6 +23,8 @@ def build_evaluator(cfg, dataset_name: str, output_dir: str = None):
     """
     if output_dir is None:
         output_dir = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+    if cfg.MODEL.META_ARCHITECTURE == "ProposalNetwork":
+        return ProposalRecallEvaluator(dataset_name, recall_limits(cfg.MODEL.RPN.POST_NMS_TOPK_TEST))
     meta = MetadataCatalog.get(dataset_name)
     tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
     kind = getattr(meta, "evaluator_type", None)

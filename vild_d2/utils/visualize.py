@@ -1,37 +1,115 @@
-"""Pictures of a model's detections, tiled into one PNG."""
+"""Pictures of models' detections: one row of images per model, novel categories highlighted."""
 
-from typing import List
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
+from detectron2.structures import BoxMode
 from detectron2.utils.visualizer import Visualizer
-from PIL import Image
+from PIL import Image, ImageDraw
+
+from ..data.vocabulary import dataset_vocabulary
+
+__all__ = ["draw_detections", "pick_images"]
+
+NOVEL_COLOUR = (1.0, 0.1, 0.9)  # magenta: a novel category's box, mask and name
+BASE_COLOUR = (0.3, 0.8, 1.0)  # light blue: base categories
+TITLE_HEIGHT = 18  # pixels of the strip naming each row's model
 
 
-def draw_detections(cfg, dataset_name: str, out_path: str, num_images: int = 4,
-                    score_threshold: float = 0.3, scale: float = 2.0) -> str:
+def _novel_ids(dataset_name: str) -> set:
+    vocab = dataset_vocabulary(dataset_name)
+    return set(torch.nonzero(~vocab["base_mask"]).flatten().tolist()) if vocab else set()
+
+
+def pick_images(dataset_name: str, num_images: int) -> List[dict]:
     """
-    Run the model of ``cfg`` (weights ``cfg.MODEL.WEIGHTS``) on the first ``num_images``
-    images of ``dataset_name`` and write them side by side with boxes, masks and class
-    names of detections scoring at least ``score_threshold``.
-
-    Returns:
-        ``out_path``.
+    ``num_images`` dataset dicts of ``dataset_name``: those with the most novel
+    ground-truth objects first (metadata ``novel_class_ids``), then dataset order.
     """
+    dicts = DatasetCatalog.get(dataset_name)
+    novel = _novel_ids(dataset_name)
+
+    def num_novel(d):
+        return sum(a["category_id"] in novel for a in d.get("annotations", []))
+    order = sorted(range(len(dicts)), key=lambda i: (-num_novel(dicts[i]), i))
+    return [dicts[i] for i in order[:num_images]]
+
+
+def _draw(bgr: np.ndarray, boxes, masks, classes: List[int], scores, class_names: Sequence[str],
+          novel: set, scale: float) -> np.ndarray:
+    """One image (RGB array) with boxes [n, 4] XYXY, masks (bitmaps or polygons) and names."""
+    labels = [f"{class_names[c]}{' (novel)' if c in novel else ''}" + (f" {s:.0%}" if s is not None else "")
+              for c, s in zip(classes, scores)]
+    vis = Visualizer(bgr[:, :, ::-1], scale=scale)
+    vis.overlay_instances(
+        boxes=boxes if len(classes) else None, masks=masks if len(classes) else None,
+        labels=labels or None,
+        assigned_colors=[NOVEL_COLOUR if c in novel else BASE_COLOUR for c in classes] or None,
+    )
+    return vis.output.get_image()
+
+
+def _truth_tiles(dicts: Sequence[dict], images, class_names, novel, scale) -> List[np.ndarray]:
+    """The ground truth of each image, drawn like detections."""
+    tiles = []
+    for d, bgr in zip(dicts, images):
+        anns = d.get("annotations", [])
+        boxes = np.array([BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns])
+        masks = [a["segmentation"] for a in anns] if all("segmentation" in a for a in anns) else None
+        classes = [a["category_id"] for a in anns]
+        tiles.append(_draw(bgr, boxes, masks, classes, [None] * len(anns), class_names, novel, scale))
+    return tiles
+
+
+def _detection_tiles(cfg, images, class_names, novel, score_threshold, scale) -> List[np.ndarray]:
+    """The detections of the model of ``cfg`` drawn on each BGR image, as RGB arrays."""
     predictor = DefaultPredictor(cfg)  # loads cfg.MODEL.WEIGHTS
-    meta = MetadataCatalog.get(dataset_name)
-    tiles: List[np.ndarray] = []
-    for d in DatasetCatalog.get(dataset_name)[:num_images]:
-        bgr = read_image(d["file_name"], format="BGR")
+    tiles = []
+    for bgr in images:
         with torch.no_grad():
             inst = predictor(bgr)["instances"].to("cpu")
         inst = inst[inst.scores >= score_threshold]
-        vis = Visualizer(bgr[:, :, ::-1], metadata=meta, scale=scale)
-        tiles.append(vis.draw_instance_predictions(inst).get_image())
-    height = max(t.shape[0] for t in tiles)
-    tiles = [np.pad(t, ((0, height - t.shape[0]), (0, 4), (0, 0)), constant_values=255) for t in tiles]
-    Image.fromarray(np.concatenate(tiles, axis=1)).save(out_path)
+        masks = inst.pred_masks.numpy() if inst.has("pred_masks") else None
+        tiles.append(_draw(bgr, inst.pred_boxes.tensor.numpy(), masks, inst.pred_classes.tolist(),
+                           inst.scores.tolist(), class_names, novel, scale))
+    return tiles
+
+
+def draw_detections(models: Sequence[Tuple[str, object]], dataset_name: str, out_path: str,
+                    num_images: int = 4, score_threshold: float = 0.3, scale: float = 2.0) -> str:
+    """
+    Run each model on the same ``num_images`` images of ``dataset_name`` (those with the
+    most novel objects, :func:`pick_images`) and write one PNG: the ground truth, then a
+    row per model, titled, with boxes, masks and class names of detections scoring at least ``score_threshold``;
+    novel categories are drawn in magenta and named "(novel)".
+
+    Args:
+        models: (title, cfg) pairs; each cfg's MODEL.WEIGHTS are loaded.
+    Returns:
+        ``out_path``.
+    """
+    vocab = dataset_vocabulary(dataset_name)
+    if vocab is None:
+        raise ValueError(f"dataset '{dataset_name}' has no categories (is its json present?)")
+    names, novel = vocab["class_names"], _novel_ids(dataset_name)
+    dicts = pick_images(dataset_name, num_images)
+    images = [read_image(d["file_name"], format="BGR") for d in dicts]
+    rows = []
+    titled = [("ground truth", _truth_tiles(dicts, images, names, novel, scale))]
+    for title, cfg in models:
+        titled.append((title, _detection_tiles(cfg, images, names, novel, score_threshold, scale)))
+    for title, tiles in titled:
+        height = max(t.shape[0] for t in tiles)
+        tiles = [np.pad(t, ((0, height - t.shape[0]), (0, 4), (0, 0)), constant_values=255) for t in tiles]
+        row = np.concatenate(tiles, axis=1)
+        strip = Image.new("RGB", (row.shape[1], TITLE_HEIGHT), "white")
+        ImageDraw.Draw(strip).text((4, 3), title, fill="black")
+        rows.append(np.concatenate([np.asarray(strip), row], axis=0))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    Image.fromarray(np.concatenate(rows, axis=0)).save(out_path)
     return out_path
