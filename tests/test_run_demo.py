@@ -49,7 +49,7 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
 
     # text embeddings: the whole val vocabulary, novel (rare) categories included
     text = np.load(world / "teacher" / "clip_world_text.npy")
-    names = json.loads((world / "teacher" / "clip_world_text.json").read_text())["names"]
+    names = json.loads((world / "teacher" / "clip_world_text.json").read_text())["class_names"]
     cats = sorted(val["categories"], key=lambda c: c["id"])
     assert names == [c["name"] for c in cats] and text.shape == (36, 64)
     np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1.0, atol=1e-4)
@@ -65,7 +65,7 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
 
     store = RegionStore(str(out / "region_embeddings" / "shapes_world_train_ov"))
     train = json.loads((world / "annotations" / "train.json").read_text())
-    assert sorted(store.image_ids.tolist()) == sorted(im["id"] for im in train["images"])
+    assert sorted(store.image_ids().tolist()) == sorted(im["id"] for im in train["images"])
     summary = store.verify(progress=False)  # raises on a corrupt shard
     assert summary["num_images"] == len(train["images"]) and summary["regions_per_image_max"] == 8
 

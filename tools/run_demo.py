@@ -2,7 +2,7 @@
 """
 The main job: the whole ViLD pipeline on the embedded shapes world, on this machine.
 
-    python tools/run_demo.py            # ~30 min on 2 CPU cores
+    python tools/run_demo.py            # ~25 min on 2 CPU cores (measured 26 min with the install)
     python tools/run_demo.py --quick    # a few minutes: tiny world, a few iterations (a smoke test)
 
 Stages, each a normal command you would also run on LVIS (printed as it starts; its
