@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs", "shapes_world")
+RECALL_K = 300  # the RPN's recall is reported at its POST_NMS_TOPK_TEST (rpn_R_18_FPN_tiny.yaml)
+RPN_DONE_KEY = f"proposals/AR@{RECALL_K}"  # in the RPN's metrics.json once it was evaluated
 
 
 @dataclass
@@ -243,7 +245,7 @@ def main() -> None:
                               "SOLVER.WARMUP_ITERS", str(min(50, iters // 2))]
     rpn_config = os.path.join(CONFIGS, "rpn_R_18_FPN_tiny.yaml")
     rpn_opts = ["MODEL.DEVICE", device, "OUTPUT_DIR", rpn_dir]
-    if _trained(rpn_dir, "proposals/AR@300"):
+    if _trained(rpn_dir, RPN_DONE_KEY):
         seconds["rpn"] = _skip("rpn", os.path.join(rpn_dir, "model_final.pth"))
     else:
         seconds["rpn"] = _stage("rpn", [*train_net, "--config-file", rpn_config, *rpn_opts,
@@ -295,15 +297,14 @@ def main() -> None:
 
     with open(os.path.splitext(teacher)[0] + ".json") as f:
         teacher_report = json.load(f)["zero_shot_val"]
-    k = 300 if "proposals/AR@300" in _last_evaluation(rpn_dir, "proposals/AR@300") else None
     results = {
         "size": vars(size), "device": device, "seconds": seconds, "total_seconds": time.time() - t0,
         "models": [{"key": key, "title": title, "trained_on": on,
                     "metrics": {k_: v for k_, v in _last_evaluation(os.path.join(out, key), "segm/AP").items()
                                 if k_.startswith(("bbox/", "segm/"))}}
                    for key, _, title, on in MODELS],
-        "rpn": {"k": k, **{k_.split("/", 1)[1]: v for k_, v in
-                           _last_evaluation(rpn_dir, "proposals/AR@300").items() if k_.startswith("proposals/")}},
+        "rpn": {"k": RECALL_K, **{k_.split("/", 1)[1]: v for k_, v in
+                                  _last_evaluation(rpn_dir, RPN_DONE_KEY).items() if k_.startswith("proposals/")}},
         "teacher": teacher_report,
     }
     from vild_d2.utils.atomic_io import atomic_write_json

@@ -20,8 +20,8 @@ BASE_COLOUR = (0.3, 0.8, 1.0)  # light blue: base categories
 TITLE_HEIGHT = 18  # pixels of the strip naming each row's model
 
 
-def _novel_ids(dataset_name: str) -> set:
-    vocab = dataset_vocabulary(dataset_name)
+def _novel_ids(vocab) -> set:
+    """Contiguous ids of the novel categories of a :func:`dataset_vocabulary` (None: none)."""
     return set(torch.nonzero(~vocab["base_mask"]).flatten().tolist()) if vocab else set()
 
 
@@ -31,7 +31,7 @@ def pick_images(dataset_name: str, num_images: int) -> List[dict]:
     ground-truth objects first (metadata ``novel_class_ids``), then dataset order.
     """
     dicts = DatasetCatalog.get(dataset_name)
-    novel = _novel_ids(dataset_name)
+    novel = _novel_ids(dataset_vocabulary(dataset_name))
 
     def num_novel(d):
         return sum(a["category_id"] in novel for a in d.get("annotations", []))
@@ -95,7 +95,7 @@ def draw_detections(models: Sequence[Tuple[str, object]], dataset_name: str, out
     vocab = dataset_vocabulary(dataset_name)
     if vocab is None:
         raise ValueError(f"dataset '{dataset_name}' has no categories (is its json present?)")
-    names, novel = vocab["class_names"], _novel_ids(dataset_name)
+    names, novel = vocab["class_names"], _novel_ids(vocab)
     dicts = pick_images(dataset_name, num_images)
     images = [read_image(d["file_name"], format="BGR") for d in dicts]
     rows = []
