@@ -82,14 +82,34 @@ def _summary(stdout):
 
 
 def _assert_same_store(a_dir, b_dir, exact=True):
+    """
+    exact: byte-identical boxes and embeddings (what resume promises).
+    not exact: runs with other thread counts (1 vs 2 workers), where the RPN's float sums
+    differ in the last bits (boxes by ~1e-6 px) and near-tied objectness scores may swap
+    order or the box at the M-th place; each box must then have a twin within 1e-3 px
+    whose embedding agrees within fp16's precision, for all but 2% of the regions.
+    """
     a, b = RegionStore(str(a_dir)), RegionStore(str(b_dir))
     assert sorted(a.image_ids()) == sorted(b.image_ids())
+    total = matched = 0
     for image_id in a.image_ids():
         ra, rb = a.get(image_id), b.get(image_id)
-        np.testing.assert_array_equal(ra.boxes, rb.boxes)
         assert (ra.height, ra.width) == (rb.height, rb.width)
-        tol = 0 if exact else 2e-3  # fp16 storage of unit vectors
-        np.testing.assert_allclose(ra.embeddings.astype(np.float32), rb.embeddings.astype(np.float32), atol=tol)
+        if exact:
+            np.testing.assert_array_equal(ra.boxes, rb.boxes)
+            np.testing.assert_array_equal(ra.embeddings, rb.embeddings)
+            continue
+        assert abs(len(ra.boxes) - len(rb.boxes)) <= 1, image_id
+        dist = np.abs(ra.boxes[:, None, :] - rb.boxes[None, :, :]).max(axis=2)  # [Ma, Mb] px
+        for i in range(len(ra.boxes)):
+            j = int(dist[i].argmin()) if dist.shape[1] else -1
+            total += 1
+            if j >= 0 and dist[i, j] <= 1e-3:
+                matched += 1
+                np.testing.assert_allclose(ra.embeddings[i].astype(np.float32),
+                                           rb.embeddings[j].astype(np.float32), atol=2e-3)
+    if not exact:
+        assert matched >= 0.98 * total, f"{matched} of {total} regions have a twin"
 
 
 @pytest.fixture(scope="module")
