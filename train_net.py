@@ -5,20 +5,26 @@ Train and evaluate vild_d2 models, with detectron2's usual flags:
     python train_net.py --config-file configs/... [--eval-only] [--resume] \
         [--num-gpus N --num-machines M --machine-rank R --dist-url URL] [KEY VALUE ...]
 
-On a machine without a GPU, add ``MODEL.DEVICE cpu``.
+On a machine without a GPU, add ``MODEL.DEVICE cpu``. ``--eval-only`` also writes the
+metrics to OUTPUT_DIR/eval_results.json.
 """
 
+import os
 import sys
 
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, launch
 from detectron2.evaluation import verify_results
+from detectron2.evaluation.testing import flatten_results_dict
 
 import vild_d2  # noqa: F401  (registers datasets and components)
 from vild_d2.config import ConfigError
 from vild_d2.engine import Trainer, setup
 from vild_d2.engine.trainer import build_config
+from vild_d2.utils.atomic_io import atomic_write_json
+
+EVAL_RESULTS_FILE = "eval_results.json"  # in OUTPUT_DIR after --eval-only: {"task/metric": value}
 
 
 def main(args):
@@ -31,6 +37,8 @@ def main(args):
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)
+            # training logs its evaluations to metrics.json; an evaluation alone goes here
+            atomic_write_json(os.path.join(cfg.OUTPUT_DIR, EVAL_RESULTS_FILE), flatten_results_dict(res))
         return res
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)

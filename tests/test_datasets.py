@@ -45,11 +45,11 @@ def test_dataset_catalog(tiny_lvis):
     dicts = DatasetCatalog.get(name)
     assert len(dicts) == 3
     meta = MetadataCatalog.get(name)
-    assert len(meta.thing_classes) == 36 and meta.thing_classes[0] == "red circle"
-    assert len(meta.class_frequency) == 36
+    assert len(meta.thing_classes) == 48 and meta.thing_classes[0] == "red circle"
+    assert len(meta.class_frequency) == 48
     for d in dicts:
         for a in d["annotations"]:
-            assert 0 <= a["category_id"] < 36
+            assert 0 <= a["category_id"] < 48
             assert len(a["segmentation"][0]) >= 6
 
 
@@ -82,25 +82,40 @@ def long_tail_world(tmp_path_factory):
     return spec, {k: json.load(open(v)) for k, v in paths.items()}, paths
 
 
-def test_rare_categories_are_the_designed_compositional_novel_ones(long_tail_world):
-    from vild_d2.data.datasets.shapes_world import category_names, designed_novel_ids
+def test_rare_categories_are_the_designed_novel_ones_of_two_kinds(long_tail_world):
+    from vild_d2.data.datasets.shapes_world import category_names, concept_novel_ids, designed_novel_ids
 
     spec, data, _ = long_tail_world
     names = category_names(spec)
-    novel = {names[i] for i in designed_novel_ids(spec)}
-    assert len(novel) == spec.num_novel == 10
-    rare = {c["name"] for c in data["train"]["categories"] if c["frequency"] == "r"}
-    assert rare == novel  # LVIS frequencies from training counts single out the designed ones
-    base = set(names) - novel
+    compositional = {names[i] for i in designed_novel_ids(spec)}
+    concept = {names[i] for i in concept_novel_ids(spec)}
+    assert len(compositional) == spec.num_novel == 10
+    assert concept == {f"{c} {s}" for s in spec.concept_shapes for c in spec.colours} and len(concept) == 12
+    cats = data["train"]["categories"]
+    assert {c["name"] for c in cats if c["frequency"] == "r"} == compositional | concept
+    assert {c["name"] for c in cats if c["novel_kind"] == "concept"} == concept
+    assert {c["name"] for c in cats if c["novel_kind"] == "compositional"} == compositional
+    base = set(names) - compositional - concept
     assert {n.split(" ")[0] for n in base} == set(spec.colours)  # compositional novelty:
     assert {n.split(" ")[1] for n in base} == set(spec.shapes)   # every part is seen in base
-    by_id = {c["id"]: c["name"] for c in data["train"]["categories"]}
-    train_counts = {}
+    assert not {n.split(" ")[1] for n in base} & set(spec.concept_shapes)  # concepts: no base category
+    by_id = {c["id"]: c["name"] for c in cats}
+    train_images = {}
     for a in data["train"]["annotations"]:
-        train_counts[by_id[a["category_id"]]] = train_counts.get(by_id[a["category_id"]], 0) + 1
-    assert max(train_counts.get(n, 0) for n in novel) < min(train_counts[n] for n in base)
+        train_images.setdefault(by_id[a["category_id"]], set()).add(a["image_id"])
+    lo, hi = spec.novel_train_images
+    for n in compositional | concept:  # annotated in a few training images, like LVIS's rare
+        assert len(train_images.get(n, ())) <= hi
+    assert np.median([len(train_images.get(n, ())) for n in base]) > hi  # base categories are not rare
+    # concept objects also appear unannotated, listed as not exhaustively annotated
+    unannotated = {}
+    for im in data["train"]["images"]:
+        for c in im["not_exhaustive_category_ids"]:
+            unannotated[by_id[c]] = unannotated.get(by_id[c], 0) + 1
+    assert set(unannotated) <= concept and sum(unannotated.values()) >= len(concept) * spec.concept_unannotated_images[0] * 0.8
     val_names = {by_id[a["category_id"]] for a in data["val"]["annotations"]}
-    assert novel <= val_names  # every novel category is in val
+    assert len((compositional | concept) & val_names) >= 0.9 * 22  # val is uniform: novel categories are there
+    assert all(not im["not_exhaustive_category_ids"] for im in data["val"]["images"])  # val is exhaustive
 
 
 def test_occluded_masks_are_the_visible_parts(long_tail_world):
@@ -122,6 +137,8 @@ def test_no_occlusion_option(tmp_path):
     api = LVIS(generate_shapes_world(str(tmp_path), spec)["train"])
     for image_id in api.get_img_ids():
         anns = api.load_anns(api.get_ann_ids(img_ids=[image_id]))
+        if not anns:  # only unannotated (concept) objects found a place
+            continue
         assert all(len(a["segmentation"]) == 1 for a in anns)
         masks = np.stack([api.ann_to_mask(a) for a in anns]).astype(np.int32)
         assert (masks.sum(0) > 1).sum() == 0

@@ -171,7 +171,7 @@ def _vild_cfg(tiny_lvis, store, vocab, *extra):
 @pytest.fixture(scope="module")
 def vocab(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("vocab") / "vocab.npy")
-    np.save(path, np.random.default_rng(0).normal(size=(36, D)).astype(np.float32))
+    np.save(path, np.random.default_rng(0).normal(size=(48, D)).astype(np.float32))
     return path
 
 

@@ -51,14 +51,16 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
     text = np.load(world / "teacher" / "clip_world_text.npy")
     names = json.loads((world / "teacher" / "clip_world_text.json").read_text())["class_names"]
     cats = sorted(val["categories"], key=lambda c: c["id"])
-    assert names == [c["name"] for c in cats] and text.shape == (36, 64)
+    assert names == [c["name"] for c in cats] and text.shape == (48, 64)
     np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1.0, atol=1e-4)
     rare = [c["name"] for c in cats if c["frequency"] == "r"]
     assert rare and set(rare) <= set(names)
 
-    # RPN: recall of novel and base objects
-    rpn = _last_eval(out / "rpn", "proposals/R50@300")
-    assert {"proposals/R50_novel@300", "proposals/R50_base@300", "proposals/AR_novel@300"} <= set(rpn)
+    # the base detector (everyone's initialisation) and its RPN's recall of novel and base objects
+    assert (out / "base" / "model_final.pth").is_file()
+    rpn = json.loads((out / "rpn" / "eval_results.json").read_text())
+    assert {"proposals/R50_novel@300", "proposals/R50_base@300", "proposals/AR_novel@300",
+            "proposals/R50_concept@300", "proposals/R50_compositional@300"} <= set(rpn)
 
     # region store of every base-training image, M = 8, intact
     from vild_d2.data.region_store import RegionStore
@@ -74,18 +76,33 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
         assert (out / key / "model_final.pth").is_file()
         assert {f"{t}/{c}" for t in ("bbox", "segm") for c in ("AP", "APr", "APc", "APf")} <= set(
             _last_eval(out / key, "segm/AP"))
-    for title in ("ViLD-text", "ViLD", "ViLD-ensemble", "Mask R-CNN (supervised)"):
+    for title in ("ViLD-text", "ViLD", "ViLD-ensemble", "Mask R-CNN (supervised)", "CLIP on cropped regions"):
         assert f"| {title} |" in stdout
-    assert "RPN recall@300" in stdout and "teacher zero-shot accuracy" in stdout
+    assert "| APr-compositional | APr-concept |" in stdout
+    assert "RPN recall@300" in stdout and "teacher zero-shot top-1" in stdout
+    assert "ViLD image head top-1" not in stdout and "ViLD-ensemble image head top-1 on val boxes" in stdout
+    assert "smoke run" in stdout and "[MISSED]" not in stdout  # --quick checks no claim
     results = json.loads((out / "results.json").read_text())
     assert [m["key"] for m in results["models"]] == list(MODELS)
+    for m in results["models"]:  # the analysis's AP equals the LVIS evaluator's
+        for task in ("segm", "bbox"):
+            expected = m["lvis_evaluator"].get(f"{task}/AP")
+            got = m["ap"][task]["AP"]
+            # (detectron2 reports NaN for a model without detections; that is AP 0)
+            assert abs((0.0 if np.isnan(expected) else expected) - got) < 1e-6, (m["key"], task)
+        assert {"APr-compositional", "APr-concept"} <= set(m["ap"]["segm"])
+    assert {(r["a"], r["b"], r["metric"]) for r in results["intervals"]} >= {("vild", "vild_text", "APr")}
+    assert [c["name"] for c in results["claims"]] == ["a", "b", "c"]
+    assert set(results["head_accuracy"]) == {"vild_text", "vild", "vild_ensemble"}
+    assert set(results["head_accuracy"]["vild_ensemble"]) == {"text head", "image head"}
+    assert set(results["head_accuracy"]["vild"]) == {"head"}
 
     picture = Image.open(out / "detections_val.png")
     assert picture.height > 4 * picture.width // 4  # ground truth + 4 model rows of 4 images
 
     # a second run finds every stage done and only redraws and reprints
     again = _demo(out)
-    for stage in ("data", "teacher", "rpn", "text", *MODELS):
+    for stage in ("data", "teacher", "base", "rpn", "text", *MODELS, "analysis"):
         assert f"== {stage}: " in again and "skipped" in again.split(f"== {stage}: ")[1].splitlines()[0]
     assert '"already_done": 24' in again  # the region tool found every image committed
     assert (out / "results.json").is_file()

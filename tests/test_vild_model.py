@@ -19,8 +19,8 @@ from .conftest import ROOT
 
 VILD_CONFIG = os.path.join(ROOT, "configs", "shapes_world", "vild_R_18_FPN_tiny.yaml")
 ENSEMBLE_CONFIG = os.path.join(ROOT, "configs", "shapes_world", "vild_ensemble_R_18_FPN_tiny.yaml")
-D, C, NOVEL = 32, 36, list(range(30, 36))
-OV_DATASET = "test_vild_ov"  # metadata only: 36 classes, the last 6 novel
+D, C, NOVEL = 32, 48, list(range(42, 48))
+OV_DATASET = "test_vild_ov"  # metadata only: 48 classes (as the shapes world), the last 6 novel
 
 
 @pytest.fixture(scope="module")
@@ -167,15 +167,15 @@ def test_vocabulary_errors(vocab_file, tmp_path):
         build("MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", str(tmp_path / "nowhere.npy"))
     wrong_dim = tmp_path / "wrong_dim.npy"
     np.save(wrong_dim, np.ones((C, 16), np.float32))
-    with pytest.raises(VocabularyError, match=r"wrong_dim.npy.*dimension 16 \(shape \(36, 16\)\).*D = 32"):
+    with pytest.raises(VocabularyError, match=r"wrong_dim.npy.*dimension 16 \(shape \(48, 16\)\).*D = 32"):
         build("MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", str(wrong_dim))
     wrong_rows = tmp_path / "wrong_rows.npy"
     np.save(wrong_rows, np.ones((20, D), np.float32))
-    with pytest.raises(ValueError, match=r"wrong_rows.npy.*20 rows.*dataset 'test_vild_ov' has 36"):
+    with pytest.raises(ValueError, match=r"wrong_rows.npy.*20 rows.*dataset 'test_vild_ov' has 48"):
         build("MODEL.VILD.TEST_TEXT_EMBEDDINGS", str(wrong_rows))
-    with pytest.raises(VocabularyError, match=r"wrong_rows.npy.*20 rows.*36 classes"):
+    with pytest.raises(VocabularyError, match=r"wrong_rows.npy.*20 rows.*48 classes"):
         build("MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", str(wrong_rows))
-    with pytest.raises(ValueError, match=r"NUM_CLASSES is 20 but dataset 'test_vild_ov' has 36"):
+    with pytest.raises(ValueError, match=r"NUM_CLASSES is 20 but dataset 'test_vild_ov' has 48"):
         build("MODEL.ROI_HEADS.NUM_CLASSES", "20", "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", str(wrong_rows))
     for name, value in (("nan", np.nan), ("zero", 0.0)):
         bad = np.random.default_rng(0).normal(size=(C, D)).astype(np.float32)

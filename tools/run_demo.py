@@ -2,25 +2,31 @@
 """
 The main job: the whole ViLD pipeline on the embedded shapes world, on this machine.
 
-    python tools/run_demo.py            # ~25 min on 2 CPU cores (measured 26 min with the install)
-    python tools/run_demo.py --quick    # a few minutes: tiny world, a few iterations (a smoke test)
+    python tools/run_demo.py              # the full run (~30 min on 2 CPU cores with the install)
+    python tools/run_demo.py --seed 1     # the same pipeline on another world (and training seed)
+    python tools/run_demo.py --quick      # a few minutes: tiny world, a few iterations (a smoke run)
 
 Stages, each a normal command you would also run on LVIS (printed as it starts; its
 full output goes to OUTPUT/<stage>.log):
-  1. data      datasets/prepare_shapes_world.py              (skipped if the world exists)
-  2. teacher   tools/train_world_teacher.py: the world's CLIP (skipped if it exists)
-  3. rpn       train_net.py, configs/shapes_world/rpn_R_18_FPN_tiny.yaml: class-agnostic
-               RPN on the base categories; recall@300 on novel vs base val objects
-  4. text      tools/precompute_text_embeddings.py: the 36 categories' embeddings
+  1. data      datasets/prepare_shapes_world.py: world v3 (48 categories; 22 novel = rare,
+               10 compositional + 12 new concepts)
+  2. teacher   tools/train_world_teacher.py: the world's CLIP, which has seen every category
+  3. base      train_net.py, configs/shapes_world/base_R_18_FPN_tiny.yaml: Mask R-CNN on
+               the base categories; its weights initialise all four detectors (the role
+               ImageNet weights play on LVIS) and its RPN proposes the distillation regions
+     rpn       train_net.py --eval-only, configs/shapes_world/rpn_R_18_FPN_tiny.yaml with
+               those weights: the RPN's recall of novel vs base val objects
+  4. text      tools/precompute_text_embeddings.py: the 48 categories' embeddings
   5. regions   tools/precompute_region_embeddings.py: the RPN's top M proposals of every
                base-training image, embedded by the teacher
   6. models    train_net.py: ViLD-text, ViLD, ViLD-ensemble (on shapes_world_train_ov,
                rare = novel annotations removed) and the supervised Mask R-CNN (on
                shapes_world_train, all categories); each evaluated with LVISEvaluator
-  7. pictures  OUTPUT/detections_val.png: the models on the same val images, novel
-               categories in magenta
+  7. analysis  APr per kind of novel category, the "CLIP on cropped regions" baseline, the
+               heads' top-1 accuracy on val boxes, 90% bootstrap intervals, ViLD's claims
+  8. pictures  OUTPUT/detections_val.png: the models on the same val images
 A stage whose result is complete is skipped, so a killed run resumes where it stopped
-(delete OUTPUT to start over). Results: the table printed at the end and
+(delete OUTPUT to start over). Results: the tables printed at the end and
 OUTPUT/results.json.
 """
 
@@ -31,12 +37,14 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs", "shapes_world")
 RECALL_K = 300  # the RPN's recall is reported at its POST_NMS_TOPK_TEST (rpn_R_18_FPN_tiny.yaml)
-RPN_DONE_KEY = f"proposals/AR@{RECALL_K}"  # in the RPN's metrics.json once it was evaluated
+RPN_DONE_KEY = f"proposals/AR@{RECALL_K}"  # in the RPN's eval_results.json once it was evaluated
+EVAL_RESULTS_FILE = "eval_results.json"  # what train_net.py --eval-only writes
+DEFAULT_SEED = 0  # the world of datasets/shapes_world; other seeds get their own world
 
 
 @dataclass
@@ -47,15 +55,16 @@ class DemoSize:
     num_val: int  # shapes world val images
     teacher_images: int  # the teacher's own rendered images
     teacher_steps: int  # the teacher's contrastive training steps
-    rpn_iters: int  # iterations of the class-agnostic RPN
+    base_iters: int  # iterations of the base detector (the detectors' initialisation and RPN)
     detector_iters: int  # iterations of each of the four detectors
     num_regions: int  # M: distillation regions per training image
+    bootstrap_samples: int  # resamples of the val images for the claims' intervals
 
 
-FULL = DemoSize(num_train=400, num_val=100, teacher_images=1500, teacher_steps=900,
-                rpn_iters=300, detector_iters=300, num_regions=32)
+FULL = DemoSize(num_train=400, num_val=100, teacher_images=1500, teacher_steps=1500,
+                base_iters=800, detector_iters=350, num_regions=32, bootstrap_samples=400)
 QUICK = DemoSize(num_train=24, num_val=8, teacher_images=64, teacher_steps=10,
-                 rpn_iters=10, detector_iters=10, num_regions=8)
+                 base_iters=10, detector_iters=10, num_regions=8, bootstrap_samples=20)
 
 # (output folder, config, title, training set) of the four compared detectors.
 MODELS = [
@@ -64,6 +73,9 @@ MODELS = [
     ("vild_ensemble", "vild_ensemble_R_18_FPN_tiny.yaml", "ViLD-ensemble", "base"),
     ("mask_rcnn_supervised", "mask_rcnn_R_18_FPN_tiny.yaml", "Mask R-CNN (supervised)", "base+novel"),
 ]
+CROPS_KEY, CROPS_TITLE = "clip_on_crops", "CLIP on cropped regions"
+AP_COLUMNS = ["AP", "APr", "APr-compositional", "APr-concept", "APc", "APf"]
+GROUPS = ["all", "novel", "compositional", "concept", "base"]
 
 
 def _shown(cmd) -> str:
@@ -111,35 +123,62 @@ def _lines_with(*words):
     return show
 
 
+def _metrics_rows(output_dir: str) -> list:
+    path = os.path.join(output_dir, "metrics.json")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def _last_evaluation(output_dir: str, key: str) -> dict:
     """The last row of OUTPUT_DIR/metrics.json that holds ``key`` ({} if none)."""
-    path = os.path.join(output_dir, "metrics.json")
-    last = {}
-    if os.path.isfile(path):
-        with open(path) as f:
-            for line in f:
-                row = json.loads(line)
-                if key in row:
-                    last = row
-    return last
+    rows = [r for r in _metrics_rows(output_dir) if key in r]
+    return rows[-1] if rows else {}
+
+
+def _eval_results(output_dir: str) -> dict:
+    """OUTPUT_DIR/eval_results.json of ``train_net.py --eval-only`` ({} if none)."""
+    path = os.path.join(output_dir, EVAL_RESULTS_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
 
 
 def _trained(output_dir: str, key: str) -> bool:
     return os.path.isfile(os.path.join(output_dir, "model_final.pth")) and bool(_last_evaluation(output_dir, key))
 
 
-def _check_world(data_root: str, size: DemoSize) -> bool:
-    """True if the world exists with the demo's size; exits if it exists with another."""
+def loss_flatness(output_dir: str, key: str = "total_loss") -> dict:
+    """
+    The training loss over the last fifth of the iterations: its mean over the first and
+    the second half of that fifth, and their relative change (flat: a few % at most).
+    """
+    rows = [(r["iteration"], r[key]) for r in _metrics_rows(output_dir) if key in r and "iteration" in r]
+    if len(rows) < 4:
+        return {}
+    last = rows[-1][0]
+    tail = [(i, v) for i, v in rows if i >= 0.8 * last]
+    mid = tail[0][0] + (last - tail[0][0]) / 2
+    first = [v for i, v in tail if i < mid] or [tail[0][1]]
+    second = [v for i, v in tail if i >= mid]
+    a, b = sum(first) / len(first), sum(second) / len(second)
+    return {"first": a, "second": b, "change": (b - a) / a if a else float("nan")}
+
+
+def _world_matches(data_root: str, spec) -> bool:
+    """True if the world exists with ``spec``; exits if it exists with another."""
     from vild_d2.data.datasets.shapes_world import spec_from_json
 
     train_json = os.path.join(data_root, "annotations", "train.json")
     if not os.path.isfile(os.path.join(data_root, "annotations", "val.json")):
         return False
-    spec = spec_from_json(train_json)
-    if (spec.num_train, spec.num_val) != (size.num_train, size.num_val):
-        sys.exit(f"{data_root} holds a shapes world of {spec.num_train} train / {spec.num_val} val "
-                 f"images; this demo uses {size.num_train} / {size.num_val}. Delete the folder (it is "
-                 "regenerated, with its teacher) or point DETECTRON2_DATASETS elsewhere.")
+    found = spec_from_json(train_json)
+    if asdict(found) != asdict(spec):
+        diff = {k: (v, asdict(spec)[k]) for k, v in asdict(found).items() if asdict(spec).get(k) != v}
+        sys.exit(f"{data_root} holds another shapes world (found vs wanted: {diff}). Delete the folder "
+                 "(it is regenerated, with its teacher) or point DETECTRON2_DATASETS elsewhere.")
     return True
 
 
@@ -148,56 +187,151 @@ def _fmt(v) -> str:
 
 
 def results_table(results: dict) -> str:
-    """Markdown table of the detectors' LVIS AP (%) and of the RPN and teacher diagnostics."""
-    cols = ["AP", "APr", "APc", "APf"]
-    lines = [
-        "| model | trained on | " + " | ".join(f"box {c}" for c in cols) + " | "
-        + " | ".join(f"mask {c}" for c in cols) + " |",
-        "|---|---|" + "---:|" * (2 * len(cols)),
-    ]
-    for row in results["models"]:
-        m = row["metrics"]
-        vals = [m.get(f"bbox/{c}") for c in cols] + [m.get(f"segm/{c}") for c in cols]
-        lines.append(f"| {row['title']} | {row['trained_on']} | " + " | ".join(_fmt(v) for v in vals) + " |")
+    """Markdown tables: mask AP, box AP (with the CLIP-on-crops baseline) and diagnostics."""
+    header = "| model | trained on | " + " | ".join(AP_COLUMNS) + " |"
+    rule = "|---|---|" + "---:|" * len(AP_COLUMNS)
+    lines = []
+    for task, title in (("segm", "mask AP (%), LVIS protocol, rare = novel"), ("bbox", "box AP (%)")):
+        lines += [f"**{title}**", "", header, rule]
+        rows = results["models"] + ([results["clip_on_crops"]] if task == "bbox" and results.get("clip_on_crops") else [])
+        for row in rows:
+            ap = row.get("ap", {}).get(task, {})
+            lines.append(f"| {row['title']} | {row['trained_on']} | " + " | ".join(_fmt(ap.get(c)) for c in AP_COLUMNS) + " |")
+        lines.append("")
     rpn, k = results["rpn"], results["rpn"]["k"]
+    lines += ["**diagnostics**", "", "| diagnostic | " + " | ".join(GROUPS) + " |", "|---|" + "---:|" * len(GROUPS)]
+    suffix = {"all": "", "novel": "_novel", "compositional": "_compositional", "concept": "_concept", "base": "_base"}
+    lines.append(f"| RPN recall@{k} (IoU 0.5), % | " + " | ".join(_fmt(rpn.get(f"R50{suffix[g]}@{k}")) for g in GROUPS) + " |")
+    lines.append(f"| RPN AR@{k} (IoU 0.5:0.95), % | " + " | ".join(_fmt(rpn.get(f"AR{suffix[g]}@{k}")) for g in GROUPS) + " |")
     teacher = results["teacher"]
-    lines += [
-        "",
-        "| diagnostic | all | novel | base |",
-        "|---|---:|---:|---:|",
-        f"| RPN recall@{k} (IoU 0.5), % | {_fmt(rpn.get(f'R50@{k}'))} | {_fmt(rpn.get(f'R50_novel@{k}'))} "
-        f"| {_fmt(rpn.get(f'R50_base@{k}'))} |",
-        f"| RPN AR@{k} (IoU 0.5:0.95), % | {_fmt(rpn.get(f'AR@{k}'))} | {_fmt(rpn.get(f'AR_novel@{k}'))} "
-        f"| {_fmt(rpn.get(f'AR_base@{k}'))} |",
-        f"| teacher zero-shot accuracy on val boxes, % | {_fmt(teacher.get('accuracy'))} "
-        f"| {_fmt(teacher.get('accuracy_novel'))} | {_fmt(teacher.get('accuracy_base'))} |",
-    ]
+    lines.append("| teacher zero-shot top-1 on val boxes, % | "
+                 + " | ".join(_fmt(teacher.get("accuracy" + suffix[g])) for g in GROUPS) + " |")
+    for key, heads in results.get("head_accuracy", {}).items():
+        title = next(row["title"] for row in results["models"] if row["key"] == key)
+        for head, acc in heads.items():
+            lines.append(f"| {title} {head} top-1 on val boxes, % | " + " | ".join(_fmt(acc.get(g)) for g in GROUPS) + " |")
     return "\n".join(lines)
 
 
-def target_lines(results: dict) -> str:
-    """The paper's three claims, checked on the measured numbers (mask AP, as LVIS reports)."""
-    m = {row["key"]: row["metrics"] for row in results["models"]}
+def claim_lines(results: dict) -> str:
+    if results.get("quick"):
+        return ("  (smoke run: a tiny world trained for a few iterations; its numbers mean nothing, "
+                "so ViLD's claims are not checked)")
+    out = []
+    for c in results["claims"]:
+        out.append(f"  [{'met' if c['met'] else 'MISSED'}] ({c['name']}) {c['text']}: {c['detail']}")
+    out.append("  90% bootstrap intervals of the differences (mask AP, "
+               f"{results['bootstrap_samples']} resamples of the val images):")
+    titles = {row["key"]: row["title"] for row in results["models"]}
+    for r in results["intervals"]:
+        out.append(f"    {titles[r['a']]} - {titles[r['b']]}, {r['metric']}: {r['diff']:+.1f} "
+                   f"[{r['lo']:+.1f}, {r['hi']:+.1f}]")
+    return "\n".join(out)
 
-    def ap(model, c):
-        return m[model].get(f"segm/{c}", float("nan"))
 
-    checks = [
-        ("ViLD APr above ViLD-text APr", ap("vild", "APr"), ap("vild_text", "APr"), lambda a, b: a > b),
-        ("ViLD-ensemble APr >= supervised APr", ap("vild_ensemble", "APr"), ap("mask_rcnn_supervised", "APr"),
-         lambda a, b: a >= b),
-        ("ViLD-ensemble APc/APf within 3 points of ViLD-text",
-         (ap("vild_ensemble", "APc") + ap("vild_ensemble", "APf")) / 2,
-         (ap("vild_text", "APc") + ap("vild_text", "APf")) / 2, lambda a, b: a >= b - 3),
-    ]
-    return "\n".join(f"  [{'met' if ok(a, b) else 'MISSED'}] {name}: {a:.1f} vs {b:.1f}"
-                     for name, a, b, ok in checks)
+def _fingerprint(paths) -> list:
+    return [[os.path.relpath(p, ROOT), os.path.getsize(p), int(os.path.getmtime(p))] for p in paths if os.path.isfile(p)]
+
+
+def analyse(out: str, model_cfgs: list, rpn_cfg, teacher_path: str, text_path: str, size: DemoSize, device: str,
+            seed: int) -> dict:
+    """
+    Stage 7: AP per kind of novel category and bootstrap intervals (from each model's LVIS
+    results), the CLIP-on-crops baseline, the heads' top-1 accuracy. Cached in
+    OUTPUT/analysis.json, keyed by the models' and the teacher's files.
+    """
+    import torch
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.modeling import build_model
+
+    from vild_d2.evaluation.claims import CLAIM_COMPARISONS
+    from vild_d2.evaluation.lvis_ap import LVISAPTable, bootstrap_differences
+    from vild_d2.evaluation.region_classification import clip_on_crops_detections, head_accuracy, lvis_results
+    from vild_d2.modeling.text_embeddings import load_text_embeddings
+    from vild_d2.teacher import load_clip
+    from vild_d2.teacher.proposals import RPNProposals
+    from vild_d2.utils.atomic_io import atomic_write_json
+
+    cache = os.path.join(out, "analysis.json")
+    inputs = _fingerprint([teacher_path, text_path, rpn_cfg.MODEL.WEIGHTS]
+                          + [cfg.MODEL.WEIGHTS for _, _, cfg in model_cfgs]) + [size.bootstrap_samples, seed]
+    if os.path.isfile(cache):
+        with open(cache) as f:
+            cached = json.load(f)
+        if cached.get("inputs") == inputs:
+            print("\n== analysis: up to date, skipped")
+            return cached
+    print("\n== analysis", flush=True)
+    t0 = time.time()
+    dataset = "shapes_world_val"
+    dicts = DatasetCatalog.get(dataset)  # also sets the metadata read below
+    meta = MetadataCatalog.get(dataset)
+    gt_json = meta.json_file
+    kinds = list(getattr(meta, "class_novel_kind", [""] * len(meta.thing_classes)))
+    contiguous_to_id = {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()}
+    cat_groups = {  # dataset category ids
+        "APr-compositional": [contiguous_to_id[i] for i, k in enumerate(kinds) if k == "compositional"],
+        "APr-concept": [contiguous_to_id[i] for i, k in enumerate(kinds) if k == "concept"],
+    }
+    contiguous_groups = {
+        "novel": [i for i, f in enumerate(meta.class_frequency) if f == "r"],
+        "compositional": [i for i, k in enumerate(kinds) if k == "compositional"],
+        "concept": [i for i, k in enumerate(kinds) if k == "concept"],
+        "base": [i for i, f in enumerate(meta.class_frequency) if f != "r"],
+    }
+
+    def ap_of(results_file_or_list, iou_type):
+        table = LVISAPTable(gt_json, results_file_or_list, iou_type, max_dets=300)
+        groups = {**table.frequency_groups(), **cat_groups}
+        return table, table.summary(table.category_ap(), groups), groups
+
+    ap, tables, groups = {}, {}, None
+    for key, _, cfg in model_cfgs:
+        results_file = os.path.join(cfg.OUTPUT_DIR, "inference", dataset, "lvis_instances_results.json")
+        ap[key] = {}
+        for iou_type in ("segm", "bbox"):
+            table, summary, groups = ap_of(results_file, iou_type)
+            ap[key][iou_type] = summary
+            if iou_type == "segm":
+                tables[key] = table
+    print(f"   AP per kind of novel category ({time.time() - t0:.0f}s)", flush=True)
+
+    teacher, _ = load_clip(teacher_path, device=device)
+    text = load_text_embeddings(text_path, embed_dim=teacher.text_projection.shape[1],
+                                config_key="MODEL.VILD.TRAIN_TEXT_EMBEDDINGS")
+    crops = clip_on_crops_detections(teacher, text, RPNProposals(rpn_cfg), dicts,
+                                     detections_per_image=model_cfgs[0][2].TEST.DETECTIONS_PER_IMAGE,
+                                     progress=False)
+    _, crops_ap, _ = ap_of(lvis_results(crops, contiguous_to_id), "bbox")
+    print(f"   CLIP on cropped regions ({time.time() - t0:.0f}s)", flush=True)
+
+    heads = {}
+    for key, _, cfg in model_cfgs:
+        if cfg.MODEL.META_ARCHITECTURE != "ViLDRCNN":
+            continue
+        model = build_model(cfg).eval()
+        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        with torch.no_grad():
+            heads[key] = head_accuracy(cfg, model, dicts, text, contiguous_groups)
+    print(f"   heads' top-1 accuracy ({time.time() - t0:.0f}s)", flush=True)
+
+    intervals = bootstrap_differences(tables, CLAIM_COMPARISONS, groups, num_samples=size.bootstrap_samples,
+                                      seed=seed)
+    print(f"   bootstrap ({size.bootstrap_samples} resamples, {time.time() - t0:.0f}s)", flush=True)
+    result = {"inputs": inputs, "ap": ap, "clip_on_crops": {"bbox": crops_ap}, "head_accuracy": heads,
+              "intervals": intervals, "seconds": time.time() - t0}
+    atomic_write_json(cache, result)
+    return result
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="tiny world and a few iterations (a smoke test)")
-    p.add_argument("--output", default=None, help="output folder (default output/demo[_quick])")
+    p.add_argument("--quick", action="store_true", help="tiny world and a few iterations (a smoke run)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                   help="the world's seed, also the teacher's and the detectors' training seed "
+                        f"(default {DEFAULT_SEED}; other seeds keep their world in OUTPUT/datasets)")
+    p.add_argument("--output", default=None, help="output folder (default output/demo[_quick][_seedN])")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     args = p.parse_args()
 
@@ -205,10 +339,11 @@ def main() -> None:
 
     size = QUICK if args.quick else FULL
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    out = os.path.abspath(args.output or os.path.join(ROOT, "output", "demo_quick" if args.quick else "demo"))
+    default_out = "demo" + ("_quick" if args.quick else "") + (f"_seed{args.seed}" if args.seed != DEFAULT_SEED else "")
+    out = os.path.abspath(args.output or os.path.join(ROOT, "output", default_out))
     os.makedirs(out, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if args.quick:  # keep the quick world apart from the full one
+    if args.quick or args.seed != DEFAULT_SEED:  # keep other worlds apart from the default one
         env["DETECTRON2_DATASETS"] = os.path.join(out, "datasets")
     data_root = os.path.join(env.get("DETECTRON2_DATASETS", os.path.join(ROOT, "datasets")), "shapes_world")
     os.environ["DETECTRON2_DATASETS"] = os.path.dirname(data_root)
@@ -222,13 +357,17 @@ def main() -> None:
     seconds = {}
     t0 = time.time()
 
+    from vild_d2.data.datasets import ShapesWorldSpec
+
+    spec = ShapesWorldSpec(seed=args.seed, num_train=size.num_train, num_val=size.num_val)
+
     # 1. data
-    if _check_world(data_root, size):
+    if _world_matches(data_root, spec):
         seconds["data"] = _skip("data", data_root)
     else:
         seconds["data"] = _stage("data", [
             py, os.path.join(ROOT, "datasets", "prepare_shapes_world.py"), "--root", data_root,
-            "--num-train", str(size.num_train), "--num-val", str(size.num_val)],
+            "--num-train", str(size.num_train), "--num-val", str(size.num_val), "--seed", str(args.seed)],
             env, log("data"), _lines_with(".json", "images under"))
 
     # 2. teacher
@@ -237,22 +376,31 @@ def main() -> None:
     else:
         seconds["teacher"] = _stage("teacher", [
             py, os.path.join(ROOT, "tools", "train_world_teacher.py"), "--world", data_root,
-            "--output", teacher, "--images", str(size.teacher_images), "--steps", str(size.teacher_steps)],
+            "--output", teacher, "--images", str(size.teacher_images), "--steps", str(size.teacher_steps),
+            "--seed", str(args.seed)],
             env, log("teacher"), _lines_with("rendered", "wrote"))
 
-    # 3. class-agnostic RPN on base categories, evaluated by proposal recall
+    # 3. the base detector (every detector's initialisation) and its RPN's recall
     schedule = lambda iters: ["SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", f"({int(iters * 0.8)},)",  # noqa: E731
-                              "SOLVER.WARMUP_ITERS", str(min(50, iters // 2))]
-    rpn_config = os.path.join(CONFIGS, "rpn_R_18_FPN_tiny.yaml")
-    rpn_opts = ["MODEL.DEVICE", device, "OUTPUT_DIR", rpn_dir]
-    if _trained(rpn_dir, RPN_DONE_KEY):
-        seconds["rpn"] = _skip("rpn", os.path.join(rpn_dir, "model_final.pth"))
+                              "SOLVER.WARMUP_ITERS", str(min(50, iters // 2)), "SEED", str(42 + args.seed)]
+    base_dir = os.path.join(out, "base")
+    base_weights = os.path.join(base_dir, "model_final.pth")
+    if os.path.isfile(base_weights):
+        seconds["base"] = _skip("base", base_weights)
     else:
-        seconds["rpn"] = _stage("rpn", [*train_net, "--config-file", rpn_config, *rpn_opts,
-                                        *schedule(size.rpn_iters)],
-                                env, log("rpn"), _training_progress)
+        seconds["base"] = _stage("base", [
+            *train_net, "--config-file", os.path.join(CONFIGS, "base_R_18_FPN_tiny.yaml"), "MODEL.DEVICE", device,
+            "OUTPUT_DIR", base_dir, "DATASETS.TEST", "()", *schedule(size.base_iters)],
+            env, log("base"), _training_progress)
+    rpn_config = os.path.join(CONFIGS, "rpn_R_18_FPN_tiny.yaml")
+    rpn_opts = ["MODEL.DEVICE", device, "OUTPUT_DIR", rpn_dir, "MODEL.WEIGHTS", base_weights]
+    if RPN_DONE_KEY in _eval_results(rpn_dir):
+        seconds["rpn"] = _skip("rpn", os.path.join(rpn_dir, EVAL_RESULTS_FILE))
+    else:
+        seconds["rpn"] = _stage("rpn", [py, os.path.join(ROOT, "train_net.py"), "--eval-only", "--config-file",
+                                        rpn_config, *rpn_opts], env, log("rpn"), _lines_with("copypaste"))
 
-    # 4. text embeddings of the 36 categories (train and val share them)
+    # 4. text embeddings of the 48 categories (train and val share them)
     if os.path.isfile(text) and os.path.isfile(os.path.splitext(text)[0] + ".json"):
         seconds["text"] = _skip("text", text)
     else:
@@ -266,15 +414,18 @@ def main() -> None:
         py, os.path.join(ROOT, "tools", "precompute_region_embeddings.py"), "--teacher", teacher,
         "--dataset", "shapes_world_train_ov", "--config-file", rpn_config,
         "--output", store, "--num-regions", str(size.num_regions), "--device", device,
-        "MODEL.WEIGHTS", os.path.join(rpn_dir, "model_final.pth")],
+        "MODEL.WEIGHTS", base_weights],
         env, log("regions"), _lines_with("summary:"))
 
-    # 6. the four detectors
+    # 6. the four detectors, each initialised from the base detector
     vild_opts = ["MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", text, "MODEL.VILD.NUM_DISTILL_REGIONS", str(size.num_regions)]
     model_cfgs = []
+    from vild_d2.config import load_config
+
     for key, config_name, title, _ in MODELS:
         model_dir = os.path.join(out, key)
-        opts = ["MODEL.DEVICE", device, "OUTPUT_DIR", model_dir, *schedule(size.detector_iters)]
+        opts = ["MODEL.DEVICE", device, "OUTPUT_DIR", model_dir, "MODEL.WEIGHTS", base_weights,
+                "MODEL.BACKBONE.FREEZE_AT", "2", *schedule(size.detector_iters)]
         if key.startswith("vild"):
             opts += vild_opts + (["DATASETS.REGION_STORE_TRAIN", store] if key != "vild_text" else [])
         config = os.path.join(CONFIGS, config_name)
@@ -283,37 +434,54 @@ def main() -> None:
         else:
             seconds[key] = _stage(key, [*train_net, "--config-file", config, *opts],
                                   env, log(key), _training_progress)
-        model_cfgs.append((title, config, opts + ["MODEL.WEIGHTS", os.path.join(model_dir, "model_final.pth")]))
+        final = opts + ["MODEL.WEIGHTS", os.path.join(model_dir, "model_final.pth")]
+        model_cfgs.append((key, title, load_config(config, final)))
 
-    # 7. pictures
-    print("\n== pictures", flush=True)
     import vild_d2  # noqa: F401  (registers datasets, under the root chosen above)
-    from vild_d2.config import load_config
+
+    # 7. analysis
+    t_analysis = time.time()
+    analysis = analyse(out, model_cfgs, load_config(rpn_config, rpn_opts), teacher, text, size,
+                       device, args.seed)
+    seconds["analysis"] = time.time() - t_analysis
+
+    # 8. pictures
+    print("\n== pictures", flush=True)
     from vild_d2.utils.visualize import draw_detections
 
-    picture = draw_detections([(title, load_config(config, opts)) for title, config, opts in model_cfgs],
+    picture = draw_detections([(title, cfg) for _, title, cfg in model_cfgs],
                               "shapes_world_val", os.path.join(out, "detections_val.png"))
     print(f"   {os.path.relpath(picture, ROOT)}")
+
+    from vild_d2.evaluation.claims import check_claims
 
     with open(os.path.splitext(teacher)[0] + ".json") as f:
         teacher_report = json.load(f)["zero_shot_val"]
     results = {
-        "size": vars(size), "device": device, "seconds": seconds, "total_seconds": time.time() - t0,
-        "models": [{"key": key, "title": title, "trained_on": on,
-                    "metrics": {k_: v for k_, v in _last_evaluation(os.path.join(out, key), "segm/AP").items()
-                                if k_.startswith(("bbox/", "segm/"))}}
+        "quick": args.quick, "seed": args.seed, "size": vars(size), "device": device, "seconds": seconds,
+        "total_seconds": time.time() - t0, "bootstrap_samples": size.bootstrap_samples,
+        "models": [{"key": key, "title": title, "trained_on": on, "ap": analysis["ap"][key],
+                    "loss_last_fifth": loss_flatness(os.path.join(out, key)),
+                    "lvis_evaluator": {k_: v for k_, v in _last_evaluation(os.path.join(out, key), "segm/AP").items()
+                                       if k_.startswith(("bbox/", "segm/"))}}
                    for key, _, title, on in MODELS],
+        "clip_on_crops": {"key": CROPS_KEY, "title": CROPS_TITLE, "trained_on": "(teacher)",
+                          "ap": analysis["clip_on_crops"]},
         "rpn": {"k": RECALL_K, **{k_.split("/", 1)[1]: v for k_, v in
-                                  _last_evaluation(rpn_dir, RPN_DONE_KEY).items() if k_.startswith("proposals/")}},
+                                  _eval_results(rpn_dir).items() if k_.startswith("proposals/")}},
         "teacher": teacher_report,
+        "head_accuracy": analysis["head_accuracy"],
+        "intervals": analysis["intervals"],
     }
+    results["claims"] = check_claims({row["key"]: row["ap"]["segm"] for row in results["models"]},
+                                     analysis["intervals"])
     from vild_d2.utils.atomic_io import atomic_write_json
 
     atomic_write_json(os.path.join(out, "results.json"), results)
-    print(f"\n== results on shapes_world_val (LVIS AP, %; rare = novel), {results['total_seconds']:.0f}s in all\n")
+    print(f"\n== results on shapes_world_val (seed {args.seed}), {results['total_seconds']:.0f}s in all\n")
     print(results_table(results))
     print("\nViLD's claims on this world (mask AP):")
-    print(target_lines(results))
+    print(claim_lines(results))
     print(f"\n(results: {os.path.relpath(os.path.join(out, 'results.json'), ROOT)})")
 
 

@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    from vild_d2.data.datasets.shapes_world import category_names, designed_novel_ids, spec_from_json
+    from vild_d2.data.datasets.shapes_world import category_names, novel_kinds, spec_from_json
     from vild_d2.teacher import build_clip, load_clip, save_clip_checkpoint
     from vild_d2.teacher.train_contrastive import train_clip_on_crops, zero_shot_accuracy
     from vild_d2.utils.atomic_io import atomic_write_json
@@ -103,6 +103,7 @@ def main(argv=None) -> int:
             return 2
     spec = spec_from_json(train_json)
     names = category_names(spec)
+    kinds = novel_kinds(spec)
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
     train = teacher_objects(spec, args.images, args.seed)
@@ -114,7 +115,8 @@ def main(argv=None) -> int:
     save_clip_checkpoint(model, args.output)
     loaded, _ = load_clip(args.output)  # measured through the loader every user goes through
     acc = zero_shot_accuracy(loaded, *val_objects(val_json, args.world), names,
-                             novel_ids=designed_novel_ids(spec))
+                             novel_ids=sorted(kinds), groups={
+                                 kind: [i for i, k in kinds.items() if k == kind] for kind in set(kinds.values())})
     atomic_write_json(os.path.splitext(args.output)[0] + ".json", {
         "shape": {k: list(v) if isinstance(v, tuple) else v for k, v in WORLD_TEACHER_SHAPE.items()},
         "images": args.images, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,

@@ -12,7 +12,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import Boxes, BoxMode, pairwise_iou
 from detectron2.utils import comm
@@ -40,7 +40,9 @@ class ProposalRecallEvaluator(DatasetEvaluator):
     - ``AR@K``: that fraction averaged over IoU thresholds 0.50:0.05:0.95.
 
     Keys: ``AR@K``, ``AR_novel@K``, ``AR_base@K``, ``R50@K``, ``R50_novel@K``,
-    ``R50_base@K`` (the novel/base ones only if the dataset has novel categories), under
+    ``R50_base@K`` (the novel/base ones only if the dataset has novel categories), and
+    ``AR_<kind>@K`` / ``R50_<kind>@K`` for each kind of novel category if the dataset's
+    metadata has ``class_novel_kind`` (the shapes world: compositional, concept), under
     the task ``"proposals"``. Expects the outputs of a ProposalNetwork (``"proposals"``
     Instances with ``proposal_boxes`` and ``objectness_logits``, in input-image pixels).
     Best IoU per object, not a one-to-one matching: one proposal may cover two objects.
@@ -53,6 +55,7 @@ class ProposalRecallEvaluator(DatasetEvaluator):
         self._distributed = distributed
         vocab = dataset_vocabulary(dataset_name)
         self._base_mask = vocab["base_mask"].numpy() if vocab else None
+        self._kinds = np.array(getattr(MetadataCatalog.get(dataset_name), "class_novel_kind", []), dtype=object)
         # image_id -> (gt boxes [G, 4] XYXY, category ids [G])
         self._gt: Dict[object, tuple] = {}
         for d in DatasetCatalog.get(dataset_name):
@@ -99,6 +102,9 @@ class ProposalRecallEvaluator(DatasetEvaluator):
         if self._base_mask is not None and not self._base_mask.all():
             is_base = self._base_mask[cats]
             groups.update({"_novel": ~is_base, "_base": is_base})
+        if len(self._kinds):
+            for kind in sorted({k for k in self._kinds if k}):
+                groups[f"_{kind}"] = self._kinds[cats] == kind
         results = {}
         for suffix, sel in groups.items():
             for j, k in enumerate(self._limits):

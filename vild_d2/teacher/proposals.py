@@ -118,7 +118,12 @@ class RPNProposals:
         self.input_format = cfg.INPUT.FORMAT
 
     @torch.no_grad()
-    def __call__(self, dataset_dict: dict, image: np.ndarray) -> np.ndarray:
+    def __call__(self, dataset_dict: dict, image: np.ndarray, with_scores: bool = False):
+        """
+        Returns:
+            boxes [P, 4] XYXY original pixels, best first; with ``with_scores`` also their
+            objectness logits [P].
+        """
         h, w = image.shape[:2]
         pixels = image[:, :, ::-1] if self.input_format == "BGR" else image
         pixels = self.resize.get_transform(pixels).apply_image(pixels)
@@ -129,4 +134,5 @@ class RPNProposals:
         features = self.model.backbone(images.tensor)
         proposals, _ = self.model.proposal_generator(images, features, None)
         result = detector_postprocess(proposals[0], h, w)
-        return result.proposal_boxes.tensor.cpu().numpy()
+        boxes = result.proposal_boxes.tensor.cpu().numpy()
+        return (boxes, result.objectness_logits.cpu().numpy()) if with_scores else boxes

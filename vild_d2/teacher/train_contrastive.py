@@ -13,7 +13,7 @@ import logging
 import math
 import random
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -166,10 +166,15 @@ def zero_shot_accuracy(
     templates: Sequence[str] = tuple(VILD_TEMPLATES),
     scales: Sequence[float] = (1.0, 1.5),
     novel_ids: Sequence[int] = (),
+    groups: Optional[Dict[str, Sequence[int]]] = None,
 ) -> Dict[str, float]:
     """
     Classify every box by its region embedding (:func:`encode_regions`, the precompute's
     own path) against the prompt-ensembled class embeddings.
+
+    Args:
+        groups: optional name -> class indices (e.g. the novel kinds); adds
+            ``accuracy_<name>`` for the boxes of each.
 
     Returns:
         accuracy over all boxes, and over the boxes of ``novel_ids`` and of the others (%),
@@ -189,5 +194,8 @@ def zero_shot_accuracy(
     def pct(mask):
         return float(100 * correct[mask].mean()) if mask.any() else float("nan")
 
-    return {"accuracy": pct(torch.ones_like(novel)), "accuracy_novel": pct(novel),
-            "accuracy_base": pct(~novel), "boxes": int(len(truth)), "novel_boxes": int(novel.sum())}
+    out = {"accuracy": pct(torch.ones_like(novel)), "accuracy_novel": pct(novel),
+           "accuracy_base": pct(~novel), "boxes": int(len(truth)), "novel_boxes": int(novel.sum())}
+    for name, ids in (groups or {}).items():
+        out[f"accuracy_{name}"] = pct(torch.isin(truth, torch.as_tensor(list(ids), dtype=truth.dtype)))
+    return out

@@ -8,7 +8,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 from detectron2.structures import BoxMode
-from detectron2.utils.visualizer import Visualizer
+from detectron2.utils.visualizer import GenericMask, Visualizer
 from PIL import Image, ImageDraw
 
 from ..data.vocabulary import dataset_vocabulary
@@ -41,15 +41,21 @@ def pick_images(dataset_name: str, num_images: int) -> List[dict]:
 
 def _draw(bgr: np.ndarray, boxes, masks, classes: List[int], scores, class_names: Sequence[str],
           novel: set, scale: float) -> np.ndarray:
-    """One image (RGB array) with boxes [n, 4] XYXY, masks (bitmaps or polygons) and names."""
+    """
+    One image (RGB array) with boxes [n, 4] XYXY, masks (bitmaps or polygons) and names.
+    Masks are drawn as outlines, not filled, so that each object's own colour (in the
+    shapes world, half of its class) stays visible.
+    """
     labels = [f"{class_names[c]}{' (novel)' if c in novel else ''}" + (f" {s:.0%}" if s is not None else "")
               for c, s in zip(classes, scores)]
+    colours = [NOVEL_COLOUR if c in novel else BASE_COLOUR for c in classes]
     vis = Visualizer(bgr[:, :, ::-1], scale=scale)
-    vis.overlay_instances(
-        boxes=boxes if len(classes) else None, masks=masks if len(classes) else None,
-        labels=labels or None,
-        assigned_colors=[NOVEL_COLOUR if c in novel else BASE_COLOUR for c in classes] or None,
-    )
+    vis.overlay_instances(boxes=boxes if len(classes) else None, labels=labels or None,
+                          assigned_colors=colours or None)
+    for mask, colour in zip(masks if masks is not None else [], colours):
+        polygons = mask if isinstance(mask, list) else GenericMask(mask, *bgr.shape[:2]).polygons
+        for poly in polygons:
+            vis.draw_polygon(np.asarray(poly).reshape(-1, 2), colour, edge_color=colour, alpha=0.0)
     return vis.output.get_image()
 
 

@@ -60,14 +60,19 @@ def lvis_format_metadata(categories: List[dict]) -> Dict[str, object]:
 
     Returns:
         dict with ``thing_classes`` (names in contiguous order), ``class_frequency``
-        ("r"/"c"/"f" per class) and ``thing_dataset_id_to_contiguous_id``.
+        ("r"/"c"/"f" per class) and ``thing_dataset_id_to_contiguous_id``; and
+        ``class_novel_kind`` (per class, e.g. "compositional" / "concept", "" for base) if
+        the categories carry an optional ``novel_kind`` field (the shapes world's do).
     """
     cats = sorted(categories, key=lambda c: c["id"])
-    return {
+    meta = {
         "thing_classes": [c["name"] for c in cats],
         "class_frequency": [c["frequency"] for c in cats],
         "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(cats)},
     }
+    if any(c.get("novel_kind") for c in cats):
+        meta["class_novel_kind"] = [c.get("novel_kind") or "" for c in cats]
+    return meta
 
 
 def _image_path(image_root: str, img: dict) -> str:

@@ -2,17 +2,27 @@
 Generate "shapes world": a synthetic open-vocabulary detection dataset in LVIS v1 json
 format.
 
-Each category is a colour x shape combination ("red triangle"; 6 x 6 by default). Images
-hold several objects of varied size, rotation and colour tint on a textured background
-(gradients, stripes, checks, blotches); later objects may hide part of earlier ones, and
-masks are the exact visible parts (polygons, from shapely). The training split is
-long-tailed like LVIS: base categories follow a Zipf law, and ``num_novel`` categories,
-chosen so that every colour and every shape also occurs in base categories
-(compositional novelty), appear in only a few training images. Categories carry an LVIS
-frequency ("r"/"c"/"f") from their number of training images (ranked, split in LVIS v1's
-proportions), so with enough images the designed novel categories are exactly the rare
-ones: absent from the base training set (``shapes_world_train_ov``), present in val,
-where categories are uniform. Deterministic for a given seed.
+Each category is a colour x shape pair ("red triangle"). Images hold several objects of
+varied size, rotation and colour tint on a textured background (gradients, stripes,
+checks, blotches); later objects may hide part of earlier ones, and masks are the exact
+visible parts (polygons, from shapely). The training split is long-tailed like LVIS:
+base categories follow a Zipf law and the novel ones are rare. Two kinds of novel
+category (world v3):
+
+* **compositional**: ``num_novel`` colour x shape pairs of the base shapes, chosen so
+  that every colour and every shape also occurs in base categories: new combinations of
+  known attributes (the case a text classifier handles best);
+* **concept**: every colour of the ``concept_shapes``, shapes that no base category has.
+  Like LVIS's rare objects, their objects appear *unannotated* in many training images
+  (``concept_unannotated_images`` per category; listed in the image's
+  ``not_exhaustive_category_ids``) and annotated in only a few.
+
+Each novel category is annotated in ``novel_train_images`` training images and is LVIS
+"rare"; the other categories are split into "c" and "f" by their number of training
+images in LVIS v1's c:f proportion. ``shapes_world_train_ov`` drops the rare
+annotations. Val is uniform over all categories and exhaustively annotated: every
+category absent from a val image is in its ``neg_category_ids``, so LVIS evaluation
+counts false positives on every image. Deterministic for a given spec.
 
 Layout written under ``root``:
     root/train/000001.png ...            root/val/000001.png ...
@@ -31,9 +41,22 @@ from shapely.geometry import Polygon
 from shapely.geometry import box as shapely_box
 
 __all__ = [
-    "SHAPES", "COLOURS", "ShapesWorldSpec", "generate_shapes_world", "category_names",
-    "designed_novel_ids", "render_scene", "scene_categories", "spec_from_json",
+    "SHAPES", "COLOURS", "WORLD_VERSION", "ShapesWorldSpec", "generate_shapes_world", "category_names",
+    "designed_novel_ids", "concept_novel_ids", "novel_kinds", "render_scene", "scene_categories",
+    "scene_plan", "spec_from_json",
 ]
+
+# Bumped when the generator's output for a given spec changes.
+WORLD_VERSION = 3
+
+
+def _heart(n: int = 40) -> List[Tuple[float, float]]:
+    pts = [(16 * math.sin(t) ** 3, -(13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)))
+           for t in (2 * math.pi * k / n for k in range(n))]
+    cy = (max(y for _, y in pts) + min(y for _, y in pts)) / 2
+    r = max(math.hypot(x, y - cy) for x, y in pts)
+    return [(x / r, (y - cy) / r) for x, y in pts]
+
 
 # name -> vertices of the unit shape (radius 1, centred at 0), as (x, y) pairs.
 SHAPES: Dict[str, List[Tuple[float, float]]] = {
@@ -48,7 +71,11 @@ SHAPES: Dict[str, List[Tuple[float, float]]] = {
     "cross": [(-0.3, -1), (0.3, -1), (0.3, -0.3), (1, -0.3), (1, 0.3), (0.3, 0.3), (0.3, 1),
               (-0.3, 1), (-0.3, 0.3), (-1, 0.3), (-1, -0.3), (-0.3, -0.3)],
     "hexagon": [(math.cos(math.pi * k / 3), math.sin(math.pi * k / 3)) for k in range(6)],
+    # the default concept shapes (no base category has them)
+    "heart": _heart(),
+    "arrow": [(-1.0, -0.28), (0.15, -0.28), (0.15, -0.7), (1.0, 0.0), (0.15, 0.7), (0.15, 0.28), (-1.0, 0.28)],
 }
+BASE_SHAPES = ("circle", "square", "triangle", "star", "cross", "hexagon")
 
 # name -> RGB
 COLOURS: Dict[str, Tuple[int, int, int]] = {
@@ -72,12 +99,16 @@ class ShapesWorldSpec:
     objects_per_image: Tuple[int, int] = (2, 5)  # inclusive range
     object_size: Tuple[int, int] = (14, 40)  # radius range, pixels
     max_occlusion: float = 0.35  # at most this fraction of an object hidden by later ones; 0: none touch
+    max_tilt: float = 180.0  # degrees: objects are rotated uniformly in [-max_tilt, max_tilt]
     textured: bool = True  # textured backgrounds (else flat colour + noise)
-    num_novel: int = 10  # designed-rare categories (LVIS: 337 of 1203 are rare, ~10 of 36)
-    novel_train_images: Tuple[int, int] = (1, 3)  # training images of each designed-rare category
+    num_novel: int = 10  # compositional novel categories (new pairs of base shapes and colours)
+    novel_train_images: Tuple[int, int] = (1, 3)  # annotated training images of each novel category
     base_zipf: float = 0.8  # base categories' training frequency ~ rank^-base_zipf
-    shapes: Sequence[str] = tuple(SHAPES)
+    shapes: Sequence[str] = BASE_SHAPES  # shapes of the base (and compositional novel) categories
     colours: Sequence[str] = tuple(COLOURS)
+    concept_shapes: Sequence[str] = ("heart", "arrow")  # new concepts: all their categories are novel
+    concept_unannotated_images: Tuple[int, int] = (8, 14)  # training images with an unannotated object, per concept category
+    version: int = WORLD_VERSION  # of the generator that wrote the world
 
 
 def spec_from_json(json_file: str) -> ShapesWorldSpec:
@@ -86,17 +117,36 @@ def spec_from_json(json_file: str) -> ShapesWorldSpec:
         fields = json.load(f).get("info", {}).get("spec")
     if fields is None:
         raise ValueError(f"{json_file}: no generator spec in its 'info' (not a shapes-world json?)")
+    fields.setdefault("version", 2)  # worlds written before the field existed
+    if "concept_shapes" not in fields:
+        fields["concept_shapes"] = []
     return ShapesWorldSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 
 def category_names(spec: ShapesWorldSpec) -> List[str]:
-    """Category names in id order (id = index + 1): every colour x shape pair."""
-    return [f"{c} {s}" for s in spec.shapes for c in spec.colours]
+    """
+    Category names in id order (id = index + 1): every colour x base-shape pair, then
+    every colour x concept-shape pair.
+    """
+    return [f"{c} {s}" for s in (*spec.shapes, *spec.concept_shapes) for c in spec.colours]
+
+
+def concept_novel_ids(spec: ShapesWorldSpec) -> List[int]:
+    """Indices (into :func:`category_names`) of the concept categories (all novel)."""
+    first = len(spec.shapes) * len(spec.colours)
+    return list(range(first, first + len(spec.concept_shapes) * len(spec.colours)))
+
+
+def novel_kinds(spec: ShapesWorldSpec) -> Dict[int, str]:
+    """Index of each novel category -> "compositional" or "concept"."""
+    kinds = {i: "compositional" for i in designed_novel_ids(spec)}
+    kinds.update({i: "concept" for i in concept_novel_ids(spec)})
+    return kinds
 
 
 def designed_novel_ids(spec: ShapesWorldSpec) -> List[int]:
     """
-    Indices (into :func:`category_names`) of the categories made rare in training: at most
+    Indices (into :func:`category_names`) of the compositional novel categories: at most
     ceil(num_novel / #shapes) per shape and per colour, so each shape and colour is also
     seen in base categories.
     """
@@ -156,8 +206,9 @@ def render_scene(rng: np.random.Generator, spec: ShapesWorldSpec, categories: Se
 
     Returns:
         (PIL RGB image [size, size], list of objects placed: dicts with ``category``,
-        ``polygons`` (flat XY lists of the visible parts), ``bbox`` (XYWH of the visible
-        part) and ``area`` (visible, pixels)). Objects that find no place are skipped.
+        ``index`` (its position in ``categories``), ``polygons`` (flat XY lists of the
+        visible parts), ``bbox`` (XYWH of the visible part) and ``area`` (visible,
+        pixels)). Objects that find no place, or end up hidden, are skipped.
     """
     size = spec.image_size
     names = category_names(spec)
@@ -165,12 +216,12 @@ def render_scene(rng: np.random.Generator, spec: ShapesWorldSpec, categories: Se
     draw = ImageDraw.Draw(img)
     placed = []  # [category, full polygon, full area, visible geometry]
     frame = shapely_box(0, 0, size, size)  # vertices on the border may pass it by rounding
-    for cat in categories:
+    for index, cat in enumerate(categories):
         for _ in range(30):  # rejection sampling of a placement that hides no one too much
             r = float(rng.uniform(*spec.object_size))
             cx, cy = rng.uniform(r, size - r, size=2)
             colour, shape = names[cat].split(" ")
-            flat = _polygon(shape, cx, cy, r, float(rng.uniform(0, 2 * math.pi)))
+            flat = _polygon(shape, cx, cy, r, math.radians(float(rng.uniform(-spec.max_tilt, spec.max_tilt))))
             poly = Polygon(list(zip(flat[0::2], flat[1::2]))).buffer(0).intersection(frame)
             if spec.max_occlusion <= 0:
                 ok = all(poly.distance(p[1]) >= 2 for p in placed)
@@ -187,10 +238,10 @@ def render_scene(rng: np.random.Generator, spec: ShapesWorldSpec, categories: Se
                     p[3] = v
                 fill = np.clip(np.array(COLOURS[colour]) + rng.integers(-20, 21, size=3), 0, 255)
                 draw.polygon(flat, fill=tuple(int(v) for v in fill))
-                placed.append([cat, poly, poly.area, poly])
+                placed.append([cat, poly, poly.area, poly, index])
                 break
     objects = []
-    for cat, _, _, visible in placed:
+    for cat, _, _, visible, index in placed:
         parts = _parts(visible)
         if not parts:
             continue
@@ -200,6 +251,7 @@ def render_scene(rng: np.random.Generator, spec: ShapesWorldSpec, categories: Se
         y1 = max(p.bounds[3] for p in parts)
         objects.append({
             "category": int(cat),
+            "index": index,
             "polygons": [[round(v, 2) for xy in list(p.exterior.coords)[:-1] for v in xy] for p in parts],
             "bbox": [x0, y0, x1 - x0, y1 - y0],
             "area": float(sum(p.area for p in parts)),
@@ -207,36 +259,56 @@ def render_scene(rng: np.random.Generator, spec: ShapesWorldSpec, categories: Se
     return img, objects
 
 
-def scene_categories(rng, spec: ShapesWorldSpec, num_images: int, long_tailed: bool) -> List[List[int]]:
+def scene_plan(rng, spec: ShapesWorldSpec, num_images: int, long_tailed: bool) -> List[List[Tuple[int, bool]]]:
     """
-    Per image, the categories of its objects (indices into :func:`category_names`):
-    long-tailed with the designed-novel ones rare (the training split), or uniform.
+    Per image, its objects as (category index into :func:`category_names`, annotated).
+    Uniform (every object annotated) or the long-tailed training split: base categories
+    Zipf-distributed, each novel category annotated in ``novel_train_images`` images, and
+    each concept category's objects also placed, unannotated, in
+    ``concept_unannotated_images`` further images.
     """
     k = len(category_names(spec))
     counts = rng.integers(spec.objects_per_image[0], spec.objects_per_image[1] + 1, size=num_images)
     if not long_tailed:
-        return [rng.integers(k, size=n).tolist() for n in counts]
-    novel = designed_novel_ids(spec)
+        return [[(c, True) for c in rng.integers(k, size=n).tolist()] for n in counts]
+    novel = sorted(novel_kinds(spec))
     base = np.array([c for c in range(k) if c not in novel])
     weights = (rng.permutation(len(base)) + 1.0) ** -spec.base_zipf
-    per_image = [rng.choice(base, size=n, p=weights / weights.sum()).tolist() for n in counts]
+    plan = [[(c, True) for c in rng.choice(base, size=n, p=weights / weights.sum()).tolist()] for n in counts]
     taken = set()
     for cat in novel:
         lo, hi = spec.novel_train_images
         for i in rng.permutation(num_images)[: int(rng.integers(lo, hi + 1))]:
-            j = int(rng.integers(len(per_image[i])))
+            j = int(rng.integers(len(plan[i])))
             if (int(i), j) not in taken:
-                per_image[i][j] = cat
+                plan[i][j] = (cat, True)
                 taken.add((int(i), j))
-    return per_image
+    if spec.concept_shapes:
+        lo, hi = spec.concept_unannotated_images
+        for cat in concept_novel_ids(spec):
+            for i in rng.permutation(num_images)[: int(rng.integers(lo, hi + 1))]:
+                plan[i].insert(int(rng.integers(len(plan[i]) + 1)), (cat, False))  # drawn among the others
+    return plan
+
+
+def scene_categories(rng, spec: ShapesWorldSpec, num_images: int, long_tailed: bool) -> List[List[int]]:
+    """:func:`scene_plan` without the annotated flags: per image, its objects' categories."""
+    return [[c for c, _ in objects] for objects in scene_plan(rng, spec, num_images, long_tailed)]
 
 
 def _render_split(rng, spec: ShapesWorldSpec, num_images: int, root: str, split: str) -> Tuple[List[dict], List[dict]]:
     os.makedirs(os.path.join(root, split), exist_ok=True)
     images, annotations = [], []
-    for image_id, cats in enumerate(scene_categories(rng, spec, num_images, split == "train"), start=1):
-        img, objects = render_scene(rng, spec, cats)
+    num_cats = len(category_names(spec))
+    for image_id, plan in enumerate(scene_plan(rng, spec, num_images, split == "train"), start=1):
+        img, objects = render_scene(rng, spec, [c for c, _ in plan])
+        shown = set()
+        unannotated = set()
         for obj in objects:
+            if not plan[obj["index"]][1]:
+                unannotated.add(obj["category"] + 1)
+                continue
+            shown.add(obj["category"] + 1)
             annotations.append({
                 "id": len(annotations) + 1,
                 "image_id": image_id,
@@ -247,6 +319,8 @@ def _render_split(rng, spec: ShapesWorldSpec, num_images: int, root: str, split:
             })
         file_name = f"{split}/{image_id:06d}.png"
         img.save(os.path.join(root, file_name))
+        # val is exhaustively annotated: every absent category is a verified negative
+        negatives = [c for c in range(1, num_cats + 1) if c not in shown] if split == "val" else []
         images.append({
             "id": image_id,
             "file_name": file_name,
@@ -256,8 +330,8 @@ def _render_split(rng, spec: ShapesWorldSpec, num_images: int, root: str, split:
             "flickr_url": "",
             "coco_url": "",
             "date_captured": "",
-            "neg_category_ids": [],
-            "not_exhaustive_category_ids": [],
+            "neg_category_ids": negatives,
+            "not_exhaustive_category_ids": sorted(unannotated - shown),
         })
     return images, annotations
 
@@ -266,23 +340,22 @@ def _render_split(rng, spec: ShapesWorldSpec, num_images: int, root: str, split:
 LVIS_FREQUENCY_SHARES = (("r", 337 / 1203), ("c", 461 / 1203), ("f", 405 / 1203))
 
 
-def _frequencies(train_anns: List[dict], num_cats: int) -> List[str]:
+def _frequencies(train_anns: List[dict], num_cats: int, rare: Sequence[int]) -> List[str]:
     """
-    LVIS frequency per category from its number of training images: the categories are
-    ranked by that count (ties by id) and split in LVIS v1's r/c/f proportions. LVIS's
-    absolute thresholds (10 and 100 images of ~100k) mean nothing for a small dataset.
+    LVIS frequency per category: the novel categories (``rare``, indices) are "r"; the
+    others are ranked by their number of training images (ties by id) and split into "c"
+    and "f" in LVIS v1's c:f proportion. LVIS's absolute thresholds (10 and 100 images of
+    ~100k) mean nothing for a small dataset.
     """
     image_sets = [set() for _ in range(num_cats)]
     for ann in train_anns:
         image_sets[ann["category_id"] - 1].add(ann["image_id"])
-    order = sorted(range(num_cats), key=lambda i: (len(image_sets[i]), i))
-    out = [""] * num_cats
-    start = 0
-    for k, (freq, share) in enumerate(LVIS_FREQUENCY_SHARES):
-        stop = num_cats if k == len(LVIS_FREQUENCY_SHARES) - 1 else start + round(share * num_cats)
-        for i in order[start:stop]:
-            out[i] = freq
-        start = stop
+    out = ["r" if i in set(rare) else "" for i in range(num_cats)]
+    order = sorted((i for i in range(num_cats) if not out[i]), key=lambda i: (len(image_sets[i]), i))
+    shares = dict(LVIS_FREQUENCY_SHARES)
+    num_common = round(len(order) * shares["c"] / (shares["c"] + shares["f"]))
+    for rank, i in enumerate(order):
+        out[i] = "c" if rank < num_common else "f"
     return out
 
 
@@ -298,7 +371,8 @@ def generate_shapes_world(root: str, spec: ShapesWorldSpec = ShapesWorldSpec()) 
     splits = {}
     train = _render_split(rng, spec, spec.num_train, root, "train")
     val = _render_split(rng, spec, spec.num_val, root, "val")
-    freq = _frequencies(train[1], len(names))
+    kinds = novel_kinds(spec)
+    freq = _frequencies(train[1], len(names), sorted(kinds))
     os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
     for split, (images, anns) in (("train", train), ("val", val)):
         counts = [0] * len(names)
@@ -314,14 +388,16 @@ def generate_shapes_world(root: str, spec: ShapesWorldSpec = ShapesWorldSpec()) 
                 "synonyms": [name],
                 "def": f"a {name} drawn on a textured background",
                 "frequency": freq[i],
+                "novel_kind": kinds.get(i, ""),  # "compositional" / "concept" for novel categories
                 "instance_count": counts[i],
                 "image_count": len(image_sets[i]),
             }
             for i, name in enumerate(names)
         ]
         data = {
-            "info": {"description": f"shapes world ({split}), seed {spec.seed}",
+            "info": {"description": f"shapes world v{spec.version} ({split}), seed {spec.seed}",
                      "designed_novel": [names[i] for i in designed_novel_ids(spec)],
+                     "concept_novel": [names[i] for i in concept_novel_ids(spec)],
                      "spec": asdict(spec)},
             "licenses": [{"id": 1, "name": "CC0", "url": ""}],
             "images": images,

@@ -1,0 +1,126 @@
+"""
+The bootstrap-ready AP table agrees with the lvis API's LVISEval on the full set, and the
+claims are decided on known numbers as stated.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from vild_d2.compat.numpy_aliases import ensure_numpy_aliases
+from vild_d2.data.datasets import ShapesWorldSpec, generate_shapes_world
+from vild_d2.evaluation.claims import CLAIM_COMPARISONS, check_claims
+from vild_d2.evaluation.lvis_ap import LVISAPTable, bootstrap_differences, resample_image_weights
+
+
+def _fake_results(gt: dict, seed: int) -> list:
+    """Detections near the ground truth (some with a wrong class or box) plus false positives."""
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(seed)
+    size = gt["images"][0]["height"]
+    cats = [c["id"] for c in gt["categories"]]
+    results = []
+    for a in gt["annotations"]:
+        for _ in range(int(rng.integers(0, 3))):
+            x, y, w, h = a["bbox"]
+            jx, jy = rng.normal(0, 0.15 * w), rng.normal(0, 0.15 * h)
+            box = [x + jx, y + jy, w * rng.uniform(0.8, 1.2), h * rng.uniform(0.8, 1.2)]
+            cat = a["category_id"] if rng.random() < 0.7 else int(rng.choice(cats))
+            rles = mask_utils.frPyObjects(a["segmentation"], size, size)
+            rle = mask_utils.merge(rles)
+            if rng.random() < 0.3:  # a box-shaped mask instead
+                rle = mask_utils.frPyObjects([[box[0], box[1], box[0] + box[2], box[1], box[0] + box[2],
+                                               box[1] + box[3], box[0], box[1] + box[3]]], size, size)[0]
+            rle["counts"] = rle["counts"].decode()
+            results.append({"image_id": a["image_id"], "category_id": cat, "bbox": box,
+                            "segmentation": rle, "score": float(rng.random())})
+    for im in gt["images"]:
+        for _ in range(3):
+            x, y = rng.uniform(0, size - 20, size=2)
+            box = [float(x), float(y), 15.0, 15.0]
+            rle = mask_utils.frPyObjects([[x, y, x + 15, y, x + 15, y + 15, x, y + 15]], size, size)[0]
+            rle["counts"] = rle["counts"].decode()
+            results.append({"image_id": im["id"], "category_id": int(rng.choice(cats)), "bbox": box,
+                            "segmentation": rle, "score": float(rng.random() * 0.5)})
+    return results
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ap_world")
+    spec = ShapesWorldSpec(seed=4, num_train=60, num_val=30, image_size=64, object_size=(8, 18))
+    val = generate_shapes_world(str(root), spec)["val"]
+    with open(val) as f:
+        gt = json.load(f)
+    # one image lists a category as not exhaustively annotated: its unmatched detections are ignored
+    gt["images"][0]["not_exhaustive_category_ids"] = [gt["categories"][0]["id"]]
+    gt["images"][0]["neg_category_ids"].remove(gt["categories"][0]["id"])
+    with open(val, "w") as f:
+        json.dump(gt, f)
+    return {"json": val, "gt": gt, "results": _fake_results(gt, 0), "results_b": _fake_results(gt, 1)}
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_full_set_ap_equals_lvis_eval(world, iou_type):
+    ensure_numpy_aliases()
+    from lvis import LVIS, LVISEval, LVISResults
+
+    gt = LVIS(world["json"])
+    ev = LVISEval(gt, LVISResults(gt, world["results"], max_dets=300), iou_type)
+    ev.run()
+    expected = ev.get_results()
+    table = LVISAPTable(world["json"], world["results"], iou_type)
+    got = table.summary(table.category_ap(), table.frequency_groups())
+    for key in ("AP", "APr", "APc", "APf"):
+        assert got[key] == pytest.approx(100 * expected[key], abs=1e-6), key
+
+
+def test_exhaustive_val_counts_false_positives_everywhere(world):
+    """Every absent category is a verified negative of a val image (world v3)."""
+    gt = world["gt"]
+    all_ids = {c["id"] for c in gt["categories"]}
+    for im in gt["images"][1:]:
+        present = {a["category_id"] for a in gt["annotations"] if a["image_id"] == im["id"]}
+        assert set(im["neg_category_ids"]) == all_ids - present
+
+
+def test_bootstrap_weights_and_intervals(world):
+    w = resample_image_weights(30, 50, seed=0)
+    assert w.shape == (50, 30) and (w.sum(1) == 30).all()
+    a = LVISAPTable(world["json"], world["results"], "bbox")
+    b = LVISAPTable(world["json"], world["results_b"], "bbox")
+    # an image counted twice counts its ground truth twice: AP stays finite and in [0, 1]
+    ap = a.category_ap(w[0])
+    assert np.nanmin(ap) >= 0 and np.nanmax(ap) <= 1
+    groups = a.frequency_groups()
+    same = bootstrap_differences({"x": a, "y": a}, [("x", "y", "AP")], groups, num_samples=20)[0]
+    assert same["diff"] == 0 and same["lo"] == 0 and same["hi"] == 0
+    diff = bootstrap_differences({"x": a, "y": b}, [("x", "y", "AP")], groups, num_samples=40)[0]
+    assert diff["lo"] <= diff["hi"] and diff["lo"] < diff["diff"] + 1e-9 and diff["diff"] - 1e-9 < diff["hi"]
+
+
+def _intervals(lo):
+    return [{"a": a, "b": b, "metric": m, "diff": 1.0, "lo": lo, "hi": lo + 5} for a, b, m in CLAIM_COMPARISONS]
+
+
+def test_claims_on_known_numbers():
+    ap = {
+        "vild_text": {"APr": 20.0, "APr-concept": 5.0, "APc": 40.0, "APf": 50.0},
+        "vild": {"APr": 30.0, "APr-concept": 16.0, "APc": 35.0, "APf": 45.0},
+        "vild_ensemble": {"APr": 31.0, "APc": 38.5, "APf": 48.0},
+        "mask_rcnn_supervised": {"APr": 25.0},
+    }
+    claims = {c["name"]: c["met"] for c in check_claims(ap, _intervals(0.5))}
+    assert claims == {"a": True, "b": True, "c": True}
+    # interval touching 0, concept lead under 10, ensemble under ViLD, APf 2.5 below
+    assert not check_claims(ap, _intervals(-0.1))[0]["met"]
+    ap["vild"]["APr-concept"] = 14.9
+    assert not check_claims(ap, _intervals(0.5))[0]["met"]
+    ap["vild_ensemble"]["APr"] = 29.9
+    assert not check_claims(ap, _intervals(0.5))[1]["met"]
+    ap["vild_ensemble"]["APf"] = 47.5
+    assert not check_claims(ap, _intervals(0.5))[2]["met"]
+    # a missing number never passes
+    assert not any(c["met"] for c in check_claims({}, []))

@@ -1,0 +1,140 @@
+"""
+Two measurements of ViLD's region embeddings outside the detector's own scoring:
+
+* :func:`head_accuracy`: top-1 accuracy of a ViLD model's region embeddings on the
+  ground-truth boxes of a dataset against its text embeddings (no background), per
+  group of categories: how well distillation taught the student what the teacher knows
+  (compare with the teacher's own zero-shot accuracy on the same boxes).
+* :func:`clip_on_crops_detections`: the paper's "CLIP on cropped regions" baseline: the
+  teacher classifies the crops (1.0x + 1.5x) of a base-trained RPN's proposals; the slow
+  detector that ViLD distils into a fast one.
+"""
+
+from typing import Dict, List, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference_single_image
+from detectron2.structures import Boxes, BoxMode
+from tqdm import tqdm
+
+__all__ = ["head_accuracy", "clip_on_crops_detections", "lvis_results"]
+
+
+def _gt_boxes(d: dict) -> np.ndarray:
+    anns = [a for a in d.get("annotations", []) if not a.get("iscrowd", 0)]
+    return np.array([BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns],
+                    dtype=np.float32).reshape(-1, 4)
+
+
+@torch.no_grad()
+def head_accuracy(cfg, model, dataset_dicts: Sequence[dict], class_embeddings: torch.Tensor,
+                  groups: Dict[str, Sequence[int]]) -> Dict[str, Dict[str, float]]:
+    """
+    Args:
+        cfg: the model's config (test resize and input format).
+        model: a ViLDRCNN in eval mode.
+        dataset_dicts: detectron2 dicts with ``annotations`` (contiguous category ids).
+        class_embeddings: [C, D] unit-norm text embeddings of the dataset's categories.
+        groups: name -> contiguous category ids (e.g. "novel", "concept"); "all" is added.
+
+    Returns:
+        per head ("head": the box predictor's embedding; for ViLD-ensemble "text head" and
+        "image head"): accuracy (%) per group.
+    """
+    resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+    heads = model.roi_heads
+    emb = class_embeddings.to(model.device)
+    text_head = "head" if heads.image_head is None else "text head"
+    predicted = {text_head: []}
+    if heads.image_head is not None:
+        predicted["image head"] = []
+    truth = []
+    for d in dataset_dicts:
+        boxes = _gt_boxes(d)
+        if not len(boxes):
+            continue
+        image = utils.read_image(d["file_name"], format=cfg.INPUT.FORMAT)
+        tf = resize.get_transform(image)
+        tensor = torch.as_tensor(np.ascontiguousarray(tf.apply_image(image).transpose(2, 0, 1)))
+        images = model.preprocess_image([{"image": tensor}])
+        features = model.backbone(images.tensor)
+        scaled = torch.as_tensor(tf.apply_box(boxes), dtype=torch.float32, device=model.device)
+        pooled = heads.box_pooler([features[f] for f in heads.box_in_features], [Boxes(scaled)])
+        predicted[text_head].append((heads.box_predictor.embed(heads.box_head(pooled)) @ emb.t()).argmax(1))
+        if heads.image_head is not None:
+            predicted["image head"].append((heads.image_head(pooled) @ emb.t()).argmax(1))
+        truth.append(torch.tensor([a["category_id"] for a in d["annotations"] if not a.get("iscrowd", 0)]))
+    truth = torch.cat(truth)
+    out = {}
+    for head, preds in predicted.items():
+        correct = (torch.cat(preds).cpu() == truth).float()
+        out[head] = {}
+        for name, ids in {"all": None, **groups}.items():
+            sel = torch.ones_like(correct, dtype=torch.bool) if ids is None else torch.isin(truth, torch.as_tensor(list(ids)))
+            out[head][name] = float(100 * correct[sel].mean()) if sel.any() else float("nan")
+    return out
+
+
+@torch.no_grad()
+def clip_on_crops_detections(teacher, text_embeddings: torch.Tensor, proposals, dataset_dicts: Sequence[dict],
+                             *, num_proposals: int = 100, temperature: float = 0.01,
+                             scales: Sequence[float] = (1.0, 1.5), nms_thresh: float = 0.5,
+                             detections_per_image: int = 100, progress: bool = True) -> List[dict]:
+    """
+    Detections of the "CLIP on cropped regions" baseline for each image.
+
+    For the first ``num_proposals`` proposals (best objectness first): the teacher's
+    region embedding (:func:`encode_regions`: crops at ``scales``, summed, normalised),
+    class probabilities p = softmax(cos(v, t_c) / tau) over the vocabulary, and the
+    score sqrt(p_c * sigmoid(objectness)) (the proposal's objectness keeps background
+    crops, which CLIP has no class for, from scoring high); then per-class NMS and the
+    top ``detections_per_image``, as the detectors' inference does.
+
+    Args:
+        teacher: a CLIP model (``load_clip``).
+        text_embeddings: [C, D] unit-norm text embeddings.
+        proposals: an :class:`RPNProposals` (called with ``with_scores=True``).
+        dataset_dicts: detectron2 dicts with ``file_name``, ``image_id``, height, width.
+
+    Returns:
+        per image a dict: image_id, boxes [n, 4] XYXY (original pixels), scores [n],
+        classes [n] (contiguous ids).
+    """
+    from ..teacher.region_encoder import encode_regions
+
+    text = text_embeddings.float()
+    out = []
+    for d in tqdm(dataset_dicts, desc="CLIP on crops", unit="img", disable=not progress):
+        image = utils.read_image(d["file_name"], format="RGB")
+        boxes, logits = proposals(d, image, with_scores=True)
+        boxes, logits = boxes[:num_proposals], logits[:num_proposals]
+        h, w = image.shape[:2]
+        if not len(boxes):
+            out.append({"image_id": d["image_id"], "boxes": np.zeros((0, 4), np.float32),
+                        "scores": np.zeros(0, np.float32), "classes": np.zeros(0, np.int64)})
+            continue
+        emb = encode_regions(teacher, torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+                             torch.as_tensor(boxes, dtype=torch.float32), scales)
+        probs = F.softmax(emb @ text.t() / temperature, dim=1)
+        scores = (probs * torch.sigmoid(torch.as_tensor(logits, dtype=torch.float32))[:, None]).sqrt()
+        scores = torch.cat([scores, torch.zeros(len(scores), 1)], dim=1)  # no background column
+        inst, _ = fast_rcnn_inference_single_image(
+            torch.as_tensor(boxes, dtype=torch.float32), scores, (h, w), 1e-4, nms_thresh, detections_per_image)
+        out.append({"image_id": d["image_id"], "boxes": inst.pred_boxes.tensor.numpy(),
+                    "scores": inst.scores.numpy(), "classes": inst.pred_classes.numpy()})
+    return out
+
+
+def lvis_results(detections: Sequence[dict], contiguous_to_dataset_id: Dict[int, int]) -> List[dict]:
+    """Per-image detections (as :func:`clip_on_crops_detections`) -> LVIS results (bbox, XYWH)."""
+    results = []
+    for det in detections:
+        for box, score, cls in zip(det["boxes"], det["scores"], det["classes"]):
+            x0, y0, x1, y1 = (float(v) for v in box)
+            results.append({"image_id": det["image_id"], "category_id": contiguous_to_dataset_id[int(cls)],
+                            "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(score)})
+    return results
