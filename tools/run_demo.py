@@ -2,7 +2,7 @@
 """
 The main job: the whole ViLD pipeline on the embedded shapes world, on this machine.
 
-    python tools/run_demo.py              # the full run (~30 min on 2 CPU cores with the install)
+    python tools/run_demo.py              # the full run (25 min on 2 CPU cores with the install)
     python tools/run_demo.py --seed 1     # the same pipeline on another world (and training seed)
     python tools/run_demo.py --quick      # a few minutes: tiny world, a few iterations (a smoke run)
 
