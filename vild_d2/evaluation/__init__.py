@@ -1,5 +1,11 @@
 from .build import build_evaluator
+from .claims import check_claims
+from .lvis_ap import LVISAPTable, bootstrap_differences
 from .ov_coco_evaluation import OpenVocabCOCOEvaluator, split_ap50
 from .proposal_recall import ProposalRecallEvaluator, recall_limits
+from .region_classification import clip_on_crops_detections, head_accuracy
 
-__all__ = ["build_evaluator", "OpenVocabCOCOEvaluator", "split_ap50", "ProposalRecallEvaluator", "recall_limits"]
+__all__ = [
+    "build_evaluator", "OpenVocabCOCOEvaluator", "split_ap50", "ProposalRecallEvaluator", "recall_limits",
+    "LVISAPTable", "bootstrap_differences", "check_claims", "clip_on_crops_detections", "head_accuracy",
+]
