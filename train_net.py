@@ -12,13 +12,12 @@ metrics to OUTPUT_DIR/eval_results.json.
 import os
 import sys
 
+import vild_d2  # noqa: F401  (first: registers datasets and components, imports detectron2 quietly)
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, launch
 from detectron2.evaluation import verify_results
 from detectron2.evaluation.testing import flatten_results_dict
-
-import vild_d2  # noqa: F401  (registers datasets and components)
 from vild_d2.config import ConfigError
 from vild_d2.engine import Trainer, setup
 from vild_d2.engine.trainer import build_config

@@ -32,6 +32,7 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser():
+    import vild_d2  # noqa: F401  (first: imports detectron2 quietly)
     from detectron2.engine import default_argument_parser
 
     parser = default_argument_parser(epilog=__doc__)

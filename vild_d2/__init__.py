@@ -5,9 +5,13 @@ Importing the package registers its datasets and components with detectron2's ca
 and registries, like detectron2's own projects.
 """
 
-from . import data  # noqa: F401  (registers the builtin datasets)
-from . import modeling  # noqa: F401  (registers ViLDRCNN, ViLDROIHeads)
-from .config import add_vild_config
+from .compat.quiet_imports import import_detectron2_quietly
+
+import_detectron2_quietly()  # first, before any module below imports detectron2
+
+from . import data  # noqa: F401, E402  (registers the builtin datasets)
+from . import modeling  # noqa: F401, E402  (registers ViLDRCNN, ViLDROIHeads)
+from .config import add_vild_config  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["add_vild_config"]

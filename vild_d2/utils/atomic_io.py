@@ -1,7 +1,8 @@
 """
 Crash-safe file writes: write to a temporary file in the same folder, fsync, then
 ``os.replace`` it over the target, so a reader (or a resumed job) sees either the old
-file or the complete new one, never a half-written file.
+file or the complete new one, never a half-written file. The file gets the permissions
+a plain ``open(path, "w")`` would give (0666 less the umask), so a team can share it.
 """
 
 import json
@@ -28,6 +29,12 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; put it back at once
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str, write: Callable[[Any], None], mode: str = "wb") -> None:
     """
     Call ``write(f)`` on a temporary file next to ``path``, then atomically replace
@@ -36,6 +43,7 @@ def atomic_write(path: str, write: Callable[[Any], None], mode: str = "wb") -> N
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
