@@ -65,8 +65,8 @@ def _args(world, output, *extra, source="file"):
             "--output", str(output), "--device", "cpu"]
     if source == "file":
         args += ["--proposals-file", world["proposals"], "--nms-thresh", "1.0"]
-    elif source == "rpn":
-        args += ["--config-file", RPN_CONFIG]
+    elif source == "rpn":  # random weights: the tests check mechanics, not proposals
+        args += ["--config-file", RPN_CONFIG, "--allow-untrained-rpn"]
     return args + list(extra)
 
 
@@ -259,6 +259,9 @@ def test_errors_are_one_line_and_name_the_culprit(world, tool, tmp_path, capsys)
     # no proposal source, or two
     assert "proposal source" in error(_args(world, tmp_path / "s", source="none"))
     assert "proposal source" in error(_args(world, tmp_path / "s") + ["--config-file", RPN_CONFIG])
+    # an RPN without weights is refused unless asked for, and nothing is written
+    err = error(_args(world, tmp_path / "untrained", source="none") + ["--config-file", RPN_CONFIG])
+    assert "no MODEL.WEIGHTS" in err and RPN_CONFIG in err and not (tmp_path / "untrained").exists()
 
 
 def test_file_proposals_sort_nms_and_box_mode(tmp_path):

@@ -52,6 +52,8 @@ def build_parser():
                         help="boxes narrower or shorter than this (pixels, after clipping) are skipped")
     parser.add_argument("--commit-every", type=int, default=32, help="images per durable commit")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    parser.add_argument("--allow-untrained-rpn", action="store_true",
+                        help="accept a --config-file without MODEL.WEIGHTS (random proposals; for tests)")
     return parser
 
 
@@ -88,7 +90,10 @@ def _check_inputs(args) -> None:
     if args.proposals_file and not os.path.isfile(args.proposals_file):
         raise ValueError(f"proposals file not found: {args.proposals_file}")
     if args.config_file:
-        load_config(args.config_file, args.opts)  # ConfigError on a bad file or key
+        cfg = load_config(args.config_file, args.opts)  # ConfigError on a bad file or key
+        if not cfg.MODEL.WEIGHTS and not args.allow_untrained_rpn:
+            raise ValueError(f"{args.config_file} has no MODEL.WEIGHTS: its RPN would propose random boxes; "
+                             "add MODEL.WEIGHTS <the trained RPN> (or --allow-untrained-rpn)")
     if args.num_regions < 1:
         raise ValueError(f"--num-regions must be >= 1, got {args.num_regions}")
     model, _ = load_clip(args.teacher, device="cpu")
