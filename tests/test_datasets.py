@@ -73,6 +73,16 @@ def test_loader_errors_name_file_and_id(tmp_path, tiny_lvis):
         load_lvis_format_json(_write(tmp_path, bad), str(tmp_path))
     with pytest.raises(FileNotFoundError, match="nowhere.json"):
         load_lvis_format_json(str(tmp_path / "nowhere.json"), str(tmp_path))
+    # boxes with negative or zero width/height would be flipped to the wrong side by detectron2
+    for box in ([10, 10, -5, 8], [10, 10, 5, 0], [10, 10, float("nan"), 3], [1, 2, 3]):
+        bad = dict(good, annotations=[dict(good["annotations"][0], bbox=box)])
+        with pytest.raises(DatasetFormatError, match=r"bad\.json.*id=1 has bbox.*width and height > 0"):
+            load_lvis_format_json(_write(tmp_path, bad), str(tmp_path))
+    # an RLE segmentation (crowd converted from COCO) is refused, not taken for a polygon
+    rle = {"size": [96, 96], "counts": "a1b2"}
+    bad = dict(good, annotations=[dict(good["annotations"][0], segmentation=rle)])
+    with pytest.raises(DatasetFormatError, match=r"id=1 has an RLE segmentation"):
+        load_lvis_format_json(_write(tmp_path, bad), str(tmp_path))
 
 
 @pytest.fixture(scope="module")

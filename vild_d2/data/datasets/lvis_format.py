@@ -10,6 +10,7 @@ when the json is malformed.
 
 import json
 import logging
+import math
 import os
 from typing import Dict, Iterable, List, Optional, Sequence
 
@@ -105,6 +106,18 @@ def load_image_list(json_file: str, image_root: str) -> List[dict]:
     return out
 
 
+def _check_box(json_file: str, ann: dict) -> None:
+    """Refuse a bbox that is not 4 finite numbers with positive width and height (XYWH)."""
+    box = ann["bbox"]
+    ok = isinstance(box, (list, tuple)) and len(box) == 4
+    ok = ok and all(isinstance(v, (int, float)) and math.isfinite(v) for v in box) and box[2] > 0 and box[3] > 0
+    if not ok:
+        raise DatasetFormatError(
+            f"{json_file}: annotation id={ann['id']} has bbox {box!r}; expected [x, y, width, height] "
+            "with width and height > 0"
+        )
+
+
 def load_lvis_format_json(json_file: str, image_root: str) -> List[dict]:
     """
     Read an LVIS-format json into detectron2's dataset-dict format.
@@ -139,6 +152,7 @@ def load_lvis_format_json(json_file: str, image_root: str) -> List[dict]:
                 f"{json_file}: annotation id={ann['id']} has category_id={ann['category_id']}"
                 " which is not in 'categories'"
             )
+        _check_box(json_file, ann)
         anns_per_image[ann["image_id"]].append(ann)
 
     dataset_dicts = []
@@ -162,6 +176,11 @@ def load_lvis_format_json(json_file: str, image_root: str) -> List[dict]:
                 "iscrowd": 0,
             }
             if "segmentation" in ann:
+                if isinstance(ann["segmentation"], dict):  # RLE (e.g. a crowd region converted from COCO)
+                    raise DatasetFormatError(
+                        f"{json_file}: annotation id={ann['id']} has an RLE segmentation; LVIS-format "
+                        "files here hold polygons (convert it, or drop the annotation)"
+                    )
                 polygons = [p for p in ann["segmentation"] if len(p) % 2 == 0 and len(p) >= 6]
                 if not polygons:
                     raise DatasetFormatError(
