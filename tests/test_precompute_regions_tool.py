@@ -280,3 +280,15 @@ def test_file_proposals_sort_nms_and_box_mode(tmp_path):
     assert len(FileProposals(str(path), nms_thresh=1.0)({"image_id": 7}, None)) == 4
     with pytest.raises(ProposalError, match="image id 8"):
         FileProposals(str(path)).check_covers([7, 8])
+
+
+def test_only_meaningful_flags_and_overrides_after_scales(tool):
+    args = tool.parse_args(["--teacher", "t.pt", "--dataset", "d", "--output", "o", "--config-file", "c.yaml",
+                            "--scales", "1.0", "1.5", "MODEL.WEIGHTS", "w.pth", "MODEL.RPN.NMS_THRESH", "0.6"])
+    assert args.scales == [1.0, 1.5]
+    assert args.opts == ["MODEL.WEIGHTS", "w.pth", "MODEL.RPN.NMS_THRESH", "0.6"]
+    assert tool.parse_args(["--teacher", "t", "--output", "o"]).opts == []
+    for flag in ("--resume", "--eval-only"):  # train_net.py's, meaningless here: refused
+        with pytest.raises(SystemExit) as e:
+            tool.parse_args(["--teacher", "t", "--output", "o", flag])
+        assert e.value.code == 2

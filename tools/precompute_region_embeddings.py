@@ -23,20 +23,34 @@ its own shard; worker 0 finalises the store when all are done. Re-running the sa
 command resumes a killed run: finished images are not recomputed.
 """
 
+import argparse
 import json
 import os
+import re
 import sys
 from datetime import timedelta
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "parse_args", "main"]
+
+
+# A config override's key ("MODEL.WEIGHTS"): where the trailing KEY VALUE pairs begin.
+CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 
 
 def build_parser():
     import vild_d2  # noqa: F401  (first: imports detectron2 quietly)
-    from detectron2.engine import default_argument_parser
 
-    parser = default_argument_parser(epilog=__doc__)
-    parser.description = "Precompute CLIP region embeddings of proposals into a region store."
+    parser = argparse.ArgumentParser(
+        description="Precompute CLIP region embeddings of proposals into a region store.",
+        epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # train_net.py's launch flags, and only those that mean something here
+    parser.add_argument("--config-file", default="", metavar="FILE", help="a config whose model has an RPN")
+    parser.add_argument("--num-gpus", type=int, default=1, help="workers per machine (GPUs, or CPU processes)")
+    parser.add_argument("--num-machines", type=int, default=1)
+    parser.add_argument("--machine-rank", type=int, default=0)
+    parser.add_argument("--dist-url", default="auto", help="torch.distributed init URL (auto: a free local port)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
+                        help="KEY VALUE config overrides of --config-file, at the end (e.g. MODEL.WEIGHTS x.pth)")
     parser.add_argument("--teacher", required=True, help="CLIP model name or CLIP-format checkpoint")
     parser.add_argument("--dataset", help="a registered dataset (e.g. lvis_v1_train_ov)")
     parser.add_argument("--json", help="or a COCO/LVIS-format json whose images to use ...")
@@ -187,8 +201,20 @@ def _error_line(e: BaseException) -> str:
     return lines[-1] if lines else type(e).__name__
 
 
+def parse_args(argv=None):
+    """
+    The flags, then the trailing KEY VALUE overrides. The overrides are split off first, so
+    that a flag with several values (``--scales 1.0 1.5``) cannot swallow them.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    start = next((i for i, a in enumerate(argv) if CONFIG_KEY.match(a)), len(argv))
+    args = build_parser().parse_args(argv[:start])
+    args.opts = list(args.opts or []) + argv[start:]
+    return args
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     import torch
 
     import vild_d2  # noqa: F401  (registers datasets)
