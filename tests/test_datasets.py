@@ -73,6 +73,12 @@ def test_loader_errors_name_file_and_id(tmp_path, tiny_lvis):
         load_lvis_format_json(_write(tmp_path, bad), str(tmp_path))
     with pytest.raises(FileNotFoundError, match="nowhere.json"):
         load_lvis_format_json(str(tmp_path / "nowhere.json"), str(tmp_path))
+    # truncated or garbage JSON: the file named, one line
+    text = open(tiny_lvis["json"]["train"]).read()
+    for content in (text[: len(text) // 2], "garbage", "[1, 2]"):
+        (tmp_path / "broken.json").write_text(content)
+        with pytest.raises(DatasetFormatError, match=r"broken\.json: (not valid JSON|holds a JSON list)"):
+            load_lvis_format_json(str(tmp_path / "broken.json"), str(tmp_path))
     # boxes with negative or zero width/height would be flipped to the wrong side by detectron2
     for box in ([10, 10, -5, 8], [10, 10, 5, 0], [10, 10, float("nan"), 3], [1, 2, 3]):
         bad = dict(good, annotations=[dict(good["annotations"][0], bbox=box)])

@@ -183,6 +183,18 @@ def test_vocabulary_errors(vocab_file, tmp_path):
         np.save(tmp_path / f"{name}.npy", bad)
         with pytest.raises(VocabularyError, match=rf"{name}.npy.*rows \[4, 9\]"):
             build("MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", str(tmp_path / f"{name}.npy"))
+    # truncated or garbage files: one error naming the file, never torch's unpickling advice
+    good = np.random.default_rng(0).normal(size=(C, D)).astype(np.float32)
+    np.save(tmp_path / "full.npy", good)
+    data = (tmp_path / "full.npy").read_bytes()
+    (tmp_path / "truncated.npy").write_bytes(data[: len(data) // 2])
+    (tmp_path / "garbage.npy").write_bytes(b"not numpy at all" * 10)
+    torch.save(torch.from_numpy(good), tmp_path / "full.pt")
+    (tmp_path / "truncated.pt").write_bytes((tmp_path / "full.pt").read_bytes()[:100])
+    for name in ("truncated.npy", "garbage.npy", "truncated.pt"):
+        with pytest.raises(VocabularyError, match=rf"{name}: not a readable") as e:
+            build("MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", str(tmp_path / name))
+        assert "weights_only" not in str(e.value) and len(str(e.value).splitlines()) == 1
     model = build()
     with pytest.raises(VocabularyError, match=r"test vocabulary.*dimension 8"):
         model.set_vocabulary(torch.randn(5, 8))

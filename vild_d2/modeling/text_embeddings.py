@@ -21,9 +21,17 @@ class VocabularyError(ValueError):
 
 def _read(path: str) -> torch.Tensor:
     if path.endswith(".npy"):
-        return torch.from_numpy(np.load(path).astype(np.float32))
+        try:
+            array = np.load(path, allow_pickle=False)
+            return torch.from_numpy(np.asarray(array, dtype=np.float32))
+        except (ValueError, OSError, EOFError, TypeError) as e:  # truncated, garbage, pickled or not numbers
+            raise VocabularyError(f"{path}: not a readable .npy array of floats ({e})") from None
     if path.endswith((".pt", ".pth")):
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises several kinds; its advice to unpickle anything is not for us
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise VocabularyError(f"{path}: not a readable tensor file ({first})") from None
         if isinstance(obj, dict):
             if "embeddings" not in obj:
                 raise VocabularyError(f"{path}: a dict without an 'embeddings' entry")

@@ -41,8 +41,13 @@ def _read_json(json_file: str) -> dict:
             f"LVIS-format annotation file not found: {json_file} (see datasets/README.md "
             "for how to prepare it)"
         )
-    with open(json_file, encoding="utf-8") as f:
-        data = json.load(f)
+    try:
+        with open(json_file, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetFormatError(f"{json_file}: not valid JSON (truncated or garbage?): {e}") from None
+    if not isinstance(data, dict):
+        raise DatasetFormatError(f"{json_file}: holds a JSON {type(data).__name__}, not an object")
     for section, keys in REQUIRED_KEYS.items():
         if section not in data:
             raise DatasetFormatError(f"{json_file}: no '{section}' list")
