@@ -96,6 +96,8 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
     assert set(results["head_accuracy"]) == {"vild_text", "vild", "vild_ensemble"}
     assert set(results["head_accuracy"]["vild_ensemble"]) == {"text head", "image head"}
     assert set(results["head_accuracy"]["vild"]) == {"head"}
+    assert {"base, base classes only", "cosine to true class"} <= set(results["head_accuracy"]["vild"]["head"])
+    assert set(results["segm_without_negative_lists"]) == set(MODELS)
 
     picture = Image.open(out / "detections_val.png")
     assert picture.height > 4 * picture.width // 4  # ground truth + 4 model rows of 4 images

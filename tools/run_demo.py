@@ -45,6 +45,7 @@ RECALL_K = 300  # the RPN's recall is reported at its POST_NMS_TOPK_TEST (rpn_R_
 RPN_DONE_KEY = f"proposals/AR@{RECALL_K}"  # in the RPN's eval_results.json once it was evaluated
 EVAL_RESULTS_FILE = "eval_results.json"  # what train_net.py --eval-only writes
 DEFAULT_SEED = 0  # the world of datasets/shapes_world; other seeds get their own world
+ANALYSIS_VERSION = 2  # bumped when stage 7 computes something new (its cache is then redone)
 
 
 @dataclass
@@ -206,10 +207,24 @@ def results_table(results: dict) -> str:
     teacher = results["teacher"]
     lines.append("| teacher zero-shot top-1 on val boxes, % | "
                  + " | ".join(_fmt(teacher.get("accuracy" + suffix[g])) for g in GROUPS) + " |")
+    extra = ["base, base classes only", "cosine to true class"]
+    heads_rows = []
     for key, heads in results.get("head_accuracy", {}).items():
         title = next(row["title"] for row in results["models"] if row["key"] == key)
         for head, acc in heads.items():
             lines.append(f"| {title} {head} top-1 on val boxes, % | " + " | ".join(_fmt(acc.get(g)) for g in GROUPS) + " |")
+            heads_rows.append(f"| {title} {head} | {_fmt(acc.get('base'))} | " + " | ".join(_fmt(acc.get(e)) for e in extra) + " |")
+    lenient = results.get("segm_without_negative_lists", {})
+    if lenient:  # what the protocol of the world before v3 would have reported
+        lines += ["", "| model | mask AP | mask APf | the same without val's negative lists: AP | APf |",
+                  "|---|---:|---:|---:|---:|"]
+        for row in results["models"]:
+            strict, loose = row["ap"]["segm"], lenient.get(row["key"], {})
+            lines.append(f"| {row['title']} | {_fmt(strict.get('AP'))} | {_fmt(strict.get('APf'))} "
+                         f"| {_fmt(loose.get('AP'))} | {_fmt(loose.get('APf'))} |")
+    if heads_rows:  # why novel classes win: region embeddings far from every text embedding
+        lines += ["", "| head | top-1 on base boxes, all classes, % | same, base classes only, % "
+                  "| mean cosine to the true class ×100 |", "|---|---:|---:|---:|", *heads_rows]
     return "\n".join(lines)
 
 
@@ -255,7 +270,8 @@ def analyse(out: str, model_cfgs: list, rpn_cfg, teacher_path: str, text_path: s
 
     cache = os.path.join(out, "analysis.json")
     inputs = _fingerprint([teacher_path, text_path, rpn_cfg.MODEL.WEIGHTS]
-                          + [cfg.MODEL.WEIGHTS for _, _, cfg in model_cfgs]) + [size.bootstrap_samples, seed]
+                          + [cfg.MODEL.WEIGHTS for _, _, cfg in model_cfgs]) + [size.bootstrap_samples, seed,
+                                                                                ANALYSIS_VERSION]
     if os.path.isfile(cache):
         with open(cache) as f:
             cached = json.load(f)
@@ -286,7 +302,16 @@ def analyse(out: str, model_cfgs: list, rpn_cfg, teacher_path: str, text_path: s
         groups = {**table.frequency_groups(), **cat_groups}
         return table, table.summary(table.category_ap(), groups), groups
 
-    ap, tables, groups = {}, {}, None
+    # the same results scored as if val had no negative lists (the world's json before v3):
+    # LVIS then ignores a category's detections on every image without that category
+    with open(gt_json) as f:
+        lenient = json.load(f)
+    for img in lenient["images"]:
+        img["neg_category_ids"] = []
+    lenient_json = os.path.join(out, "val_without_negatives.json")
+    atomic_write_json(lenient_json, lenient)
+
+    ap, tables, groups, without_negatives = {}, {}, None, {}
     for key, _, cfg in model_cfgs:
         results_file = os.path.join(cfg.OUTPUT_DIR, "inference", dataset, "lvis_instances_results.json")
         ap[key] = {}
@@ -295,6 +320,8 @@ def analyse(out: str, model_cfgs: list, rpn_cfg, teacher_path: str, text_path: s
             ap[key][iou_type] = summary
             if iou_type == "segm":
                 tables[key] = table
+        table = LVISAPTable(lenient_json, results_file, "segm", max_dets=300)
+        without_negatives[key] = table.summary(table.category_ap(), table.frequency_groups())
     print(f"   AP per kind of novel category ({time.time() - t0:.0f}s)", flush=True)
 
     teacher, _ = load_clip(teacher_path, device=device)
@@ -320,7 +347,8 @@ def analyse(out: str, model_cfgs: list, rpn_cfg, teacher_path: str, text_path: s
                                       seed=seed)
     print(f"   bootstrap ({size.bootstrap_samples} resamples, {time.time() - t0:.0f}s)", flush=True)
     result = {"inputs": inputs, "ap": ap, "clip_on_crops": {"bbox": crops_ap}, "head_accuracy": heads,
-              "intervals": intervals, "seconds": time.time() - t0}
+              "intervals": intervals, "segm_without_negative_lists": without_negatives,
+              "seconds": time.time() - t0}
     atomic_write_json(cache, result)
     return result
 
@@ -471,6 +499,7 @@ def main() -> None:
                                   _eval_results(rpn_dir).items() if k_.startswith("proposals/")}},
         "teacher": teacher_report,
         "head_accuracy": analysis["head_accuracy"],
+        "segm_without_negative_lists": analysis["segm_without_negative_lists"],
         "intervals": analysis["intervals"],
     }
     results["claims"] = check_claims({row["key"]: row["ap"]["segm"] for row in results["models"]},

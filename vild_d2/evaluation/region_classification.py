@@ -43,7 +43,9 @@ def head_accuracy(cfg, model, dataset_dicts: Sequence[dict], class_embeddings: t
 
     Returns:
         per head ("head": the box predictor's embedding; for ViLD-ensemble "text head" and
-        "image head"): accuracy (%) per group.
+        "image head"): accuracy (%) per group; if ``groups`` has "base" and "novel", also
+        "base, base classes only" (accuracy on base boxes with the novel classes left out,
+        as in training) and "cosine to true class" (mean over all boxes, x100).
     """
     resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
     heads = model.roi_heads
@@ -64,18 +66,27 @@ def head_accuracy(cfg, model, dataset_dicts: Sequence[dict], class_embeddings: t
         features = model.backbone(images.tensor)
         scaled = torch.as_tensor(tf.apply_box(boxes), dtype=torch.float32, device=model.device)
         pooled = heads.box_pooler([features[f] for f in heads.box_in_features], [Boxes(scaled)])
-        predicted[text_head].append((heads.box_predictor.embed(heads.box_head(pooled)) @ emb.t()).argmax(1))
+        predicted[text_head].append(heads.box_predictor.embed(heads.box_head(pooled)) @ emb.t())
         if heads.image_head is not None:
-            predicted["image head"].append((heads.image_head(pooled) @ emb.t()).argmax(1))
+            predicted["image head"].append(heads.image_head(pooled) @ emb.t())
         truth.append(torch.tensor([a["category_id"] for a in d["annotations"] if not a.get("iscrowd", 0)]))
     truth = torch.cat(truth)
     out = {}
-    for head, preds in predicted.items():
-        correct = (torch.cat(preds).cpu() == truth).float()
+    base = torch.as_tensor(list(groups.get("base", [])), dtype=torch.long)
+    novel = torch.as_tensor(list(groups.get("novel", [])), dtype=torch.long)
+    for head, sims in predicted.items():
+        sims = torch.cat(sims).cpu()  # [N, C] cosine similarities
+        correct = (sims.argmax(1) == truth).float()
         out[head] = {}
         for name, ids in {"all": None, **groups}.items():
             sel = torch.ones_like(correct, dtype=torch.bool) if ids is None else torch.isin(truth, torch.as_tensor(list(ids)))
             out[head][name] = float(100 * correct[sel].mean()) if sel.any() else float("nan")
+        if len(base) and len(novel):
+            on_base = torch.isin(truth, base)
+            base_only = sims.index_fill(1, novel, float("-inf")).argmax(1) == truth
+            out[head]["base, base classes only"] = (
+                float(100 * base_only[on_base].float().mean()) if on_base.any() else float("nan"))
+            out[head]["cosine to true class"] = float(100 * sims.gather(1, truth[:, None]).mean())
     return out
 
 
