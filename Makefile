@@ -8,7 +8,7 @@ install:
 	python3 tools/install.py
 
 demo: install
-	$(PY) tools/run_demo.py $(ARGS)
+	$(PY) tools/run_world_pipeline.py $(ARGS)
 
 test: install
 	$(PY) -m pytest tests $(ARGS)

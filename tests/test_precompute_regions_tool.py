@@ -4,7 +4,6 @@ tiny random CLIP: RPN and proposals-file sources, one vs two CPU workers (gloo),
 resume, bad boxes counted, one-line errors that leave nothing half-written.
 """
 
-import importlib.util
 import json
 import os
 import pickle
@@ -21,6 +20,7 @@ from vild_d2.data.region_store import RegionStore, RegionStoreError
 from vild_d2.data.region_store.layout import read_index, shard_files, shard_name
 
 from .conftest import ROOT, TINY_CLIP_SHAPE
+from .helpers.scripts import load_script
 
 TOOL = os.path.join(ROOT, "tools", "precompute_region_embeddings.py")
 RPN_CONFIG = os.path.join(ROOT, "configs", "shapes_world", "rpn_R_18_FPN_tiny.yaml")
@@ -193,10 +193,7 @@ def test_two_cpu_workers_equal_one(world, tmp_path):
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("precompute_region_embeddings_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/precompute_region_embeddings.py")
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ from .conftest import ROOT
 
 ENTRY_POINTS = [
     "train_net.py", "tools/precompute_region_embeddings.py", "tools/precompute_text_embeddings.py",
-    "tools/region_store.py", "tools/train_world_teacher.py", "tools/run_demo.py",
-    "datasets/prepare_shapes_world.py",
+    "tools/region_store.py", "tools/train_world_teacher.py", "tools/run_world_pipeline.py",
+    "datasets/prepare_shapes_world.py", "tools/export_model.py", "demo/demo.py",
 ]
 
 

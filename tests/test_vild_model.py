@@ -82,13 +82,13 @@ def test_training_step_changes_weights(config, vocab_file):
         assert {"loss_cls", "loss_box_reg", "loss_mask", "loss_image", "loss_rpn_cls"} <= set(losses)
         assert all(torch.isfinite(v) for v in losses.values()), losses
         sum(losses.values()).backward()
-    assert predictor.bg_embedding.grad.abs().sum() > 0  # the background embedding is learned
+    assert predictor.classifier.bg_embedding.grad.abs().sum() > 0  # the background embedding is learned
     optimizer.step()
     changed = {k for k, v in model.named_parameters() if not torch.equal(v, params_before[k])}
-    assert "roi_heads.box_predictor.bg_embedding" in changed
-    assert "roi_heads.box_predictor.projection.weight" in changed
+    assert "roi_heads.box_predictor.classifier.bg_embedding" in changed
+    assert "roi_heads.box_predictor.classifier.projection.weight" in changed
     if model.roi_heads.image_head is not None:
-        assert "roi_heads.image_head.projection.weight" in changed
+        assert "roi_heads.image_head.classifier.projection.weight" in changed
     # The vocabulary is a buffer: not a parameter, not in checkpoints, never updated.
     names = {k for k, _ in model.named_parameters()}
     assert not any("class_embeddings" in k for k in names)
@@ -102,7 +102,7 @@ def test_ensemble_heads_train_on_their_own_loss(vocab_file):
     heads = model.roi_heads
     with EventStorage():
         losses = model(_inputs())
-    text_params = list(heads.box_head.parameters()) + [heads.box_predictor.projection.weight]
+    text_params = list(heads.box_head.parameters()) + [heads.box_predictor.classifier.projection.weight]
     image_params = list(heads.image_head.parameters())
     g_text = torch.autograd.grad(losses["loss_cls"], text_params + image_params, allow_unused=True)
     assert any(g is not None and g.abs().sum() > 0 for g in g_text[: len(text_params)])
@@ -117,7 +117,7 @@ def test_novel_classes_get_no_gradient(vocab_file):
     model = build_model(_cfg(VILD_CONFIG, vocab_file, "MODEL.VILD.IMAGE_LOSS_WEIGHT", "0.0")).train()
     predictor = model.roi_heads.box_predictor
     assert predictor.train_base_mask.tolist() == [i not in NOVEL for i in range(C)]
-    x = torch.randn(10, predictor.projection.in_features)
+    x = torch.randn(10, predictor.classifier.projection.in_features)
     logits, _ = predictor(x)
     logits.retain_grad()
     gt = torch.tensor([0, 5, 29, C, C, 1, 2, 3, 4, C])
@@ -126,7 +126,7 @@ def test_novel_classes_get_no_gradient(vocab_file):
     assert torch.isinf(logits[:, NOVEL]).all()
     assert torch.equal(logits.grad[:, NOVEL], torch.zeros(10, len(NOVEL)))
     # Moving the novel rows does not change the training loss.
-    predictor.train_class_embeddings[NOVEL] = F.normalize(torch.randn(len(NOVEL), D), dim=1)
+    predictor.classifier.train_class_embeddings[NOVEL] = F.normalize(torch.randn(len(NOVEL), D), dim=1)
     assert F.cross_entropy(predictor(x)[0], gt).item() == pytest.approx(loss.item(), rel=1e-6)
 
 
@@ -229,3 +229,24 @@ def test_every_config_loads():
 
     for path in glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True):
         load_config(path)
+
+
+def test_noun_x_attribute_pairs_score_the_product(vocab_file):
+    torch.manual_seed(0)
+    model = build_model(_cfg(VILD_CONFIG, vocab_file)).eval()
+    classifier = model.roi_heads.box_predictor.classifier
+    nouns, attributes = F.normalize(torch.randn(4, D), dim=1), F.normalize(torch.randn(3, D), dim=1)
+    model.set_vocabulary(nouns, attribute_embeddings=attributes)
+    x = torch.randn(6, classifier.projection.in_features)
+    probs = F.softmax(classifier(x), dim=1)  # what the box predictor's softmax sees: [6, 4 * 3 + 1]
+    e = classifier.embed(x)
+    p_noun = F.softmax(classifier.logits(e, nouns), dim=1)  # [6, 4 + background]
+    p_attribute = F.softmax(e @ attributes.t() / classifier.temperature, dim=1)  # [6, 3], no background
+    expected = (p_noun[:, :4, None] * p_attribute[:, None, :]).flatten(1)  # pair n * 3 + a
+    assert probs.shape == (6, 13)
+    assert torch.allclose(probs[:, :12], expected, atol=1e-5)
+    assert torch.allclose(probs[:, 12], p_noun[:, 4], atol=1e-5)
+    detections = _detections(model, _inputs(seed=2, n_images=1))[0]
+    assert len(detections) and detections.pred_classes.max() < 12
+    with pytest.raises(ValueError, match="base_mask of shape \\(4,\\) for 12 classes"):
+        model.set_vocabulary(nouns, torch.zeros(4, dtype=torch.bool), attributes)

@@ -13,6 +13,7 @@ from detectron2.data import DatasetCatalog
 
 __all__ = [
     "add_vild_config", "load_config", "check_datasets_registered", "check_training_inputs",
+    "check_test_vocabularies",
     "ConfigError",
 ]
 
@@ -49,6 +50,9 @@ def add_vild_config(cfg: CN) -> None:
     # Folder of the region-embedding store with DATASETS.TRAIN's distillation regions;
     # "" = none (needed when MODEL.VILD.IMAGE_LOSS_WEIGHT > 0). See vild_d2/data/region_store.
     _C.DATASETS.REGION_STORE_TRAIN = ""
+    # One [C_i, D] text-embedding file per DATASETS.TEST entry (like PROPOSAL_FILES_TEST), so
+    # each test dataset is scored with its own vocabulary; () = MODEL.VILD.TEST_TEXT_EMBEDDINGS.
+    _C.DATASETS.TEXT_EMBEDDINGS_TEST = ()
     # A distillation region is kept after crop if at least this fraction of its area is visible.
     _C.INPUT.DISTILL_MIN_VISIBLE = 0.5
 
@@ -101,6 +105,23 @@ def check_datasets_registered(cfg: CN) -> None:
                     f"DATASETS.{key} names dataset '{name}', which is not registered "
                     "(see datasets/README.md for vild_d2's datasets)"
                 )
+
+
+def check_test_vocabularies(cfg: CN) -> None:
+    """
+    Raise ConfigError if a ViLD model could not score some DATASETS.TEST entry with its
+    own vocabulary (DATASETS.TEXT_EMBEDDINGS_TEST of another length, a file whose rows do
+    not match the dataset's categories, ...): at start-up, not after training.
+    """
+    if cfg.MODEL.META_ARCHITECTURE != "ViLDRCNN":
+        return
+    from .modeling.text_embeddings import VocabularyError, evaluation_vocabulary
+
+    for index in range(len(cfg.DATASETS.TEST)):
+        try:
+            evaluation_vocabulary(cfg, index)
+        except (VocabularyError, FileNotFoundError) as e:
+            raise ConfigError(f"test dataset '{cfg.DATASETS.TEST[index]}': {e}") from None
 
 
 def check_training_inputs(cfg: CN) -> None:

@@ -1,10 +1,14 @@
 """The detectron2 trainer of vild_d2 and the config set-up that ``train_net.py`` uses."""
 
-from detectron2.engine import DefaultTrainer, default_setup
+from collections import OrderedDict
 
-from ..config import check_datasets_registered, check_training_inputs, load_config
+from detectron2.engine import DefaultTrainer, default_setup
+from torch.nn.parallel import DistributedDataParallel
+
+from ..config import check_datasets_registered, check_test_vocabularies, check_training_inputs, load_config
 from ..data.build import build_vild_train_loader
 from ..evaluation import build_evaluator
+from ..modeling import ViLDRCNN, evaluation_vocabulary
 
 
 class Trainer(DefaultTrainer):
@@ -21,6 +25,32 @@ class Trainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         return build_vild_train_loader(cfg)
 
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """
+        DefaultTrainer.test, one dataset at a time: before ``DATASETS.TEST[i]`` is
+        evaluated, a ViLD model gets that dataset's vocabulary (``DATASETS.
+        TEXT_EMBEDDINGS_TEST[i]``, see :func:`vild_d2.modeling.evaluation_vocabulary`), so
+        each dataset is scored with its own classes. Same return value as DefaultTrainer.
+        """
+        names = list(cfg.DATASETS.TEST)
+        if evaluators is not None and len(evaluators) != len(names):
+            raise ValueError(f"{len(evaluators)} evaluators for {len(names)} test datasets")
+        vild = model.module if isinstance(model, DistributedDataParallel) else model
+        if not isinstance(vild, ViLDRCNN) or len(names) < 1:
+            return super().test(cfg, model, evaluators)
+        results = OrderedDict()
+        for index, name in enumerate(names):
+            vild.set_vocabulary(*evaluation_vocabulary(cfg, index))
+            one = cfg.clone()
+            one.defrost()
+            one.DATASETS.TEST = (name,)
+            if cfg.DATASETS.PROPOSAL_FILES_TEST:
+                one.DATASETS.PROPOSAL_FILES_TEST = (cfg.DATASETS.PROPOSAL_FILES_TEST[index],)
+            one.DATASETS.TEXT_EMBEDDINGS_TEST = ()
+            results[name] = super().test(one, model, None if evaluators is None else [evaluators[index]])
+        return results[names[0]] if len(names) == 1 else results
+
 
 def build_config(args):
     """The frozen config of ``args`` (config file + opts); ConfigError on user mistakes."""
@@ -28,6 +58,7 @@ def build_config(args):
     check_datasets_registered(cfg)
     if not getattr(args, "eval_only", False):
         check_training_inputs(cfg)
+    check_test_vocabularies(cfg)
     cfg.freeze()
     return cfg
 

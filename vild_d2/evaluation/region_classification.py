@@ -68,7 +68,7 @@ def head_accuracy(cfg, model, dataset_dicts: Sequence[dict], class_embeddings: t
         pooled = heads.box_pooler([features[f] for f in heads.box_in_features], [Boxes(scaled)])
         predicted[text_head].append(heads.box_predictor.embed(heads.box_head(pooled)) @ emb.t())
         if heads.image_head is not None:
-            predicted["image head"].append(heads.image_head(pooled) @ emb.t())
+            predicted["image head"].append(heads.image_head.embed(pooled) @ emb.t())
         truth.append(torch.tensor([a["category_id"] for a in d["annotations"] if not a.get("iscrowd", 0)]))
     truth = torch.cat(truth)
     out = {}

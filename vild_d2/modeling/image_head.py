@@ -1,18 +1,21 @@
 """The separate image head of ViLD-ensemble: trained by the distillation loss only."""
 
 import torch
-import torch.nn.functional as F
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads.box_head import build_box_head
 from torch import nn
+
+from .zero_shot_classifier import ZeroShotClassifier
 
 __all__ = ["ImageEmbeddingHead"]
 
 
 class ImageEmbeddingHead(nn.Module):
     """
-    A box head of the same architecture as the text head's (``MODEL.ROI_BOX_HEAD``),
-    followed by a projection to the teacher's D and L2 normalisation.
+    A box head of the same architecture as the text head's (``MODEL.ROI_BOX_HEAD``)
+    followed by a :class:`ZeroShotClassifier` without background: :meth:`embed` gives the
+    region embeddings that distillation trains, :meth:`forward` their logits over the
+    vocabulary.
     """
 
     def __init__(self, cfg, pooled_shape: ShapeSpec):
@@ -20,10 +23,19 @@ class ImageEmbeddingHead(nn.Module):
         self.box_head = build_box_head(cfg, pooled_shape)
         out = self.box_head.output_shape
         size = out.channels * (out.width or 1) * (out.height or 1)
-        self.projection = nn.Linear(size, cfg.MODEL.VILD.EMBED_DIM)
-        nn.init.normal_(self.projection.weight, std=0.01)
-        nn.init.constant_(self.projection.bias, 0)
+        self.classifier = ZeroShotClassifier(cfg, size, use_background=False)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the classifier was its own module
+        for old in ("projection.weight", "projection.bias"):
+            if prefix + old in state_dict and prefix + "classifier." + old not in state_dict:
+                state_dict[prefix + "classifier." + old] = state_dict.pop(prefix + old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def embed(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled RoI features [R, C, S, S] -> unit-norm region embeddings [R, D]."""
+        return self.classifier.embed(self.box_head(pooled))
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        """Pooled RoI features [R, C, S, S] -> unit-norm region embeddings [R, D]."""
-        return F.normalize(self.projection(self.box_head(pooled).flatten(1)), dim=1)
+        """Pooled RoI features [R, C, S, S] -> logits [R, C_vocab] over the current vocabulary."""
+        return self.classifier(self.box_head(pooled))

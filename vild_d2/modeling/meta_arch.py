@@ -7,6 +7,8 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
 
+from .zero_shot_classifier import ZeroShotClassifier
+
 __all__ = ["ViLDRCNN"]
 
 
@@ -65,7 +67,16 @@ class ViLDRCNN(GeneralizedRCNN):
             out.append(r.to(self.device))
         return out
 
-    def set_vocabulary(self, class_embeddings: torch.Tensor,
-                       base_mask: Optional[torch.Tensor] = None) -> None:
-        """Detect ``class_embeddings`` ([C, D]) from now on; see ViLDBoxPredictor."""
-        self.roi_heads.box_predictor.set_test_vocabulary(class_embeddings, base_mask)
+    def set_vocabulary(self, class_embeddings: torch.Tensor, base_mask: Optional[torch.Tensor] = None,
+                       attribute_embeddings: Optional[torch.Tensor] = None) -> None:
+        """
+        Detect ``class_embeddings`` ([C, D]) from now on, in eval mode: every
+        :class:`ZeroShotClassifier` of the model (the text head's and, for ViLD-ensemble,
+        the image head's) gets it. ``base_mask`` [C] bool: classes that were base in
+        training (ViLD-ensemble weighs them differently); default every class novel.
+        ``attribute_embeddings`` [A, D]: detect the C * A (noun, attribute) pairs, class
+        ``c * A + a``, scored p(noun) * p(attribute) (see ZeroShotClassifier).
+        """
+        for module in self.modules():
+            if isinstance(module, ZeroShotClassifier):
+                module.set_test_vocabulary(class_embeddings, base_mask, attribute_embeddings)

@@ -128,7 +128,7 @@ class ViLDROIHeads(StandardROIHeads):
             distill_x = pooled[~is_proposal]
         losses = self.box_predictor.losses(self.box_predictor(text_x), proposals)
         if regions is not None:
-            embed = self.box_predictor.embed if self.image_head is None else self.image_head
+            embed = self.box_predictor.embed if self.image_head is None else self.image_head.embed
             student = embed(distill_x)
             teacher = torch.cat([r.embeddings for r in regions]).to(student.device)
             valid = torch.cat([

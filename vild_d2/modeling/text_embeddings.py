@@ -7,12 +7,15 @@ under ``"embeddings"``). Rows need not be normalised (e.g. Detic's
 """
 
 import os
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
 
-__all__ = ["load_text_embeddings", "check_text_embeddings", "VocabularyError"]
+__all__ = [
+    "load_text_embeddings", "check_text_embeddings", "VocabularyError", "training_vocabulary",
+    "evaluation_vocabulary", "evaluation_embeddings_file",
+]
 
 
 class VocabularyError(ValueError):
@@ -104,3 +107,73 @@ def load_text_embeddings(
         _read(path), name=f"{path} ({config_key})", embed_dim=embed_dim, num_rows=num_rows,
         rows_of=rows_of,
     )
+
+
+def training_vocabulary(cfg) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """
+    The training vocabulary of a config: ``MODEL.VILD.TRAIN_TEXT_EMBEDDINGS`` checked
+    against ``MODEL.ROI_HEADS.NUM_CLASSES`` and ``DATASETS.TRAIN[0]``'s categories.
+
+    Returns:
+        ([C, D] unit-norm embeddings, [C] bool base mask or None when no dataset is known).
+    """
+    from ..data.vocabulary import dataset_vocabulary
+
+    num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    vocab = dataset_vocabulary(cfg.DATASETS.TRAIN[0]) if cfg.DATASETS.TRAIN else None
+    if vocab is not None and vocab["num_classes"] != num_classes:
+        raise ValueError(
+            f"MODEL.ROI_HEADS.NUM_CLASSES is {num_classes} but dataset "
+            f"'{vocab['dataset']}' has {vocab['num_classes']} categories"
+        )
+    emb = load_text_embeddings(
+        cfg.MODEL.VILD.TRAIN_TEXT_EMBEDDINGS, embed_dim=cfg.MODEL.VILD.EMBED_DIM,
+        config_key="MODEL.VILD.TRAIN_TEXT_EMBEDDINGS",
+        num_rows=num_classes, rows_of="MODEL.ROI_HEADS.NUM_CLASSES",
+    )
+    return emb, (vocab["base_mask"] if vocab else None)
+
+
+def evaluation_embeddings_file(cfg, index: int) -> Tuple[str, str]:
+    """
+    The text-embedding file of test dataset ``index`` and the config key that names it:
+    ``DATASETS.TEXT_EMBEDDINGS_TEST[index]`` if that list is set, else
+    ``MODEL.VILD.TEST_TEXT_EMBEDDINGS``, else the training vocabulary.
+    """
+    per_dataset = list(cfg.DATASETS.TEXT_EMBEDDINGS_TEST)
+    names = list(cfg.DATASETS.TEST)
+    if per_dataset:
+        if len(per_dataset) != len(names):
+            raise VocabularyError(
+                f"DATASETS.TEXT_EMBEDDINGS_TEST has {len(per_dataset)} files but DATASETS.TEST "
+                f"has {len(names)} datasets: give one file per test dataset, in the same order"
+            )
+        return per_dataset[index], f"DATASETS.TEXT_EMBEDDINGS_TEST[{index}]"
+    if cfg.MODEL.VILD.TEST_TEXT_EMBEDDINGS:
+        return cfg.MODEL.VILD.TEST_TEXT_EMBEDDINGS, "MODEL.VILD.TEST_TEXT_EMBEDDINGS"
+    return cfg.MODEL.VILD.TRAIN_TEXT_EMBEDDINGS, "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS (no test vocabulary set)"
+
+
+def evaluation_vocabulary(cfg, index: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """
+    The vocabulary of test dataset ``DATASETS.TEST[index]`` (see
+    :func:`evaluation_embeddings_file`), its rows checked against that dataset's categories.
+    Without test datasets (index 0 of an empty list): the test or training file, unchecked.
+
+    Returns:
+        ([C, D] unit-norm embeddings, [C] bool base mask or None when no dataset is known).
+    """
+    from ..data.vocabulary import dataset_vocabulary
+
+    names = list(cfg.DATASETS.TEST)
+    vocab = dataset_vocabulary(names[index]) if index < len(names) else None
+    path, key = evaluation_embeddings_file(cfg, index) if names else (
+        cfg.MODEL.VILD.TEST_TEXT_EMBEDDINGS or cfg.MODEL.VILD.TRAIN_TEXT_EMBEDDINGS,
+        "MODEL.VILD.TEST_TEXT_EMBEDDINGS",
+    )
+    emb = load_text_embeddings(
+        path, embed_dim=cfg.MODEL.VILD.EMBED_DIM, config_key=key,
+        num_rows=vocab["num_classes"] if vocab else None,
+        rows_of=f"dataset '{vocab['dataset']}'" if vocab else "",
+    )
+    return emb, (vocab["base_mask"] if vocab else None)

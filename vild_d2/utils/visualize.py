@@ -71,9 +71,15 @@ def _truth_tiles(dicts: Sequence[dict], images, class_names, novel, scale) -> Li
     return tiles
 
 
-def _detection_tiles(cfg, images, class_names, novel, score_threshold, scale) -> List[np.ndarray]:
-    """The detections of the model of ``cfg`` drawn on each BGR image, as RGB arrays."""
+def _detection_tiles(cfg, images, class_names, novel, score_threshold, scale, vocabulary=None) -> List[np.ndarray]:
+    """
+    The detections of the model of ``cfg`` drawn on each BGR image, as RGB arrays;
+    ``vocabulary`` (a :class:`vild_d2.inference.Vocabulary` of the dataset's classes, in
+    its order) replaces the model's test vocabulary.
+    """
     predictor = DefaultPredictor(cfg)  # loads cfg.MODEL.WEIGHTS
+    if vocabulary is not None:
+        predictor.model.set_vocabulary(vocabulary.embeddings, vocabulary.base_mask, vocabulary.attribute_embeddings)
     tiles = []
     for bgr in images:
         with torch.no_grad():
@@ -94,7 +100,9 @@ def draw_detections(models: Sequence[Tuple[str, object]], dataset_name: str, out
     novel categories are drawn in magenta and named "(novel)".
 
     Args:
-        models: (title, cfg) pairs; each cfg's MODEL.WEIGHTS are loaded.
+        models: (title, cfg) pairs, or (title, cfg, vocabulary) to detect the dataset's
+            classes with another vocabulary (e.g. nouns x attributes); each cfg's
+            MODEL.WEIGHTS are loaded.
     Returns:
         ``out_path``.
     """
@@ -106,8 +114,8 @@ def draw_detections(models: Sequence[Tuple[str, object]], dataset_name: str, out
     images = [read_image(d["file_name"], format="BGR") for d in dicts]
     rows = []
     titled = [("ground truth", _truth_tiles(dicts, images, names, novel, scale))]
-    for title, cfg in models:
-        titled.append((title, _detection_tiles(cfg, images, names, novel, score_threshold, scale)))
+    for title, cfg, *vocabulary in models:
+        titled.append((title, _detection_tiles(cfg, images, names, novel, score_threshold, scale, *vocabulary)))
     for title, tiles in titled:
         height = max(t.shape[0] for t in tiles)
         tiles = [np.pad(t, ((0, height - t.shape[0]), (0, 4), (0, 0)), constant_values=255) for t in tiles]

@@ -27,6 +27,12 @@ counts false positives on every image. Deterministic for a given spec.
 Layout written under ``root``:
     root/train/000001.png ...            root/val/000001.png ...
     root/annotations/train.json          root/annotations/val.json
+
+:func:`generate_transfer_split` adds a *transfer* dataset (another vocabulary, as PASCAL
+VOC or COCO are to a model trained on LVIS): new val-style images of the same world,
+annotated only for ``TRANSFER_COLOURS`` x every shape, listed colour by colour (another
+order), so objects of other colours are outside its vocabulary and unannotated:
+    root/transfer/000001.png ...         root/annotations/transfer.json
 """
 
 import json
@@ -43,7 +49,8 @@ from shapely.geometry import box as shapely_box
 __all__ = [
     "SHAPES", "COLOURS", "WORLD_VERSION", "ShapesWorldSpec", "generate_shapes_world", "category_names",
     "designed_novel_ids", "concept_novel_ids", "novel_kinds", "render_scene", "scene_categories",
-    "scene_plan", "spec_from_json",
+    "scene_plan", "spec_from_json", "TRANSFER_COLOURS", "transfer_category_names",
+    "generate_transfer_split",
 ]
 
 # Bumped when the generator's output for a given spec changes.
@@ -357,6 +364,68 @@ def _frequencies(train_anns: List[dict], num_cats: int, rare: Sequence[int]) -> 
     for rank, i in enumerate(order):
         out[i] = "c" if rank < num_common else "f"
     return out
+
+
+# The transfer dataset's vocabulary: these colours x every shape, colour by colour.
+TRANSFER_COLOURS = ("blue", "red", "yellow")
+
+
+def transfer_category_names(spec: ShapesWorldSpec) -> List[str]:
+    """The transfer dataset's categories in id order (a subset of the world's, reordered)."""
+    return [f"{c} {s}" for c in TRANSFER_COLOURS if c in spec.colours for s in (*spec.shapes, *spec.concept_shapes)]
+
+
+def generate_transfer_split(root: str, num_images: int) -> str:
+    """
+    Write ``root/annotations/transfer.json`` and its images for the world already under
+    ``root`` (its spec and category frequencies are read from ``train.json``). Scenes are
+    drawn like val's (every category of the world, uniformly) from a stream of their own;
+    only the transfer vocabulary's objects are annotated, exhaustively (every vocabulary
+    category absent from an image is in its ``neg_category_ids``). A category keeps the
+    world's frequency and ``novel_kind``, so APr is still the novel categories' AP.
+
+    Returns:
+        the json's path.
+    """
+    train_json = os.path.join(root, "annotations", "train.json")
+    spec = spec_from_json(train_json)
+    with open(train_json, encoding="utf-8") as f:
+        world_categories = {c["name"]: c for c in json.load(f)["categories"]}
+    names = category_names(spec)
+    vocabulary = transfer_category_names(spec)
+    new_id = {names.index(n) + 1: k + 1 for k, n in enumerate(vocabulary)}
+    rng = np.random.default_rng([spec.seed, 2])  # independent of train/val
+    images, all_anns = _render_split(rng, spec, num_images, root, "transfer")
+    anns = []
+    for a in all_anns:
+        if a["category_id"] in new_id:
+            anns.append({**a, "id": len(anns) + 1, "category_id": new_id[a["category_id"]]})
+    shown = {}
+    for a in anns:
+        shown.setdefault(a["image_id"], set()).add(a["category_id"])
+    for img in images:
+        img["neg_category_ids"] = [c for c in range(1, len(vocabulary) + 1) if c not in shown.get(img["id"], set())]
+        img["not_exhaustive_category_ids"] = []
+    categories = []
+    for k, name in enumerate(vocabulary):
+        cat_anns = [a for a in anns if a["category_id"] == k + 1]
+        categories.append({**world_categories[name], "id": k + 1, "instance_count": len(cat_anns),
+                           "image_count": len({a["image_id"] for a in cat_anns})})
+    data = {
+        "info": {"description": f"shapes world v{spec.version} (transfer: {len(vocabulary)} categories of "
+                                f"colours {', '.join(TRANSFER_COLOURS)}), seed {spec.seed}",
+                 "spec": asdict(spec)},
+        "licenses": [{"id": 1, "name": "CC0", "url": ""}],
+        "images": images,
+        "annotations": anns,
+        "categories": categories,
+    }
+    path = os.path.join(root, "annotations", "transfer.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+    return path
 
 
 def generate_shapes_world(root: str, spec: ShapesWorldSpec = ShapesWorldSpec()) -> Dict[str, str]:

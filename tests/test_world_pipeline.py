@@ -18,7 +18,7 @@ MODELS = ("vild_text", "vild", "vild_ensemble", "mask_rcnn_supervised")
 
 def _demo(out):
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "run_demo.py"), "--quick", "--device", "cpu",
+        [sys.executable, os.path.join(ROOT, "tools", "run_world_pipeline.py"), "--quick", "--device", "cpu",
          "--output", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
@@ -102,9 +102,25 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
     picture = Image.open(out / "detections_val.png")
     assert picture.height > 4 * picture.width // 4  # ground truth + 4 model rows of 4 images
 
+    # transfer: the ViLD models on val and on another vocabulary in one evaluation, no retraining
+    transfer = json.loads((world / "annotations" / "transfer.json").read_text())
+    assert len(transfer["images"]) == 4 and len(transfer["categories"]) == 24
+    assert np.load(world / "teacher" / "clip_world_transfer_text.npy").shape == (24, 64)
+    assert set(results["transfer"]) == {"vild_text", "vild", "vild_ensemble"}
+    for key, r in results["transfer"].items():
+        assert {"AP", "APr", "APc", "APf"} <= set(r["transfer"]) and "AP" in r["val"]
+        evaluated = json.loads((out / "transfer" / key / "eval_results.json").read_text())
+        assert {"shapes_world_val/segm/AP", "shapes_world_transfer/segm/AP"} <= set(evaluated)
+    assert "**transfer**" in stdout and "**systematic expansion**" in stdout
+    # systematic expansion: shapes x colours for each ViLD model, and its picture
+    assert set(results["expansion"]) == {"vild_text", "vild", "vild_ensemble"}
+    assert all({"AP", "APr", "APc", "APf"} <= set(r) for r in results["expansion"].values())
+    assert Image.open(out / "expansion_val.png").height > 2 * picture.width // 4  # ground truth + 2 rows
+
     # a second run finds every stage done and only redraws and reprints
     again = _demo(out)
-    for stage in ("data", "teacher", "base", "rpn", "text", *MODELS, "analysis"):
+    for stage in ("data", "teacher", "base", "rpn", "text", *MODELS, "transfer text",
+                  *(f"transfer {k}" for k in MODELS[:3]), "analysis"):
         assert f"== {stage}: " in again and "skipped" in again.split(f"== {stage}: ")[1].splitlines()[0]
     assert '"already_done": 24' in again  # the region tool found every image committed
     assert (out / "results.json").is_file()

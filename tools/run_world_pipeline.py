@@ -2,9 +2,9 @@
 """
 The main job: the whole ViLD pipeline on the embedded shapes world, on this machine.
 
-    python tools/run_demo.py              # the full run (25 min on 2 CPU cores with the install)
-    python tools/run_demo.py --seed 1     # the same pipeline on another world (and training seed)
-    python tools/run_demo.py --quick      # a few minutes: tiny world, a few iterations (a smoke run)
+    python tools/run_world_pipeline.py              # the full run (25 min on 2 CPU cores with the install)
+    python tools/run_world_pipeline.py --seed 1     # the same pipeline on another world (and training seed)
+    python tools/run_world_pipeline.py --quick      # a few minutes: tiny world, a few iterations (a smoke run)
 
 Stages, each a normal command you would also run on LVIS (printed as it starts; its
 full output goes to OUTPUT/<stage>.log):
@@ -22,15 +22,21 @@ full output goes to OUTPUT/<stage>.log):
   6. models    train_net.py: ViLD-text, ViLD, ViLD-ensemble (on shapes_world_train_ov,
                rare = novel annotations removed) and the supervised Mask R-CNN (on
                shapes_world_train, all categories); each evaluated with LVISEvaluator
-  7. analysis  APr per kind of novel category, the "CLIP on cropped regions" baseline, the
-               heads' top-1 accuracy on val boxes, 90% bootstrap intervals, ViLD's claims
-  8. pictures  OUTPUT/detections_val.png: the models on the same val images
+  7. transfer  train_net.py --eval-only: the three ViLD models, no retraining, on val and on
+               shapes_world_transfer (another vocabulary), each with its own embeddings
+  8. analysis  APr per kind of novel category, the "CLIP on cropped regions" baseline, the
+               heads' top-1 accuracy on val boxes, 90% bootstrap intervals, ViLD's claims,
+               and the val classes detected as 8 shapes x 6 colours (systematic expansion)
+  9. pictures  OUTPUT/detections_val.png: the models on the same val images;
+               OUTPUT/expansion_val.png: ViLD with the 48 names vs shapes x colours
 A stage whose result is complete is skipped, so a killed run resumes where it stopped
 (delete OUTPUT to start over). Results: the tables printed at the end and
 OUTPUT/results.json.
 """
 
 import argparse
+import contextlib
+import io
 import json
 import math
 import os
@@ -45,7 +51,8 @@ RECALL_K = 300  # the RPN's recall is reported at its POST_NMS_TOPK_TEST (rpn_R_
 RPN_DONE_KEY = f"proposals/AR@{RECALL_K}"  # in the RPN's eval_results.json once it was evaluated
 EVAL_RESULTS_FILE = "eval_results.json"  # what train_net.py --eval-only writes
 DEFAULT_SEED = 0  # the world of datasets/shapes_world; other seeds get their own world
-ANALYSIS_VERSION = 2  # bumped when stage 7 computes something new (its cache is then redone)
+ANALYSIS_VERSION = 3  # bumped when the analysis computes something new (its cache is then redone)
+TRANSFER_DATASET = "shapes_world_transfer"  # another vocabulary of the same world (stage 7)
 
 
 @dataclass
@@ -60,12 +67,13 @@ class DemoSize:
     detector_iters: int  # iterations of each of the four detectors
     num_regions: int  # M: distillation regions per training image
     bootstrap_samples: int  # resamples of the val images for the claims' intervals
+    num_transfer: int  # images of the transfer dataset (another vocabulary)
 
 
 FULL = DemoSize(num_train=400, num_val=100, teacher_images=1500, teacher_steps=1500,
-                base_iters=800, detector_iters=350, num_regions=32, bootstrap_samples=400)
+                base_iters=800, detector_iters=350, num_regions=32, bootstrap_samples=400, num_transfer=60)
 QUICK = DemoSize(num_train=24, num_val=8, teacher_images=64, teacher_steps=10,
-                 base_iters=10, detector_iters=10, num_regions=8, bootstrap_samples=20)
+                 base_iters=10, detector_iters=10, num_regions=8, bootstrap_samples=20, num_transfer=4)
 
 # (output folder, config, title, training set) of the four compared detectors.
 MODELS = [
@@ -183,6 +191,34 @@ def _world_matches(data_root: str, spec) -> bool:
     return True
 
 
+def _num_images(json_file: str) -> int:
+    """Images of an annotation json (-1 if it does not exist)."""
+    if not os.path.isfile(json_file):
+        return -1
+    with open(json_file) as f:
+        return len(json.load(f)["images"])
+
+
+def _categories(json_file: str) -> list:
+    with open(json_file) as f:
+        return json.load(f)["categories"]
+
+
+def _expansion_vocabulary(spec, teacher: str):
+    """The world's shapes as nouns and colours as attributes: pairs in the world's class order."""
+    from vild_d2.data.datasets.shapes_world import category_names
+    from vild_d2.data.vocabulary import dataset_vocabulary
+    from vild_d2.inference import expanded_vocabulary
+    from vild_d2.teacher import load_clip
+
+    dim = int(load_clip(teacher)[0].text_projection.shape[1])
+    vocab = expanded_vocabulary(",".join((*spec.shapes, *spec.concept_shapes)), ",".join(spec.colours), teacher, dim)
+    if vocab.names != category_names(spec):
+        raise AssertionError(f"noun x attribute pairs {vocab.names[:4]}... are not the world's classes")
+    vocab.base_mask = dataset_vocabulary("shapes_world_val")["base_mask"]
+    return vocab
+
+
 def _fmt(v) -> str:
     return "  -  " if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:5.1f}"
 
@@ -225,6 +261,28 @@ def results_table(results: dict) -> str:
     if heads_rows:  # why novel classes win: region embeddings far from every text embedding
         lines += ["", "| head | top-1 on base boxes, all classes, % | same, base classes only, % "
                   "| mean cosine to the true class ×100 |", "|---|---:|---:|---:|", *heads_rows]
+    titles = {row["key"]: row["title"] for row in results["models"]}
+    if results.get("transfer"):
+        lines += ["", f"**transfer** (mask AP, no retraining): `{TRANSFER_DATASET}`, another vocabulary "
+                  f"({results.get('transfer_classes', '?')} classes: blue/red/yellow x 8 shapes; objects of the "
+                  "other colours are outside it), evaluated in the same run as val with its own embeddings",
+                  "", "| model | val AP | transfer AP | APr | APc | APf |", "|---|---:|---:|---:|---:|---:|"]
+        for key, r in results["transfer"].items():
+            val, tr = r.get("val", {}), r.get("transfer", {})
+            lines.append(f"| {titles[key]} | {_fmt(val.get('AP'))} | {_fmt(tr.get('AP'))} | {_fmt(tr.get('APr'))} "
+                         f"| {_fmt(tr.get('APc'))} | {_fmt(tr.get('APf'))} |")
+    if results.get("expansion"):
+        lines += ["", "**systematic expansion** (mask AP on val): the 48 classes as 8 shapes x 6 colours, "
+                  "scored p(shape | r) p(colour | r), vs the 48 names' own embeddings",
+                  "", "| model | 48 names: AP | APr | shapes x colours: AP | APr | APc | APf |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for row in results["models"]:
+            ex = results["expansion"].get(row["key"])
+            if ex is None:
+                continue
+            ap = row["ap"]["segm"]
+            lines.append(f"| {row['title']} | {_fmt(ap.get('AP'))} | {_fmt(ap.get('APr'))} | {_fmt(ex.get('AP'))} "
+                         f"| {_fmt(ex.get('APr'))} | {_fmt(ex.get('APc'))} | {_fmt(ex.get('APf'))} |")
     return "\n".join(lines)
 
 
@@ -251,7 +309,7 @@ def _fingerprint(paths) -> list:
 def analyse(out: str, model_cfgs: list, rpn_cfg, teacher_path: str, text_path: str, size: DemoSize, device: str,
             seed: int) -> dict:
     """
-    Stage 7: AP per kind of novel category and bootstrap intervals (from each model's LVIS
+    Stage 8: AP per kind of novel category and bootstrap intervals (from each model's LVIS
     results), the CLIP-on-crops baseline, the heads' top-1 accuracy. Cached in
     OUTPUT/analysis.json, keyed by the models' and the teacher's files.
     """
@@ -260,6 +318,11 @@ def analyse(out: str, model_cfgs: list, rpn_cfg, teacher_path: str, text_path: s
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.modeling import build_model
 
+    from detectron2.data import build_detection_test_loader
+    from detectron2.evaluation import inference_on_dataset
+
+    from vild_d2.data.datasets.shapes_world import spec_from_json
+    from vild_d2.evaluation import build_evaluator
     from vild_d2.evaluation.claims import CLAIM_COMPARISONS
     from vild_d2.evaluation.lvis_ap import LVISAPTable, bootstrap_differences
     from vild_d2.evaluation.region_classification import clip_on_crops_detections, head_accuracy, lvis_results
@@ -343,11 +406,26 @@ def analyse(out: str, model_cfgs: list, rpn_cfg, teacher_path: str, text_path: s
             heads[key] = head_accuracy(cfg, model, dicts, text, contiguous_groups)
     print(f"   heads' top-1 accuracy ({time.time() - t0:.0f}s)", flush=True)
 
+    expansion = {}
+    world = spec_from_json(os.path.join(os.path.dirname(os.path.dirname(gt_json)), "annotations", "train.json"))
+    vocab = _expansion_vocabulary(world, teacher_path)
+    for key, _, cfg in model_cfgs:
+        if cfg.MODEL.META_ARCHITECTURE != "ViLDRCNN":
+            continue
+        model = build_model(cfg).eval()
+        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        model.set_vocabulary(vocab.embeddings, vocab.base_mask, vocab.attribute_embeddings)
+        evaluator = build_evaluator(cfg, dataset, os.path.join(out, "expansion", key))
+        with contextlib.redirect_stdout(io.StringIO()):  # the evaluator's tables; we print ours
+            res = inference_on_dataset(model, build_detection_test_loader(cfg, dataset), evaluator)
+        expansion[key] = dict(res["segm"])
+    print(f"   systematic expansion ({time.time() - t0:.0f}s)", flush=True)
+
     intervals = bootstrap_differences(tables, CLAIM_COMPARISONS, groups, num_samples=size.bootstrap_samples,
                                       seed=seed)
     print(f"   bootstrap ({size.bootstrap_samples} resamples, {time.time() - t0:.0f}s)", flush=True)
     result = {"inputs": inputs, "ap": ap, "clip_on_crops": {"bbox": crops_ap}, "head_accuracy": heads,
-              "intervals": intervals, "segm_without_negative_lists": without_negatives,
+              "intervals": intervals, "segm_without_negative_lists": without_negatives, "expansion": expansion,
               "seconds": time.time() - t0}
     atomic_write_json(cache, result)
     return result
@@ -395,8 +473,13 @@ def main() -> None:
     else:
         seconds["data"] = _stage("data", [
             py, os.path.join(ROOT, "datasets", "prepare_shapes_world.py"), "--root", data_root,
-            "--num-train", str(size.num_train), "--num-val", str(size.num_val), "--seed", str(args.seed)],
+            "--num-train", str(size.num_train), "--num-val", str(size.num_val), "--seed", str(args.seed),
+            "--num-transfer", str(size.num_transfer)],
             env, log("data"), _lines_with(".json", "images under"))
+    if _num_images(os.path.join(data_root, "annotations", "transfer.json")) != size.num_transfer:
+        seconds["data"] += _stage("data (transfer)", [
+            py, os.path.join(ROOT, "datasets", "prepare_shapes_world.py"), "--root", data_root, "--transfer-only",
+            "--num-transfer", str(size.num_transfer)], env, log("data_transfer"), _lines_with(".json"))
 
     # 2. teacher
     if os.path.isfile(teacher) and os.path.isfile(os.path.splitext(teacher)[0] + ".json"):
@@ -465,20 +548,51 @@ def main() -> None:
         final = opts + ["MODEL.WEIGHTS", os.path.join(model_dir, "model_final.pth")]
         model_cfgs.append((key, title, load_config(config, final)))
 
+    # 7. transfer: the ViLD models, no retraining, on val and on another vocabulary at once
+    transfer_text = os.path.join(data_root, "teacher", "clip_world_transfer_text.npy")
+    if os.path.isfile(transfer_text) and os.path.isfile(os.path.splitext(transfer_text)[0] + ".json"):
+        seconds["transfer text"] = _skip("transfer text", transfer_text)
+    else:
+        seconds["transfer text"] = _stage("transfer text", [
+            py, os.path.join(ROOT, "tools", "precompute_text_embeddings.py"), "--teacher", teacher,
+            "--dataset", TRANSFER_DATASET, "--output", transfer_text, "--device", device],
+            env, log("transfer_text"), _lines_with("wrote"))
+    transfer_dirs = {}
+    for key, config_name, _, _ in MODELS:
+        if not key.startswith("vild"):
+            continue  # a fixed classifier cannot take another vocabulary
+        transfer_dirs[key] = os.path.join(out, "transfer", key)
+        if f"{TRANSFER_DATASET}/segm/AP" in _eval_results(transfer_dirs[key]):
+            seconds[f"transfer {key}"] = _skip(f"transfer {key}", os.path.join(transfer_dirs[key], EVAL_RESULTS_FILE))
+            continue
+        seconds[f"transfer {key}"] = _stage(f"transfer {key}", [
+            py, os.path.join(ROOT, "train_net.py"), "--eval-only", "--config-file", os.path.join(CONFIGS, config_name),
+            "MODEL.DEVICE", device, "OUTPUT_DIR", transfer_dirs[key],
+            "MODEL.WEIGHTS", os.path.join(out, key, "model_final.pth"), "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", text,
+            "DATASETS.TEST", f"('shapes_world_val', '{TRANSFER_DATASET}')",
+            "DATASETS.TEXT_EMBEDDINGS_TEST", f"('{text}', '{transfer_text}')"],
+            env, log(f"transfer_{key}"), _lines_with("copypaste: Task", "copypaste: AP,"))
+
     import vild_d2  # noqa: F401  (registers datasets, under the root chosen above)
 
-    # 7. analysis
+    # 8. analysis
     t_analysis = time.time()
     analysis = analyse(out, model_cfgs, load_config(rpn_config, rpn_opts), teacher, text, size,
                        device, args.seed)
     seconds["analysis"] = time.time() - t_analysis
 
-    # 8. pictures
+    # 9. pictures
     print("\n== pictures", flush=True)
     from vild_d2.utils.visualize import draw_detections
 
     picture = draw_detections([(title, cfg) for _, title, cfg in model_cfgs],
                               "shapes_world_val", os.path.join(out, "detections_val.png"))
+    print(f"   {os.path.relpath(picture, ROOT)}")
+    vild_title, vild_cfg = next((title, cfg) for key, title, cfg in model_cfgs if key == "vild")
+    picture = draw_detections(
+        [(f"{vild_title}, 48 names", vild_cfg),
+         (f"{vild_title}, 8 shapes x 6 colours: p(shape) p(colour)", vild_cfg, _expansion_vocabulary(spec, teacher))],
+        "shapes_world_val", os.path.join(out, "expansion_val.png"))
     print(f"   {os.path.relpath(picture, ROOT)}")
 
     from vild_d2.evaluation.claims import check_claims
@@ -501,6 +615,12 @@ def main() -> None:
         "head_accuracy": analysis["head_accuracy"],
         "segm_without_negative_lists": analysis["segm_without_negative_lists"],
         "intervals": analysis["intervals"],
+        "transfer": {key: {name: {k_.split("/", 2)[2]: v for k_, v in _eval_results(d).items()
+                                  if k_.startswith(f"{dataset}/segm/")}
+                           for name, dataset in (("val", "shapes_world_val"), ("transfer", TRANSFER_DATASET))}
+                     for key, d in transfer_dirs.items()},
+        "transfer_classes": len(_categories(os.path.join(data_root, "annotations", "transfer.json"))),
+        "expansion": analysis["expansion"],
     }
     results["claims"] = check_claims({row["key"]: row["ap"]["segm"] for row in results["models"]},
                                      analysis["intervals"])

@@ -1,0 +1,198 @@
+#!/usr/bin/env python
+"""
+Detect any vocabulary in your own images with a trained ViLD model; writes a picture per
+image and one COCO-results json (with class names).
+
+    python demo/demo.py --config-file configs/LVIS-OV/vild_R_50_FPN.yaml --input img.jpg photos/ "shots/*.png" \\
+        --output out/ [--vocabulary lvis | --custom-vocabulary "cat,hat,red car" --teacher ViT-B/32 |
+        --vocabulary-file emb.npy [--vocabulary-names names.txt] | --nouns "mug,bowl" --attributes "red,blue"
+        --teacher ViT-B/32] [--confidence-threshold 0.5] [--device cpu] [--opts MODEL.WEIGHTS model.pth ...]
+
+    python demo/demo.py --torchscript model.ts --vocabulary-file emb.npy --input ... --output ...
+
+Without a vocabulary flag the config's test vocabulary is used. ``--custom-vocabulary`` and
+``--nouns``/``--attributes`` embed the names with the CLIP ``--teacher`` that made the
+training vocabulary (ViLD's 63 prompts); nouns x attributes are scored
+p(noun) * p(attribute) (the paper's systematic expansion).
+"""
+
+import argparse
+import glob
+import os
+import sys
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+RESULTS_FILE = "results.json"  # in --output: COCO results (+ "category_name", "file_name")
+PICTURE_MIN_SIDE = 512  # pictures of smaller images are drawn enlarged to this longer side, pixels
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--config-file", help="the model's config (weights: MODEL.WEIGHTS in --opts or the file)")
+    model.add_argument("--torchscript", help="a model exported by tools/export_model.py")
+    p.add_argument("--input", nargs="+", required=True, help="images, folders or glob patterns")
+    p.add_argument("--output", required=True, help="folder for the pictures and results.json")
+    vocab = p.add_mutually_exclusive_group()
+    vocab.add_argument("--vocabulary", help="lvis, coco, shapes_world or a registered dataset's name")
+    vocab.add_argument("--vocabulary-file", help="a [C, D] .npy/.pt of text embeddings (names: "
+                                                 "--vocabulary-names or the .json beside it)")
+    vocab.add_argument("--custom-vocabulary", help='comma-separated class names, e.g. "cat,hat,red car"')
+    vocab.add_argument("--nouns", help="comma-separated nouns, combined with --attributes")
+    p.add_argument("--vocabulary-names", help="text file, one class name per line (with --vocabulary-file, "
+                                              "or to name --vocabulary's rows)")
+    p.add_argument("--attributes", help="comma-separated attributes (with --nouns)")
+    p.add_argument("--teacher", help="CLIP model name or checkpoint that embeds custom names")
+    p.add_argument("--confidence-threshold", type=float, default=0.5, help="draw and keep detections above it")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
+    return p
+
+
+def expand_inputs(patterns):
+    """Image paths in the given order (folders sorted, globs sorted); FileNotFoundError if none match."""
+    paths = []
+    for pattern in patterns:
+        if os.path.isdir(pattern):
+            found = sorted(os.path.join(pattern, f) for f in os.listdir(pattern) if f.lower().endswith(IMAGE_EXTENSIONS))
+            if not found:
+                raise FileNotFoundError(f"--input {pattern}: a folder without images ({', '.join(IMAGE_EXTENSIONS)})")
+        elif os.path.isfile(pattern):
+            found = [pattern]
+        else:
+            found = sorted(glob.glob(pattern))
+            if not found:
+                raise FileNotFoundError(f"--input {pattern}: no such image, folder or matching file")
+        paths += found
+    return paths
+
+
+def check_images(paths):
+    """Open each image's header; ValueError naming the first unreadable one."""
+    from PIL import Image
+
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                im.verify()
+        except Exception as e:  # PIL raises many kinds for a file that is not an image
+            raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+
+
+def resolve_vocabulary(args, cfg, embed_dim: int, device: str):
+    from vild_d2.inference.vocabularies import (
+        Vocabulary, custom_vocabulary, dataset_vocabulary_embeddings, expanded_vocabulary, file_vocabulary,
+    )
+    from vild_d2.modeling.text_embeddings import VocabularyError
+
+    if args.attributes and not args.nouns:
+        raise VocabularyError("--attributes needs --nouns")
+    if args.nouns:
+        if not args.attributes:
+            raise VocabularyError("--nouns needs --attributes")
+        return expanded_vocabulary(args.nouns, args.attributes, args.teacher, embed_dim, device)
+    if args.custom_vocabulary is not None:
+        return custom_vocabulary(args.custom_vocabulary, args.teacher, embed_dim, device)
+    if args.vocabulary_file:
+        return file_vocabulary(args.vocabulary_file, embed_dim, args.vocabulary_names)
+    if args.vocabulary:
+        return dataset_vocabulary_embeddings(args.vocabulary, embed_dim)
+    if cfg is None or not cfg.DATASETS.TEST:
+        raise VocabularyError("no vocabulary: give --vocabulary, --vocabulary-file, --custom-vocabulary or "
+                              "--nouns/--attributes (an exported model has none of its own)")
+    from vild_d2.data.vocabulary import dataset_vocabulary
+    from vild_d2.modeling.text_embeddings import evaluation_embeddings_file, evaluation_vocabulary
+
+    emb, base_mask = evaluation_vocabulary(cfg, 0)
+    names = dataset_vocabulary(cfg.DATASETS.TEST[0])["class_names"]
+    return Vocabulary(names=names, embeddings=emb, base_mask=base_mask,
+                      source=f"{cfg.DATASETS.TEST[0]} ({evaluation_embeddings_file(cfg, 0)[0]})")
+
+
+def picture_names(paths):
+    """One output picture name per input: its file stem, made unique with a counter."""
+    seen, names = {}, []
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        k = seen.get(stem, 0)
+        seen[stem] = k + 1
+        names.append(f"{stem}.png" if k == 0 else f"{stem}_{k}.png")
+    return names
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    import vild_d2  # noqa: F401  (first: registers datasets and components, imports detectron2 quietly)
+    import torch
+
+    from vild_d2.config import ConfigError, load_config
+    from vild_d2.inference import OpenVocabularyPredictor
+    from vild_d2.modeling.text_embeddings import VocabularyError
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        paths = expand_inputs(args.input)
+        check_images(paths)
+        if args.confidence_threshold < 0 or args.confidence_threshold > 1:
+            raise ValueError(f"--confidence-threshold {args.confidence_threshold} is not in [0, 1]")
+        cfg = None
+        if args.config_file:
+            cfg = load_config(args.config_file, args.opts)
+            cfg.freeze()
+            predictor = OpenVocabularyPredictor(cfg, device=device)
+        else:
+            if args.opts:
+                raise ValueError("--opts only applies with --config-file (an exported model is fixed)")
+            predictor = OpenVocabularyPredictor(torchscript=args.torchscript, device=device)
+        vocabulary = resolve_vocabulary(args, cfg, predictor.embed_dim, device)
+        predictor.set_vocabulary(vocabulary)
+    except (ConfigError, VocabularyError, FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"demo.py: error: {e}", file=sys.stderr)
+        return 2
+    run(predictor, vocabulary, paths, args.output, args.confidence_threshold)
+    return 0
+
+
+def run(predictor, vocabulary, paths, output: str, threshold: float) -> None:
+    """Detect in each image; write its picture, then results.json (each file atomically)."""
+    import pycocotools.mask as mask_util
+    from detectron2.data.catalog import Metadata
+    from detectron2.data.detection_utils import read_image
+    from detectron2.utils.visualizer import Visualizer
+    from PIL import Image
+    from tqdm import tqdm
+
+    from vild_d2.utils.atomic_io import atomic_write, atomic_write_json
+
+    os.makedirs(output, exist_ok=True)
+    metadata = Metadata(thing_classes=list(vocabulary.names))
+    results = []
+    for image_id, (path, picture) in enumerate(tqdm(list(zip(paths, picture_names(paths))), desc="images",
+                                                   unit="image", disable=None), start=1):
+        image = read_image(path, format=predictor.input_format)
+        inst = predictor(image).to("cpu")
+        inst = inst[inst.scores >= threshold]
+        rgb = read_image(path, format="RGB")
+        scale = max(1.0, PICTURE_MIN_SIDE / max(rgb.shape[:2]))  # small images: enlarge so labels stay legible
+        drawn = Image.fromarray(Visualizer(rgb, metadata, scale=scale).draw_instance_predictions(inst).get_image())
+        atomic_write(os.path.join(output, picture), lambda f: drawn.save(f, format="PNG"))
+        boxes = inst.pred_boxes.tensor.tolist()
+        masks = inst.pred_masks.numpy() if inst.has("pred_masks") else None
+        for k, (box, score, cls) in enumerate(zip(boxes, inst.scores.tolist(), inst.pred_classes.tolist())):
+            det = {"image_id": image_id, "file_name": path, "category_id": cls + 1,
+                   "category_name": vocabulary.names[cls], "score": round(score, 5),
+                   "bbox": [round(box[0], 2), round(box[1], 2), round(box[2] - box[0], 2), round(box[3] - box[1], 2)]}
+            if masks is not None:
+                rle = mask_util.encode(np.asfortranarray(masks[k].astype(np.uint8)))
+                rle["counts"] = rle["counts"].decode("ascii")
+                det["segmentation"] = rle
+            results.append(det)
+    atomic_write_json(os.path.join(output, RESULTS_FILE), results)
+    print(f"{len(paths)} images, {len(results)} detections with score >= {threshold} over "
+          f"{len(vocabulary.names)} classes ({vocabulary.source}); pictures and {RESULTS_FILE} in {output}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""
+One image in, detections out, from an eager checkpoint or an exported TorchScript file,
+with a vocabulary that can change between images.
+"""
+
+import json
+import os
+import warnings
+from typing import Optional
+
+import numpy as np
+import torch
+from detectron2.data import transforms as T
+from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.structures import Boxes, Instances
+
+from .vocabularies import Vocabulary
+
+__all__ = ["OpenVocabularyPredictor", "EXPORT_INFO_FILE", "export_info"]
+
+# the json kept inside an exported TorchScript file (torch.jit.save's _extra_files)
+EXPORT_INFO_FILE = "vild_d2.json"
+
+
+def export_info(cfg, method: str, ensemble: bool) -> dict:
+    """What inference around an exported module needs to know of the config."""
+    return {
+        "input_format": cfg.INPUT.FORMAT,
+        "min_size_test": cfg.INPUT.MIN_SIZE_TEST,
+        "max_size_test": cfg.INPUT.MAX_SIZE_TEST,
+        "embed_dim": cfg.MODEL.VILD.EMBED_DIM,
+        "ensemble": ensemble,
+        "mask_on": cfg.MODEL.MASK_ON,
+        "export_method": method,
+    }
+
+
+class OpenVocabularyPredictor:
+    """
+    Like detectron2's DefaultPredictor (``predictor(image)`` with an ``INPUT.FORMAT``
+    HxWx3 uint8 array -> ``Instances`` at the image's size), for a ViLD model built from
+    ``cfg`` + ``cfg.MODEL.WEIGHTS`` or loaded from an exported TorchScript file, and with
+    :meth:`set_vocabulary`.
+    """
+
+    def __init__(self, cfg=None, torchscript: Optional[str] = None, device: str = "cpu"):
+        self.device = torch.device(device)
+        if torchscript is not None:
+            if not os.path.isfile(torchscript):
+                raise FileNotFoundError(f"TorchScript file not found: {torchscript}")
+            extra = {EXPORT_INFO_FILE: ""}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated in torch 2.x
+                try:
+                    self.module = torch.jit.load(torchscript, map_location=self.device, _extra_files=extra)
+                except RuntimeError as e:
+                    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    raise ValueError(f"{torchscript}: not a TorchScript file ({first})") from None
+            if not extra[EXPORT_INFO_FILE]:
+                raise ValueError(f"{torchscript}: not exported by tools/export_model.py (no {EXPORT_INFO_FILE} inside)")
+            self.info = json.loads(extra[EXPORT_INFO_FILE])
+            self.model = None
+        else:
+            from detectron2.checkpoint import DetectionCheckpointer
+            from detectron2.modeling import build_model
+
+            from ..export import inference_module
+
+            if not cfg.MODEL.WEIGHTS:
+                raise ValueError("MODEL.WEIGHTS is empty: name the trained model's checkpoint")
+            if not os.path.isfile(cfg.MODEL.WEIGHTS):
+                raise FileNotFoundError(f"MODEL.WEIGHTS: checkpoint not found: {cfg.MODEL.WEIGHTS}")
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.MODEL.DEVICE = str(self.device)
+            self.model = build_model(cfg).eval()
+            DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+            self.info = export_info(cfg, "eager", self.model.roi_heads.image_head is not None)
+            inference_module(self.model)  # refuses what cannot run with a runtime vocabulary
+            self.module = None
+        self.resize = T.ResizeShortestEdge([self.info["min_size_test"]] * 2, self.info["max_size_test"])
+        self.vocabulary: Optional[Vocabulary] = None
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.info["embed_dim"])
+
+    @property
+    def input_format(self) -> str:
+        return self.info["input_format"]
+
+    def set_vocabulary(self, vocabulary: Vocabulary) -> None:
+        if vocabulary.attribute_embeddings is not None and self.model is None:
+            raise ValueError("noun x attribute vocabularies need the eager model (a config and MODEL.WEIGHTS), "
+                             "not an exported file")
+        if self.model is not None:
+            self.model.set_vocabulary(vocabulary.embeddings, vocabulary.base_mask, vocabulary.attribute_embeddings)
+        self.vocabulary = vocabulary
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray) -> Instances:
+        """
+        Args:
+            image: [H, W, 3] uint8 in ``input_format`` channel order.
+
+        Returns:
+            Instances of size (H, W): pred_boxes, scores, pred_classes (indices into the
+            vocabulary's names) and, with a mask head, pred_masks [N, H, W] bool.
+        """
+        if self.vocabulary is None:
+            raise ValueError("set a vocabulary first")
+        height, width = image.shape[:2]
+        resized = self.resize.get_transform(image).apply_image(image)
+        tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))).to(self.device)
+        if self.model is not None:
+            return self.model.inference([{"image": tensor, "height": height, "width": width}])[0]["instances"]
+        args = [tensor.float(), self.vocabulary.embeddings.to(self.device)]
+        if self.info["ensemble"]:
+            mask = self.vocabulary.base_mask
+            args.append((mask if mask is not None else torch.zeros(len(self.vocabulary.embeddings), dtype=torch.bool))
+                        .to(self.device))
+        out = self.module(*args)
+        inst = Instances(tuple(resized.shape[:2]))
+        inst.pred_boxes = Boxes(out["boxes"])
+        inst.scores = out["scores"]
+        inst.pred_classes = out["classes"]
+        if "masks" in out:
+            inst.pred_masks = out["masks"]
+        return detector_postprocess(inst, height, width)
