@@ -22,6 +22,7 @@ from vild_d2.config import ConfigError
 from vild_d2.engine import Trainer, setup
 from vild_d2.engine.trainer import build_config
 from vild_d2.utils.atomic_io import atomic_write_json
+from vild_d2.utils.folder_lock import FolderBusyError, lock_folder
 
 EVAL_RESULTS_FILE = "eval_results.json"  # in OUTPUT_DIR after --eval-only: {"task/metric": value}
 
@@ -47,8 +48,12 @@ def main(args):
 def invoke_main() -> None:
     args = default_argument_parser().parse_args()
     try:
-        build_config(args)  # fail here, in one line, before any worker is launched
-    except ConfigError as e:
+        cfg = build_config(args)  # fail here, in one line, before any worker is launched
+        # one job per output folder: a second trainer (e.g. a re-run racing a killed run's
+        # survivor) would mix checkpoints and metrics; held until this process ends
+        lock = lock_folder(cfg.OUTPUT_DIR, "train_net.py" + (" --eval-only" if args.eval_only else "")) \
+            if args.machine_rank == 0 else None
+    except (ConfigError, FolderBusyError) as e:
         print(f"train_net.py: error: {e}", file=sys.stderr)
         sys.exit(2)
     print("Command Line Args:", args)
@@ -60,6 +65,8 @@ def invoke_main() -> None:
         dist_url=args.dist_url,
         args=(args,),
     )
+    if lock is not None:
+        lock.close()
 
 
 if __name__ == "__main__":

@@ -36,13 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", nargs="+", required=True, help="images, folders or glob patterns")
     p.add_argument("--output", required=True, help="folder for the pictures and results.json")
     vocab = p.add_mutually_exclusive_group()
-    vocab.add_argument("--vocabulary", help="lvis, coco, shapes_world or a registered dataset's name")
-    vocab.add_argument("--vocabulary-file", help="a [C, D] .npy/.pt of text embeddings (names: "
-                                                 "--vocabulary-names or the .json beside it)")
+    vocab.add_argument("--vocabulary", help="lvis, coco, shapes_world or a registered dataset's name (its "
+                                            "classes; its embeddings: the builtin file or --vocabulary-file)")
     vocab.add_argument("--custom-vocabulary", help='comma-separated class names, e.g. "cat,hat,red car"')
     vocab.add_argument("--nouns", help="comma-separated nouns, combined with --attributes")
-    p.add_argument("--vocabulary-names", help="text file, one class name per line (with --vocabulary-file, "
-                                              "or to name --vocabulary's rows)")
+    p.add_argument("--vocabulary-file", help="a [C, D] .npy/.pt of text embeddings (alone, its names come from "
+                                             "--vocabulary-names or the .json beside it)")
+    p.add_argument("--vocabulary-names", help="text file, one class name per line (with --vocabulary-file)")
     p.add_argument("--attributes", help="comma-separated attributes (with --nouns)")
     p.add_argument("--teacher", help="CLIP model name or checkpoint that embeds custom names")
     p.add_argument("--confidence-threshold", type=float, default=0.5, help="draw and keep detections above it")
@@ -89,16 +89,20 @@ def resolve_vocabulary(args, cfg, embed_dim: int, device: str):
 
     if args.attributes and not args.nouns:
         raise VocabularyError("--attributes needs --nouns")
+    if args.vocabulary_file and (args.nouns or args.custom_vocabulary is not None):
+        raise VocabularyError("--vocabulary-file goes alone or with --vocabulary, not with custom names")
+    if args.vocabulary_names and not args.vocabulary_file:
+        raise VocabularyError("--vocabulary-names names the rows of --vocabulary-file")
     if args.nouns:
         if not args.attributes:
             raise VocabularyError("--nouns needs --attributes")
         return expanded_vocabulary(args.nouns, args.attributes, args.teacher, embed_dim, device)
     if args.custom_vocabulary is not None:
         return custom_vocabulary(args.custom_vocabulary, args.teacher, embed_dim, device)
+    if args.vocabulary:
+        return dataset_vocabulary_embeddings(args.vocabulary, embed_dim, args.vocabulary_file)
     if args.vocabulary_file:
         return file_vocabulary(args.vocabulary_file, embed_dim, args.vocabulary_names)
-    if args.vocabulary:
-        return dataset_vocabulary_embeddings(args.vocabulary, embed_dim)
     if cfg is None or not cfg.DATASETS.TEST:
         raise VocabularyError("no vocabulary: give --vocabulary, --vocabulary-file, --custom-vocabulary or "
                               "--nouns/--attributes (an exported model has none of its own)")

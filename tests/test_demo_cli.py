@@ -136,3 +136,21 @@ def test_bad_input_is_one_line_and_writes_nothing(case, setup, tmp_path, capsys)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("demo.py: error:") and expected in lines[0], err
     assert not out.exists()
+
+
+def test_a_datasets_vocabulary_with_its_embedding_file(setup, tiny_lvis, tmp_path, capsys):
+    vocab = tmp_path / "world.npy"
+    np.save(vocab, np.random.default_rng(2).normal(size=(48, D)).astype(np.float32))
+    out = str(tmp_path / "out")
+    code, _, err = _run(["--config-file", CONFIG, "--input", setup["images"], "--output", out,
+                         "--vocabulary", tiny_lvis["names"]["val"], "--vocabulary-file", str(vocab),
+                         "--confidence-threshold", "0.0", "--opts", *setup["opts"]], capsys)
+    assert code == 0, err
+    from detectron2.data import MetadataCatalog
+
+    names = MetadataCatalog.get(tiny_lvis["names"]["val"]).thing_classes
+    results = _results(out)
+    assert results and all(r["category_name"] == names[r["category_id"] - 1] for r in results)
+    code, _, err = _run(["--config-file", CONFIG, "--input", setup["images"], "--output", str(tmp_path / "o2"),
+                         "--vocabulary", "no_such_dataset", "--opts", *setup["opts"]], capsys)
+    assert code == 2 and "no such builtin" in err

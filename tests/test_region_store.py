@@ -91,7 +91,8 @@ def reference_store(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("kill_at", ["index:3", "fsync:7", "replace:4", "seal:2"])
+# (the shard header, written before the first region, takes one atomic write: 2 fsyncs, 1 replace)
+@pytest.mark.parametrize("kill_at", ["index:3", "fsync:9", "replace:5", "seal:3"])
 def test_killed_writer_resumes_to_the_same_store(tmp_path, reference_store, kill_at):
     path = str(tmp_path / "store")
     killed = _run_job(path, "--kill-at", kill_at, "--finalize")

@@ -48,3 +48,31 @@ def test_unknown_key_in_config_file(tmp_path):
     code, lines = _run("--config-file", str(bad))
     assert code == 2 and len(lines) == 1, lines
     assert f"{bad}: unknown config key MODEL.ROI_HEADS.NUM_CLASSE" in lines[0]
+
+
+def test_unreadable_yaml(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("MODEL:\n  ROI_HEADS: [unclosed\n    NUM_CLASSES: 3\n")
+    code, lines = _run("--config-file", str(bad))
+    assert code == 2 and len(lines) == 1, lines
+    assert f"{bad}: not readable YAML (line" in lines[0]
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(bytes(range(256)) * 4)
+    code, lines = _run("--config-file", str(binary))
+    assert code == 2 and len(lines) == 1 and str(binary) in lines[0], lines
+
+
+@pytest.mark.parametrize("case", ["missing", "truncated", "garbage"])
+def test_bad_model_weights_is_one_line(case, tmp_path):
+    import torch
+
+    path = tmp_path / f"{case}.pth"
+    if case != "missing":
+        torch.save({"model": {"w": torch.randn(1000, 100)}}, path)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2] if case == "truncated" else b"garbage" * 100)
+    code, lines = _run("--config-file", TINY_CONFIG, "--eval-only", "MODEL.WEIGHTS", str(path))
+    expected = "checkpoint not found" if case == "missing" else "is not a readable checkpoint"
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("train_net.py: error: MODEL.WEIGHTS: ") and expected in lines[0] and str(path) in lines[0]
+    assert "weights_only" not in lines[0]

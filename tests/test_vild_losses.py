@@ -1,4 +1,4 @@
-"""ViLD's scoring and losses against values computed by hand from DESIGN.md's formulas."""
+"""ViLD's scoring and losses against values computed by hand from the paper's formulas."""
 
 import math
 

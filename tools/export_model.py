@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     from detectron2.data.detection_utils import read_image
     from detectron2.modeling import build_model
 
-    from vild_d2.config import ConfigError, load_config
+    from vild_d2.config import ConfigError, check_weights, load_config
     from vild_d2.export import ExportError, export_model
     from vild_d2.inference import EXPORT_INFO_FILE, export_info
     from vild_d2.modeling.text_embeddings import VocabularyError
@@ -53,8 +53,9 @@ def main(argv=None) -> int:
     try:
         cfg = load_config(args.config_file, args.opts)
         cfg.freeze()
-        if not cfg.MODEL.WEIGHTS or not os.path.isfile(cfg.MODEL.WEIGHTS):
-            raise FileNotFoundError(f"MODEL.WEIGHTS: checkpoint not found: '{cfg.MODEL.WEIGHTS}'")
+        if not cfg.MODEL.WEIGHTS:
+            raise ConfigError("MODEL.WEIGHTS is empty: name the trained model's checkpoint")
+        check_weights(cfg)
         model = build_model(cfg).eval()
         DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
         image = None

@@ -8,7 +8,7 @@ The one install entry point of vild_d2 (used by the Makefile, the README and CI)
 Steps, each reported by name (a failure names its step and shows the end of its log):
   1. environment   create ./.venv, unless VILD_PYTHON names an existing interpreter
   2. torch         keep an importable torch; otherwise install torch/torchvision (pinned)
-  3. requirements  install requirements/runtime.txt (in an environment of yours, packages
+  3. requirements  install requirements/runtime.txt and test.txt (in an environment of yours, packages
                    already present are kept at their version)
   4. detectron2    keep a working detectron2 (e.g. built from source with CUDA); otherwise
                    download the pb1-detectron2==0.6 sdist (upstream v0.6 Python code),
@@ -38,7 +38,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.path.join(ROOT, ".venv")
 BUILD = os.path.join(ROOT, ".build")
 LOG = os.path.join(BUILD, "install.log")
-REQUIREMENTS = os.path.join(ROOT, "requirements", "runtime.txt")
+REQUIREMENTS = [os.path.join(ROOT, "requirements", f) for f in ("runtime.txt", "test.txt")]
 PATCH_MODULE = os.path.join(ROOT, "vild_d2", "compat", "detectron2_patch.py")
 
 TORCH_PINS = ["torch==2.14.1", "torchvision==0.29.1"]
@@ -100,7 +100,7 @@ def pip(python: str, *args: str, step: str) -> str:
 def inputs_digest() -> str:
     """Hash of everything that decides what gets installed."""
     h = hashlib.sha256()
-    for path in (REQUIREMENTS, PATCH_MODULE, os.path.join(ROOT, "pyproject.toml"), __file__):
+    for path in (*REQUIREMENTS, PATCH_MODULE, os.path.join(ROOT, "pyproject.toml"), __file__):
         with open(path, "rb") as f:
             h.update(f.read())
     h.update(" ".join(TORCH_PINS + [D2_SDIST, D2_SDIST_SHA256]).encode())
@@ -163,12 +163,13 @@ def step_torch(python: str) -> str:
     return "installed " + ", ".join(TORCH_PINS)
 
 
-def _requirement_lines():
-    for line in open(REQUIREMENTS, encoding="utf-8"):
-        line = line.split("#", 1)[0].strip()
-        if line:
-            name, version = line.split("==")
-            yield name.strip(), version.strip()
+def _requirement_lines(files=None):
+    for path in files or REQUIREMENTS:
+        for line in open(path, encoding="utf-8"):
+            line = line.split("#", 1)[0].strip()
+            if line:
+                name, version = line.split("==")
+                yield name.strip(), version.strip()
 
 
 def step_requirements(python: str, own_venv: bool) -> str:

@@ -72,18 +72,33 @@ def build_parser():
 
 
 def _run_settings(args) -> dict:
-    """The settings that must not change when a store is resumed (kept in its manifest)."""
+    """
+    The settings that must not change when a store is resumed (kept in its manifest and in
+    every shard's header), with the content hashes (sha256) of the teacher checkpoint and
+    of the RPN weights or proposals file: a file retrained at the same path is another run.
+    Computed once per command (``args.settings``).
+    """
+    if getattr(args, "settings", None) is not None:
+        return args.settings
+    from vild_d2.config import load_config
+    from vild_d2.data.region_store.layout import file_digest
+
     if args.proposals_file:
-        proposals = {"proposals_file": os.path.abspath(args.proposals_file), "nms_thresh": args.nms_thresh}
+        proposals = {"proposals_file": os.path.abspath(args.proposals_file), "nms_thresh": args.nms_thresh,
+                     "proposals_sha256": file_digest(args.proposals_file)}
     else:
-        proposals = {"rpn_config": args.config_file, "rpn_opts": list(args.opts)}
-    return dict(proposals, dataset=args.dataset or os.path.abspath(args.json),
-                num_regions=args.num_regions, min_box_size=args.min_box_size)
+        weights = load_config(args.config_file, args.opts).MODEL.WEIGHTS
+        proposals = {"rpn_config": args.config_file, "rpn_opts": list(args.opts),
+                     "rpn_weights_sha256": file_digest(weights) if os.path.isfile(weights) else None}
+    teacher = {"teacher_sha256": file_digest(args.teacher)} if os.path.isfile(args.teacher) else {}
+    args.settings = dict(proposals, **teacher, dataset=args.dataset or os.path.abspath(args.json),
+                         num_regions=args.num_regions, min_box_size=args.min_box_size)
+    return args.settings
 
 
 def _check_inputs(args) -> None:
     """One-line errors (ValueError) before any worker starts; creates or checks the store."""
-    from vild_d2.config import load_config
+    from vild_d2.config import check_weights, load_config
     from vild_d2.data.region_store import create_region_store
     from vild_d2.data.region_store.layout import MANIFEST, read_manifest
     from vild_d2.teacher import load_clip
@@ -108,12 +123,17 @@ def _check_inputs(args) -> None:
         if not cfg.MODEL.WEIGHTS and not args.allow_untrained_rpn:
             raise ValueError(f"{args.config_file} has no MODEL.WEIGHTS: its RPN would propose random boxes; "
                              "add MODEL.WEIGHTS <the trained RPN> (or --allow-untrained-rpn)")
+        check_weights(cfg)  # ConfigError on a missing or unreadable checkpoint
     if args.num_regions < 1:
         raise ValueError(f"--num-regions must be >= 1, got {args.num_regions}")
     model, _ = load_clip(args.teacher, device="cpu")
     world = args.num_gpus * args.num_machines
     settings = _run_settings(args)
-    if os.path.exists(os.path.join(args.output, MANIFEST)):
+    existed = os.path.exists(os.path.join(args.output, MANIFEST))
+    # checks teacher, D, scales and shards of an existing store first (the plainest mismatch)
+    create_region_store(args.output, teacher=args.teacher, embed_dim=int(model.text_projection.shape[1]),
+                        crop_scales=args.scales, num_shards=world, extra=settings)
+    if existed:
         before = read_manifest(args.output).get("extra", {})
         changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
         if changed:
@@ -121,8 +141,6 @@ def _check_inputs(args) -> None:
             raise ValueError(f"region store {args.output} was made with {k} = {before.get(k)!r}, but this "
                              f"run has {k} = {settings.get(k)!r}: use a new folder, or the same settings "
                              "to resume it")
-    create_region_store(args.output, teacher=args.teacher, embed_dim=int(model.text_projection.shape[1]),
-                        crop_scales=args.scales, num_shards=world, extra=settings)
 
 
 def _dataset_dicts(args):

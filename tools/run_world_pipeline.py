@@ -28,7 +28,7 @@ full output goes to OUTPUT/<stage>.log):
                heads' top-1 accuracy on val boxes, 90% bootstrap intervals, ViLD's claims,
                and the val classes detected as 8 shapes x 6 colours (systematic expansion)
   9. pictures  OUTPUT/detections_val.png: the models on the same val images;
-               OUTPUT/expansion_val.png: ViLD with the 48 names vs shapes x colours
+               OUTPUT/expansion_val.png: ViLD-text and ViLD with the 48 names vs shapes x colours
 A stage whose result is complete is skipped, so a killed run resumes where it stopped
 (delete OUTPUT to start over). Results: the tables printed at the end and
 OUTPUT/results.json.
@@ -40,6 +40,7 @@ import io
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -50,6 +51,7 @@ CONFIGS = os.path.join(ROOT, "configs", "shapes_world")
 RECALL_K = 300  # the RPN's recall is reported at its POST_NMS_TOPK_TEST (rpn_R_18_FPN_tiny.yaml)
 RPN_DONE_KEY = f"proposals/AR@{RECALL_K}"  # in the RPN's eval_results.json once it was evaluated
 EVAL_RESULTS_FILE = "eval_results.json"  # what train_net.py --eval-only writes
+STOP_GRACE_SECONDS = 30  # a stopped stage gets this long to exit before SIGKILL
 DEFAULT_SEED = 0  # the world of datasets/shapes_world; other seeds get their own world
 ANALYSIS_VERSION = 3  # bumped when the analysis computes something new (its cache is then redone)
 TRANSFER_DATASET = "shapes_world_transfer"  # another vocabulary of the same world (stage 7)
@@ -87,23 +89,44 @@ AP_COLUMNS = ["AP", "APr", "APr-compositional", "APr-concept", "APc", "APf"]
 GROUPS = ["all", "novel", "compositional", "concept", "base"]
 
 
+def _rel(path: str) -> str:
+    """``path`` relative to ROOT (where stages run) if inside it: shorter command lines."""
+    return os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
+
+
 def _shown(cmd) -> str:
     return " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd)
 
 
 def _stage(name: str, cmd, env, log_path: str, show) -> float:
-    """Run ``cmd``, keep its full output in ``log_path``, echo ``show(line)`` if not None."""
+    """
+    Run ``cmd``, keep its full output in ``log_path``, echo ``show(line)`` if not None.
+    The stage runs in its own process group; SIGINT/SIGTERM to the pipeline are forwarded
+    to that whole group (the stage and its data-loader workers) and waited for, so a
+    killed pipeline leaves nothing running that a re-run would race.
+    """
     print(f"\n== {name}: {_shown(cmd)}", flush=True)
     t0 = time.time()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, bufsize=1)
-        for line in proc.stdout:
-            log.write(line)
-            shown = show(line.split("\r")[-1])
-            if shown is not None:
-                print("   " + shown, flush=True)
-        proc.wait()
+                                stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
+
+        def forward(signum, _frame):
+            _stop_group(proc, signum)
+            print(f"\n== {name}: stopped by signal {signum}; run the same command again to resume", flush=True)
+            sys.exit(128 + signum)
+
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                shown = show(line.split("\r")[-1])
+                if shown is not None:
+                    print("   " + shown, flush=True)
+            proc.wait()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
     if proc.returncode != 0:
         with open(log_path) as f:
             tail = "".join(f.readlines()[-20:])
@@ -111,6 +134,18 @@ def _stage(name: str, cmd, env, log_path: str, show) -> float:
     seconds = time.time() - t0
     print(f"   done in {seconds:.0f}s (log: {os.path.relpath(log_path, ROOT)})")
     return seconds
+
+
+def _stop_group(proc: subprocess.Popen, signum: int, grace: float = STOP_GRACE_SECONDS) -> None:
+    """Send ``signum`` to ``proc``'s process group; SIGKILL it after ``grace`` seconds."""
+    try:
+        os.killpg(proc.pid, signum)
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:  # already gone
+        pass
 
 
 def _skip(name: str, what: str) -> float:
@@ -453,6 +488,13 @@ def main() -> None:
         env["DETECTRON2_DATASETS"] = os.path.join(out, "datasets")
     data_root = os.path.join(env.get("DETECTRON2_DATASETS", os.path.join(ROOT, "datasets")), "shapes_world")
     os.environ["DETECTRON2_DATASETS"] = os.path.dirname(data_root)
+    # (vild_d2 registers its datasets on import: only now, under the root chosen above)
+    from vild_d2.utils.folder_lock import FolderBusyError, lock_folder
+
+    try:
+        lock = lock_folder(out, "tools/run_world_pipeline.py")  # noqa: F841  (held until exit)
+    except FolderBusyError as e:
+        sys.exit(f"run_world_pipeline.py: error: {e}")
     teacher = os.path.join(data_root, "teacher", "clip_world.pt")
     text = os.path.join(data_root, "teacher", "clip_world_text.npy")
     rpn_dir = os.path.join(out, "rpn")
@@ -570,7 +612,7 @@ def main() -> None:
             "MODEL.DEVICE", device, "OUTPUT_DIR", transfer_dirs[key],
             "MODEL.WEIGHTS", os.path.join(out, key, "model_final.pth"), "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", text,
             "DATASETS.TEST", f"('shapes_world_val', '{TRANSFER_DATASET}')",
-            "DATASETS.TEXT_EMBEDDINGS_TEST", f"('{text}', '{transfer_text}')"],
+            "DATASETS.TEXT_EMBEDDINGS_TEST", f"('{_rel(text)}', '{_rel(transfer_text)}')"],
             env, log(f"transfer_{key}"), _lines_with("copypaste: Task", "copypaste: AP,"))
 
     import vild_d2  # noqa: F401  (registers datasets, under the root chosen above)
@@ -588,11 +630,12 @@ def main() -> None:
     picture = draw_detections([(title, cfg) for _, title, cfg in model_cfgs],
                               "shapes_world_val", os.path.join(out, "detections_val.png"))
     print(f"   {os.path.relpath(picture, ROOT)}")
-    vild_title, vild_cfg = next((title, cfg) for key, title, cfg in model_cfgs if key == "vild")
-    picture = draw_detections(
-        [(f"{vild_title}, 48 names", vild_cfg),
-         (f"{vild_title}, 8 shapes x 6 colours: p(shape) p(colour)", vild_cfg, _expansion_vocabulary(spec, teacher))],
-        "shapes_world_val", os.path.join(out, "expansion_val.png"))
+    expansion = _expansion_vocabulary(spec, teacher)
+    rows = []
+    for key, title, cfg in model_cfgs:
+        if key in ("vild_text", "vild"):
+            rows += [(f"{title}, 48 names", cfg), (f"{title}, 8 shapes x 6 colours: p(shape) p(colour)", cfg, expansion)]
+    picture = draw_detections(rows, "shapes_world_val", os.path.join(out, "expansion_val.png"))
     print(f"   {os.path.relpath(picture, ROOT)}")
 
     from vild_d2.evaluation.claims import check_claims

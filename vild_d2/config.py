@@ -4,8 +4,12 @@ with one-line errors for the usual mistakes.
 """
 
 import os
+import pickle
 import re
+import zipfile
 from typing import List, Sequence
+
+import yaml
 
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
@@ -13,7 +17,7 @@ from detectron2.data import DatasetCatalog
 
 __all__ = [
     "add_vild_config", "load_config", "check_datasets_registered", "check_training_inputs",
-    "check_test_vocabularies",
+    "check_test_vocabularies", "check_weights",
     "ConfigError",
 ]
 
@@ -25,10 +29,6 @@ class ConfigError(ValueError):
 def add_vild_config(cfg: CN) -> None:
     """Add vild_d2's keys, with their defaults, to a detectron2 config."""
     _C = cfg
-    _C.VILD_D2 = CN()
-    # Version of vild_d2's config keys; bumped when a key changes meaning.
-    _C.VILD_D2.VERSION = 1
-
     _C.MODEL.VILD = CN()
     # D: dimension of the teacher's embeddings (512 for CLIP ViT-B/32).
     _C.MODEL.VILD.EMBED_DIM = 512
@@ -56,6 +56,10 @@ def add_vild_config(cfg: CN) -> None:
     # A distillation region is kept after crop if at least this fraction of its area is visible.
     _C.INPUT.DISTILL_MIN_VISIBLE = 0.5
 
+    # Periodic checkpoints (SOLVER.CHECKPOINT_PERIOD) kept on disk, older ones deleted
+    # (model_final is always kept); 0 keeps all, as detectron2 does.
+    _C.SOLVER.CHECKPOINTS_KEPT = 0
+
     _C.INPUT.LSJ = CN()
     # Large-scale jitter (resize by a random scale, then crop/pad to a fixed square).
     _C.INPUT.LSJ.ENABLED = False
@@ -80,6 +84,13 @@ def load_config(config_file: str, opts: Sequence[str] = ()) -> CN:
             cfg.merge_from_file(config_file)
         except (KeyError, ValueError, AssertionError) as e:
             raise ConfigError(f"{config_file}: {_key_error_text(e)}") from None
+        except yaml.YAMLError as e:  # a file that is not YAML, or broken YAML
+            where = getattr(e, "problem_mark", None)
+            line = f" (line {where.line + 1})" if where is not None else ""
+            problem = getattr(e, "problem", None) or type(e).__name__
+            raise ConfigError(f"{config_file}: not readable YAML{line}: {problem}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{config_file}: cannot be read ({e})") from None
     if opts:
         try:
             cfg.merge_from_list(list(opts))
@@ -105,6 +116,36 @@ def check_datasets_registered(cfg: CN) -> None:
                     f"DATASETS.{key} names dataset '{name}', which is not registered "
                     "(see datasets/README.md for vild_d2's datasets)"
                 )
+
+
+def check_weights(cfg: CN) -> None:
+    """
+    Raise ConfigError if ``MODEL.WEIGHTS`` names a local file that is missing or not a
+    readable checkpoint (truncated, garbage): before any worker starts, not in a traceback.
+    URLs and detectron2's ``detectron2://``/``catalog://`` names are left to the checkpointer.
+    """
+    path = cfg.MODEL.WEIGHTS
+    if not path or "://" in path:
+        return
+    if not os.path.isfile(path):
+        raise ConfigError(f"MODEL.WEIGHTS: checkpoint not found: {path}")
+    try:
+        if zipfile.is_zipfile(path):  # torch.save's format: every member's CRC is checked
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+            if bad is not None:
+                raise ValueError(f"member {bad} is corrupt")
+        elif path.endswith(".pkl"):  # detectron2's model-zoo pickles
+            with open(path, "rb") as f:
+                pickle.load(f, encoding="latin1")
+        else:
+            import torch
+
+            torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # zipfile, pickle and torch raise many kinds; say which file and what
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"MODEL.WEIGHTS: {path} is not a readable checkpoint (truncated or garbage?): "
+                          f"{type(e).__name__}: {first}") from None
 
 
 def check_test_vocabularies(cfg: CN) -> None:

@@ -13,14 +13,13 @@ Targets (issue 3): ViLD <= 1.05x, ViLD-ensemble <= 1.3x the stock model.
 import argparse
 import os
 import statistics
-import tempfile
 import time
 
-import numpy as np
 import torch
 from detectron2.modeling import build_model
 
 import vild_d2  # noqa: F401  (registers ViLD components)
+from benchmark_models import tiny_model_opts
 from vild_d2.config import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -40,14 +39,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
 
-    vocab = os.path.join(tempfile.mkdtemp(), "vocab.npy")
-    np.save(vocab, np.random.default_rng(0).normal(size=(args.classes, args.embed_dim)).astype(np.float32))
-    common = [
-        "MODEL.DEVICE", args.device, "MODEL.ROI_HEADS.NUM_CLASSES", str(args.classes),
-        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "INPUT.MIN_SIZE_TEST", str(args.size),
-        "INPUT.MAX_SIZE_TEST", str(args.size), "DATASETS.TRAIN", "()", "DATASETS.TEST", "()",
-    ]
-    vild = ["MODEL.VILD.EMBED_DIM", str(args.embed_dim), "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", vocab]
+    common, vild = tiny_model_opts(args.classes, args.embed_dim, args.size, args.device)
     models = {}
     for name, rel in CONFIGS.items():
         torch.manual_seed(0)

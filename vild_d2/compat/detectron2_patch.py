@@ -33,7 +33,7 @@ from typing import Dict, List, Tuple
 
 # Bump when the patch changes: installed trees carry it in detectron2/_vild_d2_patch.py and
 # tools/install.py re-installs a patched detectron2 whose version is older.
-PATCH_VERSION = 1
+PATCH_VERSION = 2  # bumped when TEXT_PATCHES change: installs of an older patch are redone
 
 MARKER_MODULE = "_vild_d2_patch.py"
 
@@ -69,6 +69,28 @@ TEXT_PATCHES: List[Tuple[str, str, str, str]] = [
         '        "detectron2.model_zoo", os.path.join("configs", config_path)\n'
         "    )\n",
         '    cfg_file = os.path.join(os.path.dirname(__file__), "configs", config_path)\n',
+    ),
+    (
+        "detectron2/engine/hooks.py",
+        "torch 2's stock schedulers derive from LRScheduler, not _LRScheduler: save and restore them on resume",
+        "isinstance(self.scheduler, torch.optim.lr_scheduler._LRScheduler)",
+        "isinstance(self.scheduler, torch.optim.lr_scheduler.LRScheduler)",
+    ),
+    (
+        "detectron2/data/common.py",
+        "Python 3.11 random.sample takes a sequence, not a set (a mapper that returns None)",
+        "cur_idx = self._rng.sample(self._fallback_candidates, k=1)[0]",
+        "cur_idx = self._rng.sample(sorted(self._fallback_candidates), k=1)[0]",
+    ),
+    (
+        "detectron2/layers/nms.py",
+        "rotated NMS without the compiled ops: the stand-in's clear error, not torch.ops' AttributeError",
+        "    return torch.ops.detectron2.nms_rotated(boxes, scores, iou_threshold)\n",
+        "    from detectron2 import _C\n"
+        "\n"
+        "    if getattr(_C, \"IS_STANDIN\", False):  # installed without compiled ops: raises, naming the op\n"
+        "        return _C.nms_rotated(boxes, scores, iou_threshold)\n"
+        "    return torch.ops.detectron2.nms_rotated(boxes, scores, iou_threshold)\n",
     ),
 ]
 

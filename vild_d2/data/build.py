@@ -1,12 +1,15 @@
 """The training data loader: distillation regions attached when the config names a store."""
 
 import logging
+import os
 from typing import List
 
+import detectron2.utils.comm as comm
 from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
 
 from ..config import check_training_inputs
 from .distill_mapper import DistillDatasetMapper
+from .image_check import check_images
 from .region_store import RegionStore, RegionStoreError
 
 __all__ = ["build_vild_train_loader", "open_training_store"]
@@ -41,15 +44,22 @@ def build_vild_train_loader(cfg):
     detectron2's training loader with :class:`DistillDatasetMapper`: vild_d2's
     augmentation (INPUT.LSJ) and, when ``DATASETS.REGION_STORE_TRAIN`` is set, the
     distillation regions of every image (the store is checked against the dataset first).
+    Every training image is checked first (:func:`check_images`, cached in
+    ``OUTPUT_DIR/.cache``), so a bad file stops training before the first iteration.
     """
-    if not cfg.DATASETS.REGION_STORE_TRAIN:
-        return build_detection_train_loader(cfg, mapper=DistillDatasetMapper(cfg, is_train=True))
     dataset = get_detection_dataset_dicts(
         cfg.DATASETS.TRAIN,
         filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
         min_keypoints=0,
         proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
     )
+    if comm.is_main_process():
+        checked = check_images(dataset, cache_dir=os.path.join(cfg.OUTPUT_DIR, ".cache"),
+                               what=f"training images of {tuple(cfg.DATASETS.TRAIN)}")
+        logger.info(f"Training images: {len(dataset)}, " + (f"{checked} checked" if checked else "check cached"))
+    comm.synchronize()
+    if not cfg.DATASETS.REGION_STORE_TRAIN:
+        return build_detection_train_loader(cfg, mapper=DistillDatasetMapper(cfg, is_train=True), dataset=dataset)
     store = open_training_store(cfg, dataset)
     mapper = DistillDatasetMapper(cfg, is_train=True, region_store=store)
     return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)

@@ -2,10 +2,12 @@
 
 from collections import OrderedDict
 
-from detectron2.engine import DefaultTrainer, default_setup
+from detectron2.engine import DefaultTrainer, default_setup, hooks
 from torch.nn.parallel import DistributedDataParallel
 
-from ..config import check_datasets_registered, check_test_vocabularies, check_training_inputs, load_config
+from ..config import (
+    check_datasets_registered, check_test_vocabularies, check_training_inputs, check_weights, load_config,
+)
 from ..data.build import build_vild_train_loader
 from ..evaluation import build_evaluator
 from ..modeling import ViLDRCNN, evaluation_vocabulary
@@ -24,6 +26,16 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         return build_vild_train_loader(cfg)
+
+    def build_hooks(self):
+        """DefaultTrainer's hooks; the periodic checkpointer keeps SOLVER.CHECKPOINTS_KEPT files."""
+        built = super().build_hooks()
+        if self.cfg.SOLVER.CHECKPOINTS_KEPT > 0:
+            for hook in built:
+                if isinstance(hook, hooks.PeriodicCheckpointer):
+                    hook.max_to_keep = self.cfg.SOLVER.CHECKPOINTS_KEPT
+                    hook.recent_checkpoints = []
+        return built
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
@@ -56,6 +68,7 @@ def build_config(args):
     """The frozen config of ``args`` (config file + opts); ConfigError on user mistakes."""
     cfg = load_config(args.config_file, args.opts)
     check_datasets_registered(cfg)
+    check_weights(cfg)
     if not getattr(args, "eval_only", False):
         check_training_inputs(cfg)
     check_test_vocabularies(cfg)

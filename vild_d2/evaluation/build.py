@@ -7,6 +7,7 @@ from detectron2.evaluation import COCOEvaluator, LVISEvaluator
 
 from ..compat.numpy_aliases import ensure_numpy_aliases
 from ..data.datasets.lvis_format import ensure_lvis_metadata
+from .ground_truth_cache import coco_ground_truth_json
 from .ov_coco_evaluation import OpenVocabCOCOEvaluator
 from .proposal_recall import ProposalRecallEvaluator, recall_limits
 
@@ -37,6 +38,8 @@ def build_evaluator(cfg, dataset_name: str, output_dir: str = None):
             output_dir=output_dir,
             max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
         )
+    if kind in ("coco_ov", "coco"):  # ground truth keyed by content, never a stale cache
+        coco_ground_truth_json(dataset_name, output_dir)
     if kind == "coco_ov":
         return OpenVocabCOCOEvaluator(dataset_name, tasks=tasks, output_dir=output_dir)
     if kind == "coco" or hasattr(meta, "json_file"):

@@ -66,10 +66,11 @@ class OpenVocabularyPredictor:
 
             from ..export import inference_module
 
+            from ..config import check_weights
+
             if not cfg.MODEL.WEIGHTS:
                 raise ValueError("MODEL.WEIGHTS is empty: name the trained model's checkpoint")
-            if not os.path.isfile(cfg.MODEL.WEIGHTS):
-                raise FileNotFoundError(f"MODEL.WEIGHTS: checkpoint not found: {cfg.MODEL.WEIGHTS}")
+            check_weights(cfg)  # ConfigError (a ValueError) on a missing or unreadable file
             cfg = cfg.clone()
             cfg.defrost()
             cfg.MODEL.DEVICE = str(self.device)

@@ -14,6 +14,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
+from .lvis_format import check_box
+
 __all__ = [
     "COCO_OV_BASE", "COCO_OV_NOVEL", "coco_ov_metadata", "load_coco_ov_json", "register_coco_ov",
 ]
@@ -55,10 +57,12 @@ def load_coco_ov_json(json_file: str, image_root: str, keep_novel: bool) -> List
     meta = coco_ov_metadata()
     id_map = meta["thing_dataset_id_to_contiguous_id"]
     novel = set(meta["novel_class_ids"])
-    dicts = load_coco_json(json_file, image_root)  # no dataset name: COCO ids kept
+    dicts = load_coco_json(json_file, image_root, extra_annotation_keys=["id"])  # no name: COCO ids kept
     for d in dicts:
         annos = []
         for a in d.get("annotations", []):
+            check_box(json_file, a)  # as every LVIS/COCO-format registration of vild_d2 does
+            a.pop("id", None)
             c = id_map.get(a["category_id"])
             if c is not None and (keep_novel or c not in novel):
                 annos.append(dict(a, category_id=c))

@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "load_image_list", "load_lvis_format_json", "register_lvis_format", "lvis_format_metadata", "remove_annotations_of",
+    "check_box", "DatasetFormatError",
 ]
 
 REQUIRED_KEYS = {
@@ -111,7 +112,7 @@ def load_image_list(json_file: str, image_root: str) -> List[dict]:
     return out
 
 
-def _check_box(json_file: str, ann: dict) -> None:
+def check_box(json_file: str, ann: dict) -> None:
     """Refuse a bbox that is not 4 finite numbers with positive width and height (XYWH)."""
     box = ann["bbox"]
     ok = isinstance(box, (list, tuple)) and len(box) == 4
@@ -157,7 +158,7 @@ def load_lvis_format_json(json_file: str, image_root: str) -> List[dict]:
                 f"{json_file}: annotation id={ann['id']} has category_id={ann['category_id']}"
                 " which is not in 'categories'"
             )
-        _check_box(json_file, ann)
+        check_box(json_file, ann)
         anns_per_image[ann["image_id"]].append(ann)
 
     dataset_dicts = []

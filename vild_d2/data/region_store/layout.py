@@ -7,6 +7,8 @@ A store is a folder::
     shard-00000-of-00004.embeddings.f16   [R, D] float16, little-endian, C order
     shard-00000-of-00004.boxes.f32        [R, 4] float32, XYXY in ORIGINAL image pixels
     shard-00000-of-00004.index.npy        [N] INDEX_DTYPE, one row per image
+    shard-00000-of-00004.header.json      what made the shard's regions (teacher and proposals,
+                                          with content hashes; written before its first region)
     shard-00000-of-00004.seal.json        the shard's entry, written when its writer closes
 
 R is the number of regions and N the number of images in the shard. An image's regions
@@ -29,7 +31,7 @@ import numpy as np
 __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "MANIFEST", "INDEX_DTYPE", "EMBEDDING_DTYPE",
     "BOX_DTYPE", "RegionStoreError", "shard_name", "shard_files", "read_manifest",
-    "region_crc32", "file_digest", "read_index",
+    "region_crc32", "file_digest", "read_index", "store_provenance", "provenance_mismatch",
 ]
 
 FORMAT_NAME = "vild_d2.region_store"
@@ -58,14 +60,29 @@ def shard_name(index: int, num_shards: int) -> str:
 
 
 def shard_files(store_dir: str, name: str) -> Dict[str, str]:
-    """Paths of a shard's files: ``embeddings``, ``boxes``, ``index``, ``seal``."""
+    """Paths of a shard's files: ``embeddings``, ``boxes``, ``index``, ``header``, ``seal``."""
     base = os.path.join(store_dir, name)
     return {
         "embeddings": base + ".embeddings.f16",
         "boxes": base + ".boxes.f32",
         "index": base + ".index.npy",
+        "header": base + ".header.json",
         "seal": base + ".seal.json",
     }
+
+
+def store_provenance(manifest: dict) -> dict:
+    """What every shard's header must hold for a store with this manifest."""
+    return {"teacher": manifest["teacher"], "embed_dim": manifest["embed_dim"],
+            "crop_scales": manifest["crop_scales"], **manifest.get("extra", {})}
+
+
+def provenance_mismatch(found: dict, wanted: dict) -> str:
+    """'' if equal, else "KEY = found, but ... KEY = wanted" for the first differing key."""
+    for key in sorted(set(found) | set(wanted)):
+        if found.get(key) != wanted.get(key):
+            return f"{key} = {found.get(key)!r}, but the store's settings have {key} = {wanted.get(key)!r}"
+    return ""
 
 
 def read_manifest(store_dir: str) -> dict:

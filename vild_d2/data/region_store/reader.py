@@ -2,6 +2,7 @@
 Reading a finalised region store: validated on open, memory-mapped, O(1) by image id.
 """
 
+import json
 import os
 from typing import Dict, List, NamedTuple
 
@@ -9,8 +10,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .layout import (
-    BOX_DTYPE, EMBEDDING_DTYPE, MANIFEST, RegionStoreError, file_digest, read_index, read_manifest,
-    region_crc32, shard_files, shard_name,
+    BOX_DTYPE, EMBEDDING_DTYPE, MANIFEST, RegionStoreError, file_digest, provenance_mismatch, read_index,
+    read_manifest, region_crc32, shard_files, shard_name, store_provenance,
 )
 
 __all__ = ["RegionStore", "ImageRegions"]
@@ -73,6 +74,14 @@ class RegionStore:
                 raise RegionStoreError(
                     f"{where}: {os.path.basename(path)} has {size} bytes but the manifest records "
                     f"{expected}: it was truncated or changed after the store was finalised"
+                )
+        if os.path.exists(files["header"]):  # absent in stores written before headers existed
+            with open(files["header"], encoding="utf-8") as f:
+                mismatch = provenance_mismatch(json.load(f), store_provenance(self.manifest))
+            if mismatch:
+                raise RegionStoreError(
+                    f"{where} was written with {mismatch}: its regions come from another teacher or other "
+                    "proposals than the manifest says (was the manifest rewritten?); recompute the store"
                 )
         index = read_index(files["index"], where)
         regions = int(entry["num_regions"])
@@ -142,8 +151,13 @@ class RegionStore:
             self._maps[shard] = (boxes, emb)
         return self._maps[shard]
 
-    def get(self, image_id: int) -> ImageRegions:
-        """The regions of ``image_id``; RegionStoreError naming the store if it has none."""
+    def get(self, image_id: int, check: bool = True) -> ImageRegions:
+        """
+        The regions of ``image_id``; RegionStoreError naming the store if it has none, or
+        (``check``) if they fail their crc32 checksum: a corrupted store never trains a
+        model silently (the check costs a few microseconds per image; see
+        tools/benchmarks/benchmark_region_store.py).
+        """
         row = self._row_of_id.get(int(image_id))
         if row is None:
             raise RegionStoreError(
@@ -153,7 +167,14 @@ class RegionStore:
         rec = self._index[row]
         boxes, emb = self._shard_arrays(int(self._shard_of_row[row]))
         start, stop = int(rec["start"]), int(rec["start"]) + int(rec["count"])
-        return ImageRegions(boxes[start:stop], emb[start:stop], int(rec["height"]), int(rec["width"]))
+        boxes, emb = boxes[start:stop], emb[start:stop]
+        if check and region_crc32(boxes, emb) != int(rec["crc32"]):
+            raise RegionStoreError(
+                f"region store {self.store_dir}, shard {self.shard_names[self._shard_of_row[row]]}, image id "
+                f"{image_id}: regions fail their crc32 checksum (the store is corrupted; "
+                f"python tools/region_store.py verify {self.store_dir} checks it all)"
+            )
+        return ImageRegions(boxes, emb, int(rec["height"]), int(rec["width"]))
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -180,7 +201,7 @@ class RegionStore:
                     )
         for row in tqdm(range(len(self)), desc="images", unit="img", disable=not progress):
             image_id = int(self._index[row]["image_id"])
-            r = self.get(image_id)
+            r = self.get(image_id, check=False)
             where = f"region store {self.store_dir}, shard {self.shard_names[self._shard_of_row[row]]}, image id {image_id}"
             if region_crc32(r.boxes, r.embeddings) != int(self._index[row]["crc32"]):
                 raise RegionStoreError(f"{where}: regions fail their crc32 checksum")

@@ -27,8 +27,8 @@ import numpy as np
 from ...utils.atomic_io import atomic_save_npy, atomic_write_json
 from .layout import (
     BOX_DTYPE, EMBEDDING_DTYPE, FORMAT_NAME, FORMAT_VERSION, HEADER_KEYS, INDEX_DTYPE, MANIFEST,
-    RegionStoreError, file_digest, read_index, read_manifest, region_crc32, shard_files,
-    shard_name,
+    RegionStoreError, file_digest, provenance_mismatch, read_index, read_manifest, region_crc32, shard_files,
+    shard_name, store_provenance,
 )
 
 __all__ = ["create_region_store", "ShardWriter", "finalize_region_store"]
@@ -98,6 +98,12 @@ class ShardWriter:
     """
 
     def __init__(self, store_dir: str, shard_index: int, *, commit_every: int = 32):
+        """
+        The shard's header must equal the manifest's teacher, D, crop scales and ``extra``
+        (which the region tool fills with the teacher's and the proposals' content
+        hashes): a shard made by another run is refused, manifest or not. A new shard gets
+        its header before its first region.
+        """
         self.store_dir = store_dir
         manifest = read_manifest(store_dir)
         num_shards = manifest["num_shards"]
@@ -119,6 +125,7 @@ class ShardWriter:
         if len(self._ids) != len(self._index):
             raise RegionStoreError(f"{self.where}: its index lists an image id twice")
         self._num_regions = int(self._index["count"].sum())
+        self._check_header(store_provenance(manifest))
         self._drop_uncommitted_tail()
         for stale in glob.glob(os.path.join(store_dir, f".{self.name}.*.tmp")):
             os.remove(stale)  # temporary file of a write that was killed before its rename
@@ -126,6 +133,25 @@ class ShardWriter:
             os.remove(self.files["seal"])  # open again: finalize needs a new seal
         self._pending = []
         self._pending_ids = set()
+
+    def _check_header(self, provenance: dict) -> None:
+        path = self.files["header"]
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                found = json.load(f)
+            mismatch = provenance_mismatch(found, provenance)
+            if mismatch:
+                raise RegionStoreError(
+                    f"{self.where} was written with {mismatch}: its regions come from another teacher or "
+                    "other proposals; use a new folder (or the same teacher, proposals and settings to resume)"
+                )
+        elif len(self._index):
+            raise RegionStoreError(
+                f"{self.where} holds regions but no {os.path.basename(path)}: what made them is unknown "
+                "(a store of an older version, or the header was deleted); use a new folder"
+            )
+        else:
+            atomic_write_json(path, provenance)
 
     def _drop_uncommitted_tail(self) -> None:
         widths = {"embeddings": self.embed_dim * EMBEDDING_DTYPE.itemsize, "boxes": 4 * BOX_DTYPE.itemsize}
