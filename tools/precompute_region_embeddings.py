@@ -138,6 +138,9 @@ def _check_inputs(args) -> None:
         changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
         if changed:
             k = changed[0]
+            if k.endswith("_sha256") and k not in before:
+                raise ValueError(f"region store {args.output} was made before vild_d2 recorded content hashes "
+                                 f"(no {k}): what made it cannot be checked; recompute it in a new folder")
             raise ValueError(f"region store {args.output} was made with {k} = {before.get(k)!r}, but this "
                              f"run has {k} = {settings.get(k)!r}: use a new folder, or the same settings "
                              "to resume it")
