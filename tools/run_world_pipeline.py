@@ -280,8 +280,9 @@ def results_table(results: dict) -> str:
                  + " | ".join(_fmt(teacher.get("accuracy" + suffix[g])) for g in GROUPS) + " |")
     extra = ["base, base classes only", "cosine to true class"]
     heads_rows = []
-    for key, heads in results.get("head_accuracy", {}).items():
-        title = next(row["title"] for row in results["models"] if row["key"] == key)
+    accuracy = results.get("head_accuracy", {})
+    for key, title in ((row["key"], row["title"]) for row in results["models"] if row["key"] in accuracy):
+        heads = accuracy[key]
         for head, acc in heads.items():
             lines.append(f"| {title} {head} top-1 on val boxes, % | " + " | ".join(_fmt(acc.get(g)) for g in GROUPS) + " |")
             heads_rows.append(f"| {title} {head} | {_fmt(acc.get('base'))} | " + " | ".join(_fmt(acc.get(e)) for e in extra) + " |")
@@ -302,8 +303,8 @@ def results_table(results: dict) -> str:
                   f"({results.get('transfer_classes', '?')} classes: blue/red/yellow x 8 shapes; objects of the "
                   "other colours are outside it), evaluated in the same run as val with its own embeddings",
                   "", "| model | val AP | transfer AP | APr | APc | APf |", "|---|---:|---:|---:|---:|---:|"]
-        for key, r in results["transfer"].items():
-            val, tr = r.get("val", {}), r.get("transfer", {})
+        for key in (row["key"] for row in results["models"] if row["key"] in results["transfer"]):
+            val, tr = results["transfer"][key].get("val", {}), results["transfer"][key].get("transfer", {})
             lines.append(f"| {titles[key]} | {_fmt(val.get('AP'))} | {_fmt(tr.get('AP'))} | {_fmt(tr.get('APr'))} "
                          f"| {_fmt(tr.get('APc'))} | {_fmt(tr.get('APf'))} |")
     if results.get("expansion"):
