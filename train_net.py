@@ -5,8 +5,10 @@ Train and evaluate vild_d2 models, with detectron2's usual flags:
     python train_net.py --config-file configs/... [--eval-only] [--resume] \
         [--num-gpus N --num-machines M --machine-rank R --dist-url URL] [KEY VALUE ...]
 
-On a machine without a GPU, add ``MODEL.DEVICE cpu``. ``--eval-only`` also writes the
-metrics to OUTPUT_DIR/eval_results.json.
+On a machine without a GPU, add ``MODEL.DEVICE cpu``; ``--num-gpus N`` then starts N CPU
+processes joined by gloo (SOLVER.IMS_PER_BATCH is the total over them, as on GPUs).
+``--eval-only`` also writes the metrics to OUTPUT_DIR/eval_results.json. A worker that
+dies ends the run with an error naming it (the others are stopped).
 """
 
 import os
@@ -14,12 +16,14 @@ import sys
 
 import vild_d2  # noqa: F401  (first: registers datasets and components, imports detectron2 quietly)
 import detectron2.utils.comm as comm
+import torch.multiprocessing as mp
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import default_argument_parser, launch
+from detectron2.engine import default_argument_parser
 from detectron2.evaluation import verify_results
 from detectron2.evaluation.testing import flatten_results_dict
 from vild_d2.config import ConfigError
 from vild_d2.engine import Trainer, setup
+from vild_d2.engine.launch import launch
 from vild_d2.engine.trainer import build_config
 from vild_d2.utils.atomic_io import atomic_write_json
 from vild_d2.utils.folder_lock import FolderBusyError, lock_folder
@@ -57,16 +61,24 @@ def invoke_main() -> None:
         print(f"train_net.py: error: {e}", file=sys.stderr)
         sys.exit(2)
     print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
-    if lock is not None:
-        lock.close()
+    try:
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+            device=cfg.MODEL.DEVICE,
+        )
+    except mp.ProcessExitedException as e:  # a worker killed or crashed: the others were stopped
+        print(f"train_net.py: error: worker {e.error_index} of {args.num_gpus * args.num_machines} died "
+              f"({e}); the run is stopped. With --resume it continues from the last checkpoint.",
+              file=sys.stderr)
+        sys.exit(1)
+    finally:
+        if lock is not None:
+            lock.close()
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=512, help="input side, pixels")
     p.add_argument("--classes", type=int, default=1203, help="vocabulary size C (LVIS: 1203)")
     p.add_argument("--embed-dim", type=int, default=512, help="D (CLIP ViT-B/32: 512)")
+    p.add_argument("--max-proposals", type=int, default=0, help="crop at most this many proposals (0: all)")
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
 
@@ -94,6 +95,8 @@ def main() -> None:
             vild = model
 
     num_proposals = vild.proposal_generator.post_nms_topk[False]
+    if args.max_proposals:
+        vild.proposal_generator.post_nms_topk[False] = num_proposals = min(num_proposals, args.max_proposals)
     print(f"\n2. ViLD vs CLIP on cropped regions, per image: the same {num_proposals} RPN proposals, crops at 1.0x "
           f"and 1.5x through a ViT-B/32-shaped random CLIP; {args.crop_images} images\n")
     teacher = build_clip(seed=0).to(args.device)  # ViT-B/32's shape

@@ -1,8 +1,11 @@
 """The detectron2 trainer of vild_d2 and the config set-up that ``train_net.py`` uses."""
 
+import contextlib
 from collections import OrderedDict
 
+import detectron2.engine.defaults as d2_defaults
 from detectron2.engine import DefaultTrainer, default_setup, hooks
+from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
 
 from ..config import (
@@ -16,8 +19,14 @@ from ..modeling import ViLDRCNN, evaluation_vocabulary
 class Trainer(DefaultTrainer):
     """
     DefaultTrainer whose evaluator is chosen from the dataset (LVIS, COCO or open-vocabulary
-    COCO) and whose training loader attaches distillation regions from a region store.
+    COCO), whose training loader attaches distillation regions from a region store, and
+    which also trains in several CPU processes (gloo; ``train_net.py --num-gpus N`` with
+    ``MODEL.DEVICE cpu``).
     """
+
+    def __init__(self, cfg):
+        with _ddp_on_cpu() if cfg.MODEL.DEVICE == "cpu" and comm.get_world_size() > 1 else contextlib.nullcontext():
+            super().__init__(cfg)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -62,6 +71,26 @@ class Trainer(DefaultTrainer):
             one.DATASETS.TEXT_EMBEDDINGS_TEST = ()
             results[name] = super().test(one, model, None if evaluators is None else [evaluators[index]])
         return results[names[0]] if len(names) == 1 else results
+
+
+@contextlib.contextmanager
+def _ddp_on_cpu():
+    """
+    detectron2's DefaultTrainer wraps the model in DistributedDataParallel with
+    ``device_ids=[local rank]``, which only a CUDA model accepts; a CPU model needs
+    ``device_ids=None``. Only while a Trainer is built.
+    """
+    original = d2_defaults.create_ddp_model
+
+    def create_ddp_model(model, **kwargs):
+        kwargs.setdefault("device_ids", None)
+        return original(model, **kwargs)
+
+    d2_defaults.create_ddp_model = create_ddp_model
+    try:
+        yield
+    finally:
+        d2_defaults.create_ddp_model = original
 
 
 def build_config(args):

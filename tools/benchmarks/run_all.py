@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""
+Every benchmark of the project, one after the other on this machine, into one markdown
+file (the machine named, each benchmark's command and its tables as printed: every
+ratio comes with the raw times it is made of, measured in the same run).
+
+    python tools/benchmarks/run_all.py [--output docs/benchmarks.md] [--quick]
+
+``--quick`` shrinks every benchmark (a smoke run: its numbers are not the documented ones).
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+# (title, script, full arguments, --quick arguments)
+BENCHMARKS = [
+    ("Inference: ViLD and ViLD-ensemble vs stock Mask R-CNN, C = 1203", "benchmark_inference.py",
+     ["--classes", "1203"], ["--images", "2", "--size", "256", "--classes", "100"]),
+    ("Training step: distillation vs ViLD-text, and ViLD-ensemble", "benchmark_training.py",
+     [], ["--steps", "2", "--size", "256", "--regions", "50"]),
+    ("Export (TorchScript) vs eager; ViLD vs CLIP on cropped regions", "benchmark_export.py",
+     [], ["--images", "2", "--size", "256", "--classes", "100", "--crop-images", "1", "--max-proposals", "20"]),
+    ("Region precompute: pipeline vs encoder alone vs reference", "benchmark_region_precompute.py",
+     [], ["--images", "2", "--regions", "4"]),
+    ("Region store: size, mapper time, read with its crc32 check", "benchmark_region_store.py",
+     [], ["--images", "4", "--regions", "30", "--passes", "2"]),
+]
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} torch threads")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p.add_argument("--output", default=os.path.join(ROOT, "docs", "benchmarks.md"))
+    p.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
+    args = p.parse_args()
+
+    sections = [f"# Benchmarks\n\n`tools/benchmarks/run_all.py{' --quick' if args.quick else ''}`, "
+                f"{datetime.date.today().isoformat()}, on: {machine()}.\n"
+                + ("\n**Smoke run (--quick): tiny sizes, numbers not meaningful.**\n" if args.quick else "")]
+    failed = []
+    for title, script, full, quick in BENCHMARKS:
+        extra = quick if args.quick else full
+        cmd = [sys.executable, os.path.join(HERE, script), *extra]
+        print(f"== {title}: {' '.join(['python', 'tools/benchmarks/' + script, *extra])}", flush=True)
+        t0 = time.time()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONWARNINGS="ignore"))
+        seconds = time.time() - t0
+        body = "\n".join(line for line in proc.stdout.splitlines() if line.strip() or line == "").strip()
+        if proc.returncode != 0:
+            failed.append(script)
+            body += "\n\nFAILED:\n" + "\n".join(proc.stderr.strip().splitlines()[-10:])
+        print(f"   {'failed' if proc.returncode else 'done'} in {seconds:.0f}s", flush=True)
+        shown = " ".join(["python", f"tools/benchmarks/{script}", *extra])
+        sections.append(f"## {title}\n\n`{shown}` ({seconds:.0f} s)\n\n{body}\n")
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    tmp = args.output + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("\n".join(sections))
+    os.replace(tmp, args.output)
+    print(f"wrote {args.output}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
