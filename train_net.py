@@ -15,6 +15,7 @@ import os
 import sys
 
 import vild_d2  # noqa: F401  (first: registers datasets and components, imports detectron2 quietly)
+# isort: split
 import detectron2.utils.comm as comm
 import torch.multiprocessing as mp
 from detectron2.checkpoint import DetectionCheckpointer

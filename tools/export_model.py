@@ -22,6 +22,7 @@ import os
 import sys
 
 import vild_d2  # noqa: F401  (first: registers datasets and components, imports detectron2 quietly)
+# isort: split
 
 MODEL_FILE = "model.ts"
 

@@ -22,6 +22,7 @@ import time
 import torch
 
 import vild_d2  # noqa: F401  (first: registers ViLD components, imports detectron2 quietly)
+# isort: split
 from benchmark_models import tiny_model_opts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -19,6 +19,7 @@ import torch
 from detectron2.modeling import build_model
 
 import vild_d2  # noqa: F401  (registers ViLD components)
+# isort: split
 from benchmark_models import tiny_model_opts
 from vild_d2.config import load_config
 

@@ -29,6 +29,7 @@ from detectron2.data import detection_utils as utils
 from PIL import Image
 
 import vild_d2  # noqa: F401
+# isort: split
 from vild_d2.teacher import build_clip, crop_regions, reference_region_embeddings
 from vild_d2.teacher.precompute import precompute_shard
 

@@ -27,6 +27,7 @@ import detectron2.data.transforms as T
 from benchmark_images import ROOT, benchmark_dataset_dicts
 
 import vild_d2  # noqa: F401
+# isort: split
 from vild_d2.config import load_config
 from vild_d2.data import DistillDatasetMapper, RegionStore, ShardWriter, create_region_store, finalize_region_store
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import vild_d2  # noqa: F401  (first: registers ViLD components, imports detectron2 quietly)
+# isort: split
 from benchmark_models import tiny_model_opts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
