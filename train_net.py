@@ -15,6 +15,7 @@ import os
 import sys
 
 import vild_d2  # noqa: F401  (first: registers datasets and components, imports detectron2 quietly)
+
 # isort: split
 import detectron2.utils.comm as comm
 import torch.multiprocessing as mp
@@ -22,6 +23,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser
 from detectron2.evaluation import verify_results
 from detectron2.evaluation.testing import flatten_results_dict
+
 from vild_d2.config import ConfigError
 from vild_d2.engine import Trainer, setup
 from vild_d2.engine.launch import launch
@@ -43,7 +45,9 @@ def main(args):
         if comm.is_main_process():
             verify_results(cfg, res)
             # training logs its evaluations to metrics.json; an evaluation alone goes here
-            atomic_write_json(os.path.join(cfg.OUTPUT_DIR, EVAL_RESULTS_FILE), flatten_results_dict(res))
+            atomic_write_json(
+                os.path.join(cfg.OUTPUT_DIR, EVAL_RESULTS_FILE), flatten_results_dict(res)
+            )
         return res
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
@@ -56,8 +60,11 @@ def invoke_main() -> None:
         cfg = build_config(args)  # fail here, in one line, before any worker is launched
         # one job per output folder: a second trainer (e.g. a re-run racing a killed run's
         # survivor) would mix checkpoints and metrics; held until this process ends
-        lock = lock_folder(cfg.OUTPUT_DIR, "train_net.py" + (" --eval-only" if args.eval_only else "")) \
-            if args.machine_rank == 0 else None
+        lock = (
+            lock_folder(cfg.OUTPUT_DIR, "train_net.py" + (" --eval-only" if args.eval_only else ""))
+            if args.machine_rank == 0
+            else None
+        )
     except (ConfigError, FolderBusyError) as e:
         print(f"train_net.py: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -73,9 +80,12 @@ def invoke_main() -> None:
             device=cfg.MODEL.DEVICE,
         )
     except mp.ProcessExitedException as e:  # a worker killed or crashed: the others were stopped
-        print(f"train_net.py: error: worker {e.error_index} of {args.num_gpus * args.num_machines} died "
-              f"({e}); the run is stopped. With --resume it continues from the last checkpoint.",
-              file=sys.stderr)
+        print(
+            f"train_net.py: error: worker {e.error_index} of"
+            f" {args.num_gpus * args.num_machines} died ({e}); the run is stopped. With --resume it"
+            " continues from the last checkpoint.",
+            file=sys.stderr,
+        )
         sys.exit(1)
     finally:
         if lock is not None:

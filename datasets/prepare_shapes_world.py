@@ -11,7 +11,12 @@ registers it as ``shapes_world_train`` / ``shapes_world_val``, and its transfer 
 import argparse
 import os
 
-from vild_d2.data.datasets import ShapesWorldSpec, generate_shapes_world, generate_transfer_split, shapes_world_root
+from vild_d2.data.datasets import (
+    ShapesWorldSpec,
+    generate_shapes_world,
+    generate_transfer_split,
+    shapes_world_root,
+)
 
 
 def main() -> None:
@@ -21,12 +26,19 @@ def main() -> None:
     p.add_argument("--num-val", type=int, default=16)
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-transfer", type=int, default=16, help="images of the transfer dataset (0: none)")
-    p.add_argument("--transfer-only", action="store_true",
-                   help="only (re)write the transfer dataset of the world already under --root")
+    p.add_argument(
+        "--num-transfer", type=int, default=16, help="images of the transfer dataset (0: none)"
+    )
+    p.add_argument(
+        "--transfer-only",
+        action="store_true",
+        help="only (re)write the transfer dataset of the world already under --root",
+    )
     args = p.parse_args()
     spec = ShapesWorldSpec(
-        seed=args.seed, num_train=args.num_train, num_val=args.num_val,
+        seed=args.seed,
+        num_train=args.num_train,
+        num_val=args.num_val,
         image_size=args.image_size,
     )
     splits = {} if args.transfer_only else generate_shapes_world(args.root, spec)

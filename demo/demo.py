@@ -3,10 +3,12 @@
 Detect any vocabulary in your own images with a trained ViLD model; writes a picture per
 image and one COCO-results json (with class names).
 
-    python demo/demo.py --config-file configs/LVIS-OV/vild_R_50_FPN.yaml --input img.jpg photos/ "shots/*.png" \\
-        --output out/ [--vocabulary lvis | --custom-vocabulary "cat,hat,red car" --teacher ViT-B/32 |
-        --vocabulary-file emb.npy [--vocabulary-names names.txt] | --nouns "mug,bowl" --attributes "red,blue"
-        --teacher ViT-B/32] [--confidence-threshold 0.5] [--device cpu] [--opts MODEL.WEIGHTS model.pth ...]
+    python demo/demo.py --config-file configs/LVIS-OV/vild_R_50_FPN.yaml \\
+        --input img.jpg photos/ "shots/*.png" --output out/ \\
+        [--vocabulary lvis | --custom-vocabulary "cat,hat,red car" --teacher ViT-B/32 |
+         --vocabulary-file emb.npy [--vocabulary-names names.txt] |
+         --nouns "mug,bowl" --attributes "red,blue" --teacher ViT-B/32] \\
+        [--confidence-threshold 0.5] [--device cpu] [--opts MODEL.WEIGHTS model.pth ...]
 
     python demo/demo.py --torchscript model.ts --vocabulary-file emb.npy --input ... --output ...
 
@@ -29,42 +31,72 @@ PICTURE_MIN_SIDE = 512  # pictures of smaller images are drawn enlarged to this 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     model = p.add_mutually_exclusive_group(required=True)
-    model.add_argument("--config-file", help="the model's config (weights: MODEL.WEIGHTS in --opts or the file)")
+    model.add_argument(
+        "--config-file", help="the model's config (weights: MODEL.WEIGHTS in --opts or the file)"
+    )
     model.add_argument("--torchscript", help="a model exported by tools/export_model.py")
     p.add_argument("--input", nargs="+", required=True, help="images, folders or glob patterns")
     p.add_argument("--output", required=True, help="folder for the pictures and results.json")
     vocab = p.add_mutually_exclusive_group()
-    vocab.add_argument("--vocabulary", help="lvis, coco, shapes_world or a registered dataset's name (its "
-                                            "classes; its embeddings: the builtin file or --vocabulary-file)")
-    vocab.add_argument("--custom-vocabulary", help='comma-separated class names, e.g. "cat,hat,red car"')
+    vocab.add_argument(
+        "--vocabulary",
+        help=(
+            "lvis, coco, shapes_world or a registered dataset's name (its "
+            "classes; its embeddings: the builtin file or --vocabulary-file)"
+        ),
+    )
+    vocab.add_argument(
+        "--custom-vocabulary", help='comma-separated class names, e.g. "cat,hat,red car"'
+    )
     vocab.add_argument("--nouns", help="comma-separated nouns, combined with --attributes")
-    p.add_argument("--vocabulary-file", help="a [C, D] .npy/.pt of text embeddings (alone, its names come from "
-                                             "--vocabulary-names or the .json beside it)")
-    p.add_argument("--vocabulary-names", help="text file, one class name per line (with --vocabulary-file)")
+    p.add_argument(
+        "--vocabulary-file",
+        help=(
+            "a [C, D] .npy/.pt of text embeddings (alone, its names come from "
+            "--vocabulary-names or the .json beside it)"
+        ),
+    )
+    p.add_argument(
+        "--vocabulary-names", help="text file, one class name per line (with --vocabulary-file)"
+    )
     p.add_argument("--attributes", help="comma-separated attributes (with --nouns)")
     p.add_argument("--teacher", help="CLIP model name or checkpoint that embeds custom names")
-    p.add_argument("--confidence-threshold", type=float, default=0.5, help="draw and keep detections above it")
+    p.add_argument(
+        "--confidence-threshold", type=float, default=0.5, help="draw and keep detections above it"
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
+    p.add_argument(
+        "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ..."
+    )
     return p
 
 
 def expand_inputs(patterns):
-    """Image paths in the given order (folders sorted, globs sorted); FileNotFoundError if none match."""
+    """Image paths in the given order (folders and globs sorted); FileNotFoundError if none."""
     paths = []
     for pattern in patterns:
         if os.path.isdir(pattern):
-            found = sorted(os.path.join(pattern, f) for f in os.listdir(pattern) if f.lower().endswith(IMAGE_EXTENSIONS))
+            found = sorted(
+                os.path.join(pattern, f)
+                for f in os.listdir(pattern)
+                if f.lower().endswith(IMAGE_EXTENSIONS)
+            )
             if not found:
-                raise FileNotFoundError(f"--input {pattern}: a folder without images ({', '.join(IMAGE_EXTENSIONS)})")
+                raise FileNotFoundError(
+                    f"--input {pattern}: a folder without images ({', '.join(IMAGE_EXTENSIONS)})"
+                )
         elif os.path.isfile(pattern):
             found = [pattern]
         else:
             found = sorted(glob.glob(pattern))
             if not found:
-                raise FileNotFoundError(f"--input {pattern}: no such image, folder or matching file")
+                raise FileNotFoundError(
+                    f"--input {pattern}: no such image, folder or matching file"
+                )
         paths += found
     return paths
 
@@ -83,14 +115,20 @@ def check_images(paths):
 
 def resolve_vocabulary(args, cfg, embed_dim: int, device: str):
     from vild_d2.inference.vocabularies import (
-        Vocabulary, custom_vocabulary, dataset_vocabulary_embeddings, expanded_vocabulary, file_vocabulary,
+        Vocabulary,
+        custom_vocabulary,
+        dataset_vocabulary_embeddings,
+        expanded_vocabulary,
+        file_vocabulary,
     )
     from vild_d2.modeling.text_embeddings import VocabularyError
 
     if args.attributes and not args.nouns:
         raise VocabularyError("--attributes needs --nouns")
     if args.vocabulary_file and (args.nouns or args.custom_vocabulary is not None):
-        raise VocabularyError("--vocabulary-file goes alone or with --vocabulary, not with custom names")
+        raise VocabularyError(
+            "--vocabulary-file goes alone or with --vocabulary, not with custom names"
+        )
     if args.vocabulary_names and not args.vocabulary_file:
         raise VocabularyError("--vocabulary-names names the rows of --vocabulary-file")
     if args.nouns:
@@ -104,15 +142,21 @@ def resolve_vocabulary(args, cfg, embed_dim: int, device: str):
     if args.vocabulary_file:
         return file_vocabulary(args.vocabulary_file, embed_dim, args.vocabulary_names)
     if cfg is None or not cfg.DATASETS.TEST:
-        raise VocabularyError("no vocabulary: give --vocabulary, --vocabulary-file, --custom-vocabulary or "
-                              "--nouns/--attributes (an exported model has none of its own)")
+        raise VocabularyError(
+            "no vocabulary: give --vocabulary, --vocabulary-file, --custom-vocabulary or "
+            "--nouns/--attributes (an exported model has none of its own)"
+        )
     from vild_d2.data.vocabulary import dataset_vocabulary
     from vild_d2.modeling.text_embeddings import evaluation_embeddings_file, evaluation_vocabulary
 
     emb, base_mask = evaluation_vocabulary(cfg, 0)
     names = dataset_vocabulary(cfg.DATASETS.TEST[0])["class_names"]
-    return Vocabulary(names=names, embeddings=emb, base_mask=base_mask,
-                      source=f"{cfg.DATASETS.TEST[0]} ({evaluation_embeddings_file(cfg, 0)[0]})")
+    return Vocabulary(
+        names=names,
+        embeddings=emb,
+        base_mask=base_mask,
+        source=f"{cfg.DATASETS.TEST[0]} ({evaluation_embeddings_file(cfg, 0)[0]})",
+    )
 
 
 def picture_names(paths):
@@ -128,9 +172,9 @@ def picture_names(paths):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    import vild_d2  # noqa: F401  (first: registers datasets and components, imports detectron2 quietly)
     import torch
 
+    import vild_d2  # noqa: F401  (first: registers datasets, imports detectron2 quietly)
     from vild_d2.config import ConfigError, load_config
     from vild_d2.inference import OpenVocabularyPredictor
     from vild_d2.modeling.text_embeddings import VocabularyError
@@ -148,7 +192,9 @@ def main(argv=None) -> int:
             predictor = OpenVocabularyPredictor(cfg, device=device)
         else:
             if args.opts:
-                raise ValueError("--opts only applies with --config-file (an exported model is fixed)")
+                raise ValueError(
+                    "--opts only applies with --config-file (an exported model is fixed)"
+                )
             predictor = OpenVocabularyPredictor(torchscript=args.torchscript, device=device)
         vocabulary = resolve_vocabulary(args, cfg, predictor.embed_dim, device)
         predictor.set_vocabulary(vocabulary)
@@ -173,29 +219,50 @@ def run(predictor, vocabulary, paths, output: str, threshold: float) -> None:
     os.makedirs(output, exist_ok=True)
     metadata = Metadata(thing_classes=list(vocabulary.names))
     results = []
-    for image_id, (path, picture) in enumerate(tqdm(list(zip(paths, picture_names(paths))), desc="images",
-                                                   unit="image", disable=None), start=1):
+    for image_id, (path, picture) in enumerate(
+        tqdm(list(zip(paths, picture_names(paths))), desc="images", unit="image", disable=None),
+        start=1,
+    ):
         image = read_image(path, format=predictor.input_format)
         inst = predictor(image).to("cpu")
         inst = inst[inst.scores >= threshold]
         rgb = read_image(path, format="RGB")
-        scale = max(1.0, PICTURE_MIN_SIDE / max(rgb.shape[:2]))  # small images: enlarge so labels stay legible
-        drawn = Image.fromarray(Visualizer(rgb, metadata, scale=scale).draw_instance_predictions(inst).get_image())
+        scale = max(
+            1.0, PICTURE_MIN_SIDE / max(rgb.shape[:2])
+        )  # small images: enlarge so labels stay legible
+        drawn = Image.fromarray(
+            Visualizer(rgb, metadata, scale=scale).draw_instance_predictions(inst).get_image()
+        )
         atomic_write(os.path.join(output, picture), lambda f: drawn.save(f, format="PNG"))
         boxes = inst.pred_boxes.tensor.tolist()
         masks = inst.pred_masks.numpy() if inst.has("pred_masks") else None
-        for k, (box, score, cls) in enumerate(zip(boxes, inst.scores.tolist(), inst.pred_classes.tolist())):
-            det = {"image_id": image_id, "file_name": path, "category_id": cls + 1,
-                   "category_name": vocabulary.names[cls], "score": round(score, 5),
-                   "bbox": [round(box[0], 2), round(box[1], 2), round(box[2] - box[0], 2), round(box[3] - box[1], 2)]}
+        for k, (box, score, cls) in enumerate(
+            zip(boxes, inst.scores.tolist(), inst.pred_classes.tolist())
+        ):
+            det = {
+                "image_id": image_id,
+                "file_name": path,
+                "category_id": cls + 1,
+                "category_name": vocabulary.names[cls],
+                "score": round(score, 5),
+                "bbox": [
+                    round(box[0], 2),
+                    round(box[1], 2),
+                    round(box[2] - box[0], 2),
+                    round(box[3] - box[1], 2),
+                ],
+            }
             if masks is not None:
                 rle = mask_util.encode(np.asfortranarray(masks[k].astype(np.uint8)))
                 rle["counts"] = rle["counts"].decode("ascii")
                 det["segmentation"] = rle
             results.append(det)
     atomic_write_json(os.path.join(output, RESULTS_FILE), results)
-    print(f"{len(paths)} images, {len(results)} detections with score >= {threshold} over "
-          f"{len(vocabulary.names)} classes ({vocabulary.source}); pictures and {RESULTS_FILE} in {output}")
+    print(
+        f"{len(paths)} images, {len(results)} detections with score >= {threshold} over"
+        f" {len(vocabulary.names)} classes ({vocabulary.source}); pictures and {RESULTS_FILE} in"
+        f" {output}"
+    )
 
 
 if __name__ == "__main__":

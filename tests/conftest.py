@@ -8,9 +8,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = os.path.join(ROOT, "configs", "shapes_world", "mask_rcnn_R_18_FPN_tiny.yaml")
 # Real COCO images and CLIP text embeddings on developer machines and CI (never copied here):
 # ../shared/data next to the checkout, or the folder named by VILD_D2_SHARED_DATA.
-SHARED = os.environ.get("VILD_D2_SHARED_DATA") or os.path.join(os.path.dirname(ROOT), "shared", "data")
+SHARED = os.environ.get("VILD_D2_SHARED_DATA") or os.path.join(
+    os.path.dirname(ROOT), "shared", "data"
+)
 needs_shared = pytest.mark.skipif(
-    not os.path.isdir(SHARED), reason=f"real data folder {SHARED} is absent (developer machines only)"
+    not os.path.isdir(SHARED),
+    reason=f"real data folder {SHARED} is absent (developer machines only)",
 )
 
 # A CLIP of the ViT kind, small enough for CPU tests (widths are multiples of 64 so that

@@ -9,13 +9,35 @@ from .conftest import ROOT
 
 def test_run_all_writes_every_benchmark(tmp_path):
     out = tmp_path / "benchmarks.md"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "benchmarks", "run_all.py"), "--quick",
-                           "--output", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "tools", "benchmarks", "run_all.py"),
+            "--quick",
+            "--output",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = out.read_text()
     assert "FAILED" not in text and "cores" in text
-    for name in ("benchmark_inference.py", "benchmark_training.py", "benchmark_export.py",
-                 "benchmark_region_precompute.py", "benchmark_region_store.py"):
+    for name in (
+        "benchmark_inference.py",
+        "benchmark_training.py",
+        "benchmark_export.py",
+        "benchmark_region_precompute.py",
+        "benchmark_region_store.py",
+    ):
         assert f"tools/benchmarks/{name}" in text
-    for row in ("| ViLD-ensemble |", "vs ViLD-text", "scripted / eager", "CLIP on cropped regions", "crc32"):
+    for row in (
+        "| ViLD-ensemble |",
+        "vs ViLD-text",
+        "scripted / eager",
+        "CLIP on cropped regions",
+        "crc32",
+    ):
         assert row in text, row

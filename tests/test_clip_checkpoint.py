@@ -4,8 +4,8 @@ import clip
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from clip.model import build_model
+from PIL import Image
 
 from vild_d2.teacher import load_clip
 

@@ -35,7 +35,9 @@ def test_generation_is_deterministic(tmp_path):
     a = generate_shapes_world(str(tmp_path / "a"), spec)
     b = generate_shapes_world(str(tmp_path / "b"), spec)
     assert json.load(open(a["train"])) == json.load(open(b["train"]))
-    assert (tmp_path / "a/train/000001.png").read_bytes() == (tmp_path / "b/train/000001.png").read_bytes()
+    assert (tmp_path / "a/train/000001.png").read_bytes() == (
+        tmp_path / "b/train/000001.png"
+    ).read_bytes()
 
 
 def test_dataset_catalog(tiny_lvis):
@@ -77,12 +79,16 @@ def test_loader_errors_name_file_and_id(tmp_path, tiny_lvis):
     text = open(tiny_lvis["json"]["train"]).read()
     for content in (text[: len(text) // 2], "garbage", "[1, 2]"):
         (tmp_path / "broken.json").write_text(content)
-        with pytest.raises(DatasetFormatError, match=r"broken\.json: (not valid JSON|holds a JSON list)"):
+        with pytest.raises(
+            DatasetFormatError, match=r"broken\.json: (not valid JSON|holds a JSON list)"
+        ):
             load_lvis_format_json(str(tmp_path / "broken.json"), str(tmp_path))
     # boxes with negative or zero width/height would be flipped to the wrong side by detectron2
     for box in ([10, 10, -5, 8], [10, 10, 5, 0], [10, 10, float("nan"), 3], [1, 2, 3]):
         bad = dict(good, annotations=[dict(good["annotations"][0], bbox=box)])
-        with pytest.raises(DatasetFormatError, match=r"bad\.json.*id=1 has bbox.*width and height > 0"):
+        with pytest.raises(
+            DatasetFormatError, match=r"bad\.json.*id=1 has bbox.*width and height > 0"
+        ):
             load_lvis_format_json(_write(tmp_path, bad), str(tmp_path))
     # an RLE segmentation (crowd converted from COCO) is refused, not taken for a polygon
     rle = {"size": [96, 96], "counts": "a1b2"}
@@ -99,22 +105,31 @@ def long_tail_world(tmp_path_factory):
 
 
 def test_rare_categories_are_the_designed_novel_ones_of_two_kinds(long_tail_world):
-    from vild_d2.data.datasets.shapes_world import category_names, concept_novel_ids, designed_novel_ids
+    from vild_d2.data.datasets.shapes_world import (
+        category_names,
+        concept_novel_ids,
+        designed_novel_ids,
+    )
 
     spec, data, _ = long_tail_world
     names = category_names(spec)
     compositional = {names[i] for i in designed_novel_ids(spec)}
     concept = {names[i] for i in concept_novel_ids(spec)}
     assert len(compositional) == spec.num_novel == 10
-    assert concept == {f"{c} {s}" for s in spec.concept_shapes for c in spec.colours} and len(concept) == 12
+    assert (
+        concept == {f"{c} {s}" for s in spec.concept_shapes for c in spec.colours}
+        and len(concept) == 12
+    )
     cats = data["train"]["categories"]
     assert {c["name"] for c in cats if c["frequency"] == "r"} == compositional | concept
     assert {c["name"] for c in cats if c["novel_kind"] == "concept"} == concept
     assert {c["name"] for c in cats if c["novel_kind"] == "compositional"} == compositional
     base = set(names) - compositional - concept
     assert {n.split(" ")[0] for n in base} == set(spec.colours)  # compositional novelty:
-    assert {n.split(" ")[1] for n in base} == set(spec.shapes)   # every part is seen in base
-    assert not {n.split(" ")[1] for n in base} & set(spec.concept_shapes)  # concepts: no base category
+    assert {n.split(" ")[1] for n in base} == set(spec.shapes)  # every part is seen in base
+    assert not {n.split(" ")[1] for n in base} & set(
+        spec.concept_shapes
+    )  # concepts: no base category
     by_id = {c["id"]: c["name"] for c in cats}
     train_images = {}
     for a in data["train"]["annotations"]:
@@ -122,16 +137,25 @@ def test_rare_categories_are_the_designed_novel_ones_of_two_kinds(long_tail_worl
     lo, hi = spec.novel_train_images
     for n in compositional | concept:  # annotated in a few training images, like LVIS's rare
         assert len(train_images.get(n, ())) <= hi
-    assert np.median([len(train_images.get(n, ())) for n in base]) > hi  # base categories are not rare
+    assert (
+        np.median([len(train_images.get(n, ())) for n in base]) > hi
+    )  # base categories are not rare
     # concept objects also appear unannotated, listed as not exhaustively annotated
     unannotated = {}
     for im in data["train"]["images"]:
         for c in im["not_exhaustive_category_ids"]:
             unannotated[by_id[c]] = unannotated.get(by_id[c], 0) + 1
-    assert set(unannotated) <= concept and sum(unannotated.values()) >= len(concept) * spec.concept_unannotated_images[0] * 0.8
+    assert (
+        set(unannotated) <= concept
+        and sum(unannotated.values()) >= len(concept) * spec.concept_unannotated_images[0] * 0.8
+    )
     val_names = {by_id[a["category_id"]] for a in data["val"]["annotations"]}
-    assert len((compositional | concept) & val_names) >= 0.9 * 22  # val is uniform: novel categories are there
-    assert all(not im["not_exhaustive_category_ids"] for im in data["val"]["images"])  # val is exhaustive
+    assert (
+        len((compositional | concept) & val_names) >= 0.9 * 22
+    )  # val is uniform: novel categories are there
+    assert all(
+        not im["not_exhaustive_category_ids"] for im in data["val"]["images"]
+    )  # val is exhaustive
 
 
 def test_occluded_masks_are_the_visible_parts(long_tail_world):
@@ -149,7 +173,9 @@ def test_occluded_masks_are_the_visible_parts(long_tail_world):
 
 
 def test_no_occlusion_option(tmp_path):
-    spec = ShapesWorldSpec(seed=2, num_train=20, num_val=1, image_size=64, object_size=(8, 16), max_occlusion=0)
+    spec = ShapesWorldSpec(
+        seed=2, num_train=20, num_val=1, image_size=64, object_size=(8, 16), max_occlusion=0
+    )
     api = LVIS(generate_shapes_world(str(tmp_path), spec)["train"])
     for image_id in api.get_img_ids():
         anns = api.load_anns(api.get_ann_ids(img_ids=[image_id]))

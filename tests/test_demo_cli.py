@@ -23,17 +23,38 @@ def setup(tiny_lvis, tiny_clip_checkpoint, tmp_path_factory):
     folder = tmp_path_factory.mktemp("demo_cli")
     train_vocab = str(folder / "train.npy")
     np.save(train_vocab, np.random.default_rng(0).normal(size=(48, D)).astype(np.float32))
-    opts = ["MODEL.DEVICE", "cpu", "MODEL.VILD.EMBED_DIM", str(D), "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", train_vocab,
-            "DATASETS.TRAIN", "()", "DATASETS.TEST", "()"]
+    opts = [
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.VILD.EMBED_DIM",
+        str(D),
+        "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS",
+        train_vocab,
+        "DATASETS.TRAIN",
+        "()",
+        "DATASETS.TEST",
+        "()",
+    ]
     torch.manual_seed(0)
     model = build_model(load_config(CONFIG, opts))
     DetectionCheckpointer(model, save_dir=str(folder)).save("model")
     opts += ["MODEL.WEIGHTS", str(folder / "model.pth")]
     exported = str(folder / "exported")
-    assert load_script("tools/export_model.py").main(["--config-file", CONFIG, "--output", exported, *opts]) == 0
+    assert (
+        load_script("tools/export_model.py").main(
+            ["--config-file", CONFIG, "--output", exported, *opts]
+        )
+        == 0
+    )
     images = os.path.join(tiny_lvis["root"], "val")
-    return {"opts": opts, "images": images, "teacher": tiny_clip_checkpoint["path"], "folder": folder,
-            "torchscript": os.path.join(exported, "model.ts"), "num_images": len(os.listdir(images))}
+    return {
+        "opts": opts,
+        "images": images,
+        "teacher": tiny_clip_checkpoint["path"],
+        "folder": folder,
+        "torchscript": os.path.join(exported, "model.ts"),
+        "num_images": len(os.listdir(images)),
+    }
 
 
 def _run(args, capsys):
@@ -50,9 +71,25 @@ def _results(out):
 def test_custom_vocabulary_pictures_and_json(setup, tmp_path, capsys):
     out = str(tmp_path / "out")
     names = ["red circle", "blue star", "hat"]
-    code, stdout, err = _run(["--config-file", CONFIG, "--input", setup["images"], "--output", out,
-                              "--custom-vocabulary", ", ".join(names), "--teacher", setup["teacher"],
-                              "--confidence-threshold", "0.0", "--opts", *setup["opts"]], capsys)
+    code, stdout, err = _run(
+        [
+            "--config-file",
+            CONFIG,
+            "--input",
+            setup["images"],
+            "--output",
+            out,
+            "--custom-vocabulary",
+            ", ".join(names),
+            "--teacher",
+            setup["teacher"],
+            "--confidence-threshold",
+            "0.0",
+            "--opts",
+            *setup["opts"],
+        ],
+        capsys,
+    )
     assert code == 0, err
     pictures = sorted(f for f in os.listdir(out) if f.endswith(".png"))
     assert pictures == sorted(os.listdir(setup["images"]))
@@ -66,9 +103,28 @@ def test_custom_vocabulary_pictures_and_json(setup, tmp_path, capsys):
     # a higher threshold keeps fewer, all above it
     out2 = str(tmp_path / "out2")
     median = float(np.median([r["score"] for r in results]))
-    assert _run(["--config-file", CONFIG, "--input", setup["images"], "--output", out2, "--custom-vocabulary",
-                 ",".join(names), "--teacher", setup["teacher"], "--confidence-threshold", str(median),
-                 "--opts", *setup["opts"]], capsys)[0] == 0
+    assert (
+        _run(
+            [
+                "--config-file",
+                CONFIG,
+                "--input",
+                setup["images"],
+                "--output",
+                out2,
+                "--custom-vocabulary",
+                ",".join(names),
+                "--teacher",
+                setup["teacher"],
+                "--confidence-threshold",
+                str(median),
+                "--opts",
+                *setup["opts"],
+            ],
+            capsys,
+        )[0]
+        == 0
+    )
     kept = _results(out2)
     assert 0 < len(kept) < len(results) and min(r["score"] for r in kept) >= median - 1e-5
 
@@ -78,11 +134,38 @@ def test_torchscript_file_gives_the_eager_results(setup, tmp_path, capsys):
     np.save(vocab, np.random.default_rng(5).normal(size=(6, D)).astype(np.float32))
     names = tmp_path / "names.txt"
     names.write_text("\n".join(f"thing {i}" for i in range(6)) + "\n")
-    common = ["--input", os.path.join(setup["images"], "*.png"), "--vocabulary-file", str(vocab),
-              "--vocabulary-names", str(names), "--confidence-threshold", "0.05"]
-    assert _run(["--config-file", CONFIG, "--output", str(tmp_path / "eager"), *common, "--opts", *setup["opts"]],
-                capsys)[0] == 0
-    assert _run(["--torchscript", setup["torchscript"], "--output", str(tmp_path / "ts"), *common], capsys)[0] == 0
+    common = [
+        "--input",
+        os.path.join(setup["images"], "*.png"),
+        "--vocabulary-file",
+        str(vocab),
+        "--vocabulary-names",
+        str(names),
+        "--confidence-threshold",
+        "0.05",
+    ]
+    assert (
+        _run(
+            [
+                "--config-file",
+                CONFIG,
+                "--output",
+                str(tmp_path / "eager"),
+                *common,
+                "--opts",
+                *setup["opts"],
+            ],
+            capsys,
+        )[0]
+        == 0
+    )
+    assert (
+        _run(
+            ["--torchscript", setup["torchscript"], "--output", str(tmp_path / "ts"), *common],
+            capsys,
+        )[0]
+        == 0
+    )
     eager, ts = _results(tmp_path / "eager"), _results(tmp_path / "ts")
     assert len(eager) == len(ts) > 0
     for a, b in zip(eager, ts):
@@ -92,9 +175,27 @@ def test_torchscript_file_gives_the_eager_results(setup, tmp_path, capsys):
 
 def test_noun_x_attribute_vocabulary(setup, tmp_path, capsys):
     out = str(tmp_path / "out")
-    code, _, err = _run(["--config-file", CONFIG, "--input", setup["images"], "--output", out,
-                         "--nouns", "circle,star,heart", "--attributes", "red,blue", "--teacher", setup["teacher"],
-                         "--confidence-threshold", "0.0", "--opts", *setup["opts"]], capsys)
+    code, _, err = _run(
+        [
+            "--config-file",
+            CONFIG,
+            "--input",
+            setup["images"],
+            "--output",
+            out,
+            "--nouns",
+            "circle,star,heart",
+            "--attributes",
+            "red,blue",
+            "--teacher",
+            setup["teacher"],
+            "--confidence-threshold",
+            "0.0",
+            "--opts",
+            *setup["opts"],
+        ],
+        capsys,
+    )
     assert code == 0, err
     pairs = [f"{a} {n}" for n in ("circle", "star", "heart") for a in ("red", "blue")]
     results = _results(out)
@@ -103,16 +204,32 @@ def test_noun_x_attribute_vocabulary(setup, tmp_path, capsys):
         assert r["category_name"] == pairs[r["category_id"] - 1]
 
 
-@pytest.mark.parametrize("case", ["empty", "duplicate", "wrong_dim", "missing_image", "not_an_image",
-                                  "attributes_alone", "no_teacher"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "empty",
+        "duplicate",
+        "wrong_dim",
+        "missing_image",
+        "not_an_image",
+        "attributes_alone",
+        "no_teacher",
+    ],
+)
 def test_bad_input_is_one_line_and_writes_nothing(case, setup, tmp_path, capsys):
     out = tmp_path / "out"
     model = ["--config-file", CONFIG]
     vocab = ["--custom-vocabulary", "a, b", "--teacher", setup["teacher"]]
     inputs = ["--input", setup["images"]]
-    expected = {"empty": "empty", "duplicate": "same name 'cat'", "wrong_dim": "dimension 16",
-                "missing_image": "nowhere.png", "not_an_image": "not a readable image",
-                "attributes_alone": "--attributes needs --nouns", "no_teacher": "needs --teacher"}[case]
+    expected = {
+        "empty": "empty",
+        "duplicate": "same name 'cat'",
+        "wrong_dim": "dimension 16",
+        "missing_image": "nowhere.png",
+        "not_an_image": "not a readable image",
+        "attributes_alone": "--attributes needs --nouns",
+        "no_teacher": "needs --teacher",
+    }[case]
     if case == "empty":
         vocab = ["--custom-vocabulary", " ", "--teacher", setup["teacher"]]
     elif case == "duplicate":
@@ -131,7 +248,9 @@ def test_bad_input_is_one_line_and_writes_nothing(case, setup, tmp_path, capsys)
         vocab = ["--attributes", "red", "--teacher", setup["teacher"]]
     elif case == "no_teacher":
         vocab = ["--custom-vocabulary", "a,b"]
-    code, _, err = _run([*model, *inputs, "--output", str(out), *vocab, "--opts", *setup["opts"]], capsys)
+    code, _, err = _run(
+        [*model, *inputs, "--output", str(out), *vocab, "--opts", *setup["opts"]], capsys
+    )
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("demo.py: error:") and expected in lines[0], err
@@ -142,15 +261,44 @@ def test_a_datasets_vocabulary_with_its_embedding_file(setup, tiny_lvis, tmp_pat
     vocab = tmp_path / "world.npy"
     np.save(vocab, np.random.default_rng(2).normal(size=(48, D)).astype(np.float32))
     out = str(tmp_path / "out")
-    code, _, err = _run(["--config-file", CONFIG, "--input", setup["images"], "--output", out,
-                         "--vocabulary", tiny_lvis["names"]["val"], "--vocabulary-file", str(vocab),
-                         "--confidence-threshold", "0.0", "--opts", *setup["opts"]], capsys)
+    code, _, err = _run(
+        [
+            "--config-file",
+            CONFIG,
+            "--input",
+            setup["images"],
+            "--output",
+            out,
+            "--vocabulary",
+            tiny_lvis["names"]["val"],
+            "--vocabulary-file",
+            str(vocab),
+            "--confidence-threshold",
+            "0.0",
+            "--opts",
+            *setup["opts"],
+        ],
+        capsys,
+    )
     assert code == 0, err
     from detectron2.data import MetadataCatalog
 
     names = MetadataCatalog.get(tiny_lvis["names"]["val"]).thing_classes
     results = _results(out)
     assert results and all(r["category_name"] == names[r["category_id"] - 1] for r in results)
-    code, _, err = _run(["--config-file", CONFIG, "--input", setup["images"], "--output", str(tmp_path / "o2"),
-                         "--vocabulary", "no_such_dataset", "--opts", *setup["opts"]], capsys)
+    code, _, err = _run(
+        [
+            "--config-file",
+            CONFIG,
+            "--input",
+            setup["images"],
+            "--output",
+            str(tmp_path / "o2"),
+            "--vocabulary",
+            "no_such_dataset",
+            "--opts",
+            *setup["opts"],
+        ],
+        capsys,
+    )
     assert code == 2 and "no such builtin" in err

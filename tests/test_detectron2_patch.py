@@ -31,17 +31,21 @@ def test_patch_mini_tree_and_idempotent(tmp_path):
     report = patch.patch_tree(str(tmp_path))
     assert len(report["text_patches"]) == len(patch.TEXT_PATCHES)
     masks = (tmp_path / "detectron2/structures/masks.py").read_text()
-    assert masks == (
-        "x = a.astype(bool)\ny = np.zeros(3, dtype=float)\nz = np.float32(1) + np.int64(2)\n"
+    assert (
+        masks
+        == "x = a.astype(bool)\ny = np.zeros(3, dtype=float)\nz = np.float32(1) + np.int64(2)\n"
         "w = np.bool_(1)\n"
     )
     transform = (tmp_path / "detectron2/data/transforms/transform.py").read_text()
     assert "Image.LINEAR" not in transform and "Image.BILINEAR" in transform
     assert "pkg_resources" not in (tmp_path / "detectron2/model_zoo/model_zoo.py").read_text()
-    assert "name=\"detectron2\"" in (tmp_path / "setup.py").read_text()
+    assert 'name="detectron2"' in (tmp_path / "setup.py").read_text()
     assert (tmp_path / "detectron2/_C.py").exists()
     assert "lr_scheduler.LRScheduler)" in (tmp_path / "detectron2/engine/hooks.py").read_text()
-    assert "sample(sorted(self._fallback_candidates)" in (tmp_path / "detectron2/data/common.py").read_text()
+    assert (
+        "sample(sorted(self._fallback_candidates)"
+        in (tmp_path / "detectron2/data/common.py").read_text()
+    )
     assert "_C.nms_rotated" in (tmp_path / "detectron2/layers/nms.py").read_text()
 
     snapshot = {p: p.read_text() for p in tmp_path.rglob("*.py")}
@@ -88,8 +92,8 @@ def _installed_is_patched():
 def test_installed_detectron2_is_patched():
     import detectron2.export
     from detectron2 import _C
-    from detectron2.model_zoo import get_config_file
     from detectron2.data.transforms import transform
+    from detectron2.model_zoo import get_config_file
 
     assert hasattr(detectron2.export, "scripting_with_instances")
     assert os.path.isfile(get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"))
@@ -104,7 +108,9 @@ def test_installed_detectron2_is_patched():
     boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]])
     keep = batched_nms(boxes, torch.tensor([0.9, 0.8, 0.7]), torch.zeros(3, dtype=torch.long), 0.5)
     assert keep.tolist() == [0, 2]
-    pooled = ROIAlign((2, 2), 1.0, 0, aligned=True)(torch.ones(1, 1, 8, 8), torch.tensor([[0, 0, 0, 4, 4.0]]))
+    pooled = ROIAlign((2, 2), 1.0, 0, aligned=True)(
+        torch.ones(1, 1, 8, 8), torch.tensor([[0, 0, 0, 4, 4.0]])
+    )
     assert torch.allclose(pooled, torch.ones(1, 1, 2, 2))
 
 
@@ -125,7 +131,9 @@ def test_installed_detectron2_fixes_of_later_upstream_bugs():
     hook = LRScheduler(optimizer, scheduler)
     state = hook.state_dict()
     assert state.get("last_epoch") == 3
-    fresh = torch.optim.lr_scheduler.MultiStepLR(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), [2])
+    fresh = torch.optim.lr_scheduler.MultiStepLR(
+        torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), [2]
+    )
     LRScheduler(fresh.optimizer, fresh).load_state_dict(state)
     assert fresh.last_epoch == 3
     # a mapper that returns None for an item falls back to another one (no TypeError on a set)

@@ -3,17 +3,23 @@
 import copy
 import os
 
+import detectron2.data.transforms as T
 import numpy as np
 import pytest
 import torch
-import detectron2.data.transforms as T
 from detectron2.data import DatasetCatalog
 from detectron2.structures import BoxMode
 
 from vild_d2.config import ConfigError, check_training_inputs, load_config
 from vild_d2.data import (
-    DistillDatasetMapper, RegionStore, RegionStoreError, ShardWriter, create_region_store,
-    finalize_region_store, open_training_store, transform_regions,
+    DistillDatasetMapper,
+    RegionStore,
+    RegionStoreError,
+    ShardWriter,
+    create_region_store,
+    finalize_region_store,
+    open_training_store,
+    transform_regions,
 )
 
 from .conftest import ROOT, SHARED, needs_shared
@@ -75,8 +81,13 @@ def _check_regions_follow_annotations(mapper, d, stored, seeds):
 def test_regions_move_like_annotations(tiny_lvis, store):
     regions_store = RegionStore(store)
     mapper = DistillDatasetMapper(
-        is_train=True, augmentations=_lsj(), image_format="RGB", use_instance_mask=False,
-        region_store=regions_store, num_regions=1000, min_visible=0.0,
+        is_train=True,
+        augmentations=_lsj(),
+        image_format="RGB",
+        use_instance_mask=False,
+        region_store=regions_store,
+        num_regions=1000,
+        min_visible=0.0,
     )
     dropped = sum(
         _check_regions_follow_annotations(mapper, d, regions_store.get(d["image_id"]), range(6))
@@ -93,30 +104,56 @@ def test_mapper_on_real_coco_images(tmp_path):
     name = "test_coco_tiny_mapper"
     subset = os.path.join(SHARED, "coco_tiny")
     if name not in DatasetCatalog.list():
-        register_coco_ov(name, os.path.join(subset, "annotations", "instances_train2017.json"),
-                         os.path.join(subset, "train2017"), train=True)
+        register_coco_ov(
+            name,
+            os.path.join(subset, "annotations", "instances_train2017.json"),
+            os.path.join(subset, "train2017"),
+            train=True,
+        )
     dicts = DatasetCatalog.get(name)[:10]
     rng = np.random.default_rng(0)
     create_region_store(str(tmp_path), teacher="random", embed_dim=D)
     with ShardWriter(str(tmp_path), 0) as w:
         for d in dicts:
-            gt = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in d["annotations"]]
+            gt = [
+                BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+                for a in d["annotations"]
+            ]
             xy = rng.uniform(0, [d["width"], d["height"]], (D - len(gt), 2))
             extra = np.concatenate([xy, xy + rng.uniform(8, 200, xy.shape)], 1)
             boxes = np.concatenate([np.array(gt).reshape(-1, 4), extra])[:D]
             w.add(d["image_id"], boxes, _index_embeddings(len(boxes)), (d["height"], d["width"]))
     finalize_region_store(str(tmp_path))
     store = RegionStore(str(tmp_path))
-    cfg = load_config(VILD_CONFIG, ["INPUT.LSJ.ENABLED", "True", "INPUT.LSJ.IMAGE_SIZE", "320",
-                                    "INPUT.DISTILL_MIN_VISIBLE", "0.0", "DATASETS.REGION_STORE_TRAIN", str(tmp_path)])
+    cfg = load_config(
+        VILD_CONFIG,
+        [
+            "INPUT.LSJ.ENABLED",
+            "True",
+            "INPUT.LSJ.IMAGE_SIZE",
+            "320",
+            "INPUT.DISTILL_MIN_VISIBLE",
+            "0.0",
+            "DATASETS.REGION_STORE_TRAIN",
+            str(tmp_path),
+        ],
+    )
     full = DistillDatasetMapper(cfg, is_train=True, region_store=store)  # with masks
     out = full(dicts[0])
     assert out["image"].shape == (3, 320, 320) and out["image"].dtype == torch.uint8
     assert len(out["distill_regions"]) <= cfg.MODEL.VILD.NUM_DISTILL_REGIONS
-    boxes_only = DistillDatasetMapper(cfg, is_train=True, region_store=store, use_instance_mask=False,
-                                      recompute_boxes=False, num_regions=1000)
-    dropped = sum(_check_regions_follow_annotations(boxes_only, d, store.get(d["image_id"]), range(3))
-                  for d in dicts)
+    boxes_only = DistillDatasetMapper(
+        cfg,
+        is_train=True,
+        region_store=store,
+        use_instance_mask=False,
+        recompute_boxes=False,
+        num_regions=1000,
+    )
+    dropped = sum(
+        _check_regions_follow_annotations(boxes_only, d, store.get(d["image_id"]), range(3))
+        for d in dicts
+    )
     assert dropped
 
 
@@ -133,8 +170,13 @@ def test_min_visible_and_cap():
 def test_cap_keeps_first_regions_and_size_check(tiny_lvis, store):
     d = DatasetCatalog.get(tiny_lvis["names"]["train"])[0]
     mapper = DistillDatasetMapper(
-        is_train=True, augmentations=[], image_format="RGB", use_instance_mask=False,
-        region_store=store, num_regions=3, min_visible=0.0,
+        is_train=True,
+        augmentations=[],
+        image_format="RGB",
+        use_instance_mask=False,
+        region_store=store,
+        num_regions=3,
+        min_visible=0.0,
     )
     out = mapper(d)
     kept = out["distill_regions"].embeddings.float().argmax(dim=1).tolist()
@@ -154,18 +196,40 @@ def test_store_of_other_images_is_refused(tiny_lvis, tmp_path):
     mapper = DistillDatasetMapper(
         is_train=True, augmentations=[], image_format="RGB", region_store=str(tmp_path)
     )
-    with pytest.raises(RegionStoreError, match=rf"image id {d['image_id']} \(.*\) is 96x96 in the dataset but 192x96 in the store"):
+    with pytest.raises(
+        RegionStoreError,
+        match=rf"image id {d['image_id']} \(.*\) is 96x96 in the dataset but 192x96 in the store",
+    ):
         mapper(d)
 
 
 def _vild_cfg(tiny_lvis, store, vocab, *extra):
-    return load_config(VILD_CONFIG, [
-        "MODEL.DEVICE", "cpu", "MODEL.VILD.EMBED_DIM", str(D), "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS",
-        vocab, "DATASETS.TRAIN", f"('{tiny_lvis['names']['train']}',)", "DATASETS.TEST",
-        f"('{tiny_lvis['names']['val']}',)", "DATASETS.REGION_STORE_TRAIN", store,
-        "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0", "INPUT.MIN_SIZE_TRAIN", "(96,)",
-        "INPUT.MAX_SIZE_TRAIN", "96", *extra,
-    ])
+    return load_config(
+        VILD_CONFIG,
+        [
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.VILD.EMBED_DIM",
+            str(D),
+            "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS",
+            vocab,
+            "DATASETS.TRAIN",
+            f"('{tiny_lvis['names']['train']}',)",
+            "DATASETS.TEST",
+            f"('{tiny_lvis['names']['val']}',)",
+            "DATASETS.REGION_STORE_TRAIN",
+            store,
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "INPUT.MIN_SIZE_TRAIN",
+            "(96,)",
+            "INPUT.MAX_SIZE_TRAIN",
+            "96",
+            *extra,
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -192,19 +256,31 @@ def test_trainer_attaches_regions_and_trains(tiny_lvis, store, vocab, tmp_path):
 
 
 def test_training_input_errors(tiny_lvis, store, vocab, tmp_path):
-    with pytest.raises(ConfigError, match="IMAGE_LOSS_WEIGHT > 0 .* needs DATASETS.REGION_STORE_TRAIN"):
+    with pytest.raises(
+        ConfigError, match="IMAGE_LOSS_WEIGHT > 0 .* needs DATASETS.REGION_STORE_TRAIN"
+    ):
         check_training_inputs(_vild_cfg(tiny_lvis, "", vocab))
-    with pytest.raises(ConfigError, match=f"region store {store} holds D = {D} embeddings, but MODEL.VILD.EMBED_DIM is 64"):
+    with pytest.raises(
+        ConfigError,
+        match=f"region store {store} holds D = {D} embeddings, but MODEL.VILD.EMBED_DIM is 64",
+    ):
         check_training_inputs(_vild_cfg(tiny_lvis, store, vocab, "MODEL.VILD.EMBED_DIM", "64"))
     with pytest.raises(ConfigError, match="no manifest.json"):
         check_training_inputs(_vild_cfg(tiny_lvis, str(tmp_path), vocab))
     partial = str(tmp_path / "partial")
     create_region_store(partial, teacher="t", embed_dim=D)
     with ShardWriter(partial, 0) as w:
-        w.add(DatasetCatalog.get(tiny_lvis["names"]["train"])[0]["image_id"], np.zeros((0, 4)), np.zeros((0, D)), (96, 96))
+        w.add(
+            DatasetCatalog.get(tiny_lvis["names"]["train"])[0]["image_id"],
+            np.zeros((0, 4)),
+            np.zeros((0, D)),
+            (96, 96),
+        )
     finalize_region_store(partial)
     cfg = _vild_cfg(tiny_lvis, partial, vocab)
-    with pytest.raises(RegionStoreError, match=f"region store {partial} has no regions for 2 of the 3 images"):
+    with pytest.raises(
+        RegionStoreError, match=f"region store {partial} has no regions for 2 of the 3 images"
+    ):
         open_training_store(cfg, DatasetCatalog.get(tiny_lvis["names"]["train"]))
 
 
@@ -213,7 +289,9 @@ def test_image_without_annotations_under_lsj_trains(tiny_lvis, store, vocab):
     from detectron2.modeling import build_model
     from detectron2.utils.events import EventStorage
 
-    cfg = _vild_cfg(tiny_lvis, store, vocab, "INPUT.LSJ.ENABLED", "True", "INPUT.LSJ.IMAGE_SIZE", "96")
+    cfg = _vild_cfg(
+        tiny_lvis, store, vocab, "INPUT.LSJ.ENABLED", "True", "INPUT.LSJ.IMAGE_SIZE", "96"
+    )
     mapper = DistillDatasetMapper(cfg, is_train=True)
     assert mapper.recompute_boxes  # LSJ + masks: the case detectron2 v0.6 fails on
     dicts = DatasetCatalog.get(tiny_lvis["names"]["train"])

@@ -30,37 +30,101 @@ def world(tmp_path_factory):
     from vild_d2.teacher import build_clip, save_clip_checkpoint
 
     root = tmp_path_factory.mktemp("dist")
-    generate_shapes_world(str(root / "data" / "shapes_world"),
-                          ShapesWorldSpec(seed=5, num_train=16, num_val=4, image_size=96, object_size=(12, 28)))
+    generate_shapes_world(
+        str(root / "data" / "shapes_world"),
+        ShapesWorldSpec(seed=5, num_train=16, num_val=4, image_size=96, object_size=(12, 28)),
+    )
     save_clip_checkpoint(build_clip(seed=0, **TINY_CLIP_SHAPE), str(root / "clip.pt"))
     np.save(root / "text.npy", np.random.default_rng(0).normal(size=(48, D)).astype(np.float32))
     env = dict(os.environ, DETECTRON2_DATASETS=str(root / "data"))
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "precompute_region_embeddings.py"),
-                           "--teacher", str(root / "clip.pt"), "--dataset", "shapes_world_train_ov",
-                           "--config-file", RPN, "--allow-untrained-rpn", "--output", str(root / "store"),
-                           "--num-regions", "8", "--device", "cpu"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "tools", "precompute_region_embeddings.py"),
+            "--teacher",
+            str(root / "clip.pt"),
+            "--dataset",
+            "shapes_world_train_ov",
+            "--config-file",
+            RPN,
+            "--allow-untrained-rpn",
+            "--output",
+            str(root / "store"),
+            "--num-regions",
+            "8",
+            "--device",
+            "cpu",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return {"root": root, "env": env}
 
 
 def _train_net(world, workers, out, *opts, config=VILD, wait=True, flags=()):
-    cmd = [sys.executable, os.path.join(ROOT, "train_net.py"), *flags, "--num-gpus", str(workers), "--config-file", config,
-           "MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0", "INPUT.RANDOM_FLIP", "none", "SEED", "7",
-           "OUTPUT_DIR", str(out), *opts]
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "train_net.py"),
+        *flags,
+        "--num-gpus",
+        str(workers),
+        "--config-file",
+        config,
+        "MODEL.DEVICE",
+        "cpu",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "INPUT.RANDOM_FLIP",
+        "none",
+        "SEED",
+        "7",
+        "OUTPUT_DIR",
+        str(out),
+        *opts,
+    ]
     if config == VILD:
-        cmd += ["MODEL.VILD.EMBED_DIM", str(D), "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", str(world["root"] / "text.npy"),
-                "MODEL.VILD.NUM_DISTILL_REGIONS", "8", "DATASETS.REGION_STORE_TRAIN", str(world["root"] / "store")]
+        cmd += [
+            "MODEL.VILD.EMBED_DIM",
+            str(D),
+            "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS",
+            str(world["root"] / "text.npy"),
+            "MODEL.VILD.NUM_DISTILL_REGIONS",
+            "8",
+            "DATASETS.REGION_STORE_TRAIN",
+            str(world["root"] / "store"),
+        ]
     if not wait:
-        return subprocess.Popen(cmd, cwd=ROOT, env=world["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
-    proc = subprocess.run(cmd, cwd=ROOT, env=world["env"], capture_output=True, text=True, timeout=600)
+        return subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=world["env"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=world["env"], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
 
 
-TRAIN = ["DATASETS.TEST", "()", "SOLVER.IMS_PER_BATCH", "4", "SOLVER.MAX_ITER", "10", "SOLVER.WARMUP_ITERS", "2",
-         "SOLVER.STEPS", "(100,)"]
+TRAIN = [
+    "DATASETS.TEST",
+    "()",
+    "SOLVER.IMS_PER_BATCH",
+    "4",
+    "SOLVER.MAX_ITER",
+    "10",
+    "SOLVER.WARMUP_ITERS",
+    "2",
+    "SOLVER.STEPS",
+    "(100,)",
+]
 
 
 def _last_losses(out):
@@ -93,14 +157,24 @@ def test_distributed_evaluation_equals_one_process(world, tmp_path, config):
 
         from vild_d2.config import load_config
 
-        model = build_model(load_config(RPN, ["MODEL.DEVICE", "cpu", "DATASETS.TRAIN", "()", "DATASETS.TEST", "()"]))
+        model = build_model(
+            load_config(RPN, ["MODEL.DEVICE", "cpu", "DATASETS.TRAIN", "()", "DATASETS.TEST", "()"])
+        )
         DetectionCheckpointer(model, save_dir=str(tmp_path)).save("rpn")
         weights = ["MODEL.WEIGHTS", str(tmp_path / "rpn.pth")]
     results = []
     for workers in (1, 2):
         out = tmp_path / f"eval{workers}"
-        _train_net(world, workers, out, "DATASETS.TEST", "('shapes_world_val',)", *weights, config=config,
-                   flags=["--eval-only"])
+        _train_net(
+            world,
+            workers,
+            out,
+            "DATASETS.TEST",
+            "('shapes_world_val',)",
+            *weights,
+            config=config,
+            flags=["--eval-only"],
+        )
         results.append(json.loads((out / "eval_results.json").read_text()))
     assert results[0].keys() == results[1].keys() and len(results[0]) > 4
     for key, value in results[0].items():
@@ -122,13 +196,25 @@ def _children(pid):
 
 def test_a_killed_worker_stops_the_run_and_resume_continues(world, tmp_path):
     out = tmp_path / "run"
-    opts = [*TRAIN[:-6], "SOLVER.MAX_ITER", "60", "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "(100,)",
-            "SOLVER.CHECKPOINT_PERIOD", "4"]
+    opts = [
+        *TRAIN[:-6],
+        "SOLVER.MAX_ITER",
+        "60",
+        "SOLVER.WARMUP_ITERS",
+        "2",
+        "SOLVER.STEPS",
+        "(100,)",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "4",
+    ]
     proc = _train_net(world, 2, out, *opts, wait=False)
     try:
         _wait_for(lambda: (out / "last_checkpoint").is_file(), 300, "the first checkpoint")
-        workers = [c for c in _children(proc.pid)
-                   if "spawn" in open(f"/proc/{c}/cmdline", "rb").read().decode(errors="replace")]
+        workers = [
+            c
+            for c in _children(proc.pid)
+            if "spawn" in open(f"/proc/{c}/cmdline", "rb").read().decode(errors="replace")
+        ]
         assert len(workers) == 2, workers
         os.kill(workers[1], signal.SIGKILL)
         start = time.time()
@@ -140,7 +226,9 @@ def test_a_killed_worker_stops_the_run_and_resume_continues(world, tmp_path):
     assert proc.returncode != 0
     line = [x for x in text.splitlines() if x.startswith("train_net.py: error:")]
     assert line and "worker 1 of 2 died" in line[-1] and "--resume" in line[-1], text[-2000:]
-    resumed_from = int((out / "last_checkpoint").read_text().strip()[len("model_"):-len(".pth")]) + 1
+    resumed_from = (
+        int((out / "last_checkpoint").read_text().strip()[len("model_") : -len(".pth")]) + 1
+    )
     _train_net(world, 2, out, *opts, flags=["--resume"])
     assert f"Starting training from iteration {resumed_from}" in (out / "log.txt").read_text()
     assert (out / "model_final.pth").is_file()

@@ -1,4 +1,4 @@
-"""TorchScript export with the vocabulary as an input: parity with eager, reload without detectron2."""
+"""TorchScript export with the vocabulary as an input: parity with eager, reload with torch only."""
 
 import json
 import os
@@ -20,8 +20,10 @@ from vild_d2.modeling import ZeroShotClassifier
 from .conftest import ROOT, TINY_CONFIG
 from .helpers.scripts import load_script
 
-CONFIGS = {name: os.path.join(ROOT, "configs", "shapes_world", f"{name}_R_18_FPN_tiny.yaml")
-           for name in ("vild", "vild_ensemble")}
+CONFIGS = {
+    name: os.path.join(ROOT, "configs", "shapes_world", f"{name}_R_18_FPN_tiny.yaml")
+    for name in ("vild", "vild_ensemble")
+}
 D, C = 32, 48
 DATASET = "test_export_ov"  # metadata only: 48 classes, the last 6 novel
 
@@ -29,17 +31,29 @@ DATASET = "test_export_ov"  # metadata only: 48 classes, the last 6 novel
 @pytest.fixture(scope="module")
 def train_vocab(tmp_path_factory):
     if DATASET not in MetadataCatalog.list():
-        MetadataCatalog.get(DATASET).set(thing_classes=[f"class {i}" for i in range(C)],
-                                         novel_class_ids=list(range(42, 48)))
+        MetadataCatalog.get(DATASET).set(
+            thing_classes=[f"class {i}" for i in range(C)], novel_class_ids=list(range(42, 48))
+        )
     path = str(tmp_path_factory.mktemp("vocab") / "train.npy")
     np.save(path, np.random.default_rng(0).normal(size=(C, D)).astype(np.float32))
     return path
 
 
 def _opts(train_vocab):
-    return ["MODEL.DEVICE", "cpu", "MODEL.VILD.EMBED_DIM", str(D), "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", train_vocab,
-            "DATASETS.TRAIN", f"('{DATASET}',)", "DATASETS.TEST", f"('{DATASET}',)",
-            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.01"]
+    return [
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.VILD.EMBED_DIM",
+        str(D),
+        "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS",
+        train_vocab,
+        "DATASETS.TRAIN",
+        f"('{DATASET}',)",
+        "DATASETS.TEST",
+        f"('{DATASET}',)",
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        "0.01",
+    ]
 
 
 def _model(name, train_vocab):
@@ -66,8 +80,12 @@ def _eager(model, image, vocab, mask):
     model.set_vocabulary(vocab, mask)
     with torch.no_grad():
         inst = model.inference([{"image": image}], do_postprocess=False)[0]
-    return {"boxes": inst.pred_boxes.tensor, "scores": inst.scores, "classes": inst.pred_classes,
-            "masks": inst.pred_masks}
+    return {
+        "boxes": inst.pred_boxes.tensor,
+        "scores": inst.scores,
+        "classes": inst.pred_classes,
+        "masks": inst.pred_masks,
+    }
 
 
 def _assert_same(eager, exported):
@@ -96,8 +114,10 @@ def test_exported_matches_eager_for_two_vocabularies(name, method, train_vocab):
         _assert_same(_eager(model, image, vocab, mask), ours)
     if name == "vild_ensemble":  # the base mask is an input that matters
         vocab, mask = _vocabularies()[0]
-        assert not torch.equal(_call(exported, name, image, vocab, mask)["scores"],
-                               _call(exported, name, image, vocab, ~mask)["scores"])
+        assert not torch.equal(
+            _call(exported, name, image, vocab, mask)["scores"],
+            _call(exported, name, image, vocab, ~mask)["scores"],
+        )
 
 
 def test_scripted_model_takes_other_image_sizes(train_vocab):
@@ -130,18 +150,46 @@ def test_export_tool_output_reloads_with_torch_only(name, method, train_vocab, t
     image = _image()
     sample = tmp_path / "sample.png"
     from PIL import Image
-    Image.fromarray(image.permute(1, 2, 0).numpy().astype(np.uint8)[:, :, ::-1]).save(sample)  # BGR -> RGB file
-    assert export_main(["--config-file", CONFIGS[name], "--export-method", method, "--output", str(tmp_path / "out"),
-                        "--sample-image", str(sample), *_opts(train_vocab),
-                        "MODEL.WEIGHTS", str(tmp_path / "model.pth")]) == 0
+
+    Image.fromarray(image.permute(1, 2, 0).numpy().astype(np.uint8)[:, :, ::-1]).save(
+        sample
+    )  # BGR -> RGB file
+    assert (
+        export_main(
+            [
+                "--config-file",
+                CONFIGS[name],
+                "--export-method",
+                method,
+                "--output",
+                str(tmp_path / "out"),
+                "--sample-image",
+                str(sample),
+                *_opts(train_vocab),
+                "MODEL.WEIGHTS",
+                str(tmp_path / "model.pth"),
+            ]
+        )
+        == 0
+    )
     ts = tmp_path / "out" / "model.ts"
     vocab, mask = _vocabularies()[0]
     inputs = (image, vocab, mask) if name == "vild_ensemble" else (image, vocab)
     torch.save(inputs, tmp_path / "inputs.pt")
     script = tmp_path / "reload.py"
     script.write_text(RELOAD)
-    proc = subprocess.run([sys.executable, str(script), str(ts), str(tmp_path / "inputs.pt"),
-                           str(tmp_path / "out.pt")], capture_output=True, text=True, cwd=str(tmp_path))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(ts),
+            str(tmp_path / "inputs.pt"),
+            str(tmp_path / "out.pt"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=str(tmp_path),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     _assert_same(_eager(model, image, vocab, mask), torch.load(tmp_path / "out.pt"))
     # what inference around the module needs travels inside the file
@@ -155,16 +203,28 @@ def test_export_tool_output_reloads_with_torch_only(name, method, train_vocab, t
 def test_export_errors(train_vocab, tmp_path, capsys):
     export_main = load_script("tools/export_model.py").main
 
-    stock = build_model(load_config(TINY_CONFIG, ["MODEL.DEVICE", "cpu", "DATASETS.TRAIN", "()",
-                                                  "DATASETS.TEST", "()"])).eval()
+    stock = build_model(
+        load_config(
+            TINY_CONFIG, ["MODEL.DEVICE", "cpu", "DATASETS.TRAIN", "()", "DATASETS.TEST", "()"]
+        )
+    ).eval()
     with pytest.raises(ExportError, match="only ViLD models"):
         export_model(stock, "scripting")
     with pytest.raises(ExportError, match="unknown export method 'onnx'"):
         export_model(_model("vild", train_vocab), "onnx")
     with pytest.raises(ExportError, match="tracing needs an example image"):
         export_model(_model("vild", train_vocab), "tracing")
-    code = export_main(["--config-file", CONFIGS["vild"], "--output", str(tmp_path / "out"), *_opts(train_vocab),
-                        "MODEL.WEIGHTS", str(tmp_path / "missing.pth")])
+    code = export_main(
+        [
+            "--config-file",
+            CONFIGS["vild"],
+            "--output",
+            str(tmp_path / "out"),
+            *_opts(train_vocab),
+            "MODEL.WEIGHTS",
+            str(tmp_path / "missing.pth"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "missing.pth" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
@@ -190,12 +250,18 @@ def test_checkpoints_from_before_the_classifier_module_still_load(train_vocab):
     state = model.state_dict()
     old = {}
     for k, v in state.items():  # the names of the previous layout
-        k = k.replace("box_predictor.classifier.", "box_predictor.").replace("image_head.classifier.", "image_head.")
+        k = k.replace("box_predictor.classifier.", "box_predictor.").replace(
+            "image_head.classifier.", "image_head."
+        )
         old[k] = v.clone() + 1
     other = _model("vild_ensemble", train_vocab)
     missing, unexpected = other.load_state_dict(old, strict=False)
     assert not missing and not unexpected
-    assert torch.equal(other.roi_heads.box_predictor.classifier.bg_embedding,
-                       state["roi_heads.box_predictor.classifier.bg_embedding"] + 1)
-    assert torch.equal(other.roi_heads.image_head.classifier.projection.weight,
-                       state["roi_heads.image_head.classifier.projection.weight"] + 1)
+    assert torch.equal(
+        other.roi_heads.box_predictor.classifier.bg_embedding,
+        state["roi_heads.box_predictor.classifier.bg_embedding"] + 1,
+    )
+    assert torch.equal(
+        other.roi_heads.image_head.classifier.projection.weight,
+        state["roi_heads.image_head.classifier.projection.weight"] + 1,
+    )

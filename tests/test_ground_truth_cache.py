@@ -26,7 +26,8 @@ evaluator = build_evaluator(load_config(config, ["MODEL.MASK_ON", "False"]), "gt
 evaluator.reset()
 for d in DatasetCatalog.get("gt_cache_val"):
     inst = Instances((d["height"], d["width"]))
-    inst.pred_boxes = Boxes(torch.tensor([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+    inst.pred_boxes = Boxes(torch.tensor([BoxMode.convert(a["bbox"], a["bbox_mode"],
+                                                          BoxMode.XYXY_ABS)
                                           for a in d["annotations"]]).reshape(-1, 4))
     inst.scores = torch.ones(len(d["annotations"]))
     inst.pred_classes = torch.tensor([a["category_id"] for a in d["annotations"]], dtype=torch.long)
@@ -38,8 +39,13 @@ print("AP50-all", evaluator.evaluate()["bbox"]["AP50-all"])
 def _ap50(json_file, out, tmp_path):
     script = tmp_path / "evaluate.py"
     script.write_text(EVALUATE)
-    proc = subprocess.run([sys.executable, str(script), str(json_file), str(out), TINY_CONFIG],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(json_file), str(out), TINY_CONFIG],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return float(proc.stdout.strip().splitlines()[-1].split()[-1])
 
@@ -51,8 +57,12 @@ def test_changed_annotations_are_evaluated_against_themselves(tmp_path):
     data = json.loads(json_file.read_text())
     for a in data["annotations"][::2]:  # the annotations move; the predictions follow them
         a["bbox"][0] += 120.0
-        a["segmentation"] = [[v + 120.0 if i % 2 == 0 else v for i, v in enumerate(a["segmentation"][0])]]
+        a["segmentation"] = [
+            [v + 120.0 if i % 2 == 0 else v for i, v in enumerate(a["segmentation"][0])]
+        ]
     json_file.write_text(json.dumps(data))
-    assert abs(_ap50(json_file, out, tmp_path) - 100) < 1e-6  # a stale cache would score the old boxes
+    assert (
+        abs(_ap50(json_file, out, tmp_path) - 100) < 1e-6
+    )  # a stale cache would score the old boxes
     caches = [f for f in os.listdir(out) if "_coco_format." in f]
     assert len(caches) == 2  # one per content; the first is still valid for the old annotations

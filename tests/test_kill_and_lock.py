@@ -42,8 +42,15 @@ def _wait_for(predicate, timeout: float, what: str):
 
 def test_killed_pipeline_stops_its_stage_and_a_second_pipeline_is_refused(tmp_path):
     out = tmp_path / "demo"
-    cmd = [sys.executable, os.path.join(ROOT, "tools", "run_world_pipeline.py"), "--quick", "--device", "cpu",
-           "--output", str(out)]
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "tools", "run_world_pipeline.py"),
+        "--quick",
+        "--device",
+        "cpu",
+        "--output",
+        str(out),
+    ]
     log = open(tmp_path / "pipeline.out", "w")
     first = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -63,30 +70,62 @@ def test_killed_pipeline_stops_its_stage_and_a_second_pipeline_is_refused(tmp_pa
 
 def _train(out, datasets_root, *extra):
     return subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "train_net.py"), "--resume", "--config-file", TINY_CONFIG,
-         "MODEL.DEVICE", "cpu", "DATASETS.TRAIN", "('shapes_world_train',)", "DATASETS.TEST", "()",
-         "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "40", "SOLVER.CHECKPOINT_PERIOD", "5",
-         "SOLVER.CHECKPOINTS_KEPT", "1", "DATALOADER.NUM_WORKERS", "1", "OUTPUT_DIR", str(out), *extra],
-        cwd=ROOT, env=dict(os.environ, DETECTRON2_DATASETS=str(datasets_root)), start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            os.path.join(ROOT, "train_net.py"),
+            "--resume",
+            "--config-file",
+            TINY_CONFIG,
+            "MODEL.DEVICE",
+            "cpu",
+            "DATASETS.TRAIN",
+            "('shapes_world_train',)",
+            "DATASETS.TEST",
+            "()",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "SOLVER.MAX_ITER",
+            "40",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "5",
+            "SOLVER.CHECKPOINTS_KEPT",
+            "1",
+            "DATALOADER.NUM_WORKERS",
+            "1",
+            "OUTPUT_DIR",
+            str(out),
+            *extra,
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, DETECTRON2_DATASETS=str(datasets_root)),
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
 def test_killed_training_resumes_and_a_second_trainer_is_refused(tmp_path):
     from vild_d2.data.datasets import ShapesWorldSpec, generate_shapes_world
 
-    generate_shapes_world(str(tmp_path / "data" / "shapes_world"),
-                          ShapesWorldSpec(seed=3, num_train=6, num_val=2, image_size=96, object_size=(12, 28)))
+    generate_shapes_world(
+        str(tmp_path / "data" / "shapes_world"),
+        ShapesWorldSpec(seed=3, num_train=6, num_val=2, image_size=96, object_size=(12, 28)),
+    )
     out = tmp_path / "train"
     first = _train(out, tmp_path / "data")
     try:
+
         def saved():
             last = out / "last_checkpoint"
             return last.is_file() and last.read_text().strip() not in ("", "model_0000004.pth")
+
         _wait_for(saved, 300, "a second periodic checkpoint")
         second = _train(out, tmp_path / "data")
         text = second.communicate(timeout=120)[0]
-        assert second.returncode == 2 and "train_net.py: error:" in text and "is in use by pid" in text, text[-2000:]
+        assert (
+            second.returncode == 2 and "train_net.py: error:" in text and "is in use by pid" in text
+        ), text[-2000:]
         os.killpg(first.pid, signal.SIGKILL)  # as hard as a kill gets
         first.wait(timeout=60)
     finally:
@@ -94,7 +133,7 @@ def test_killed_training_resumes_and_a_second_trainer_is_refused(tmp_path):
             os.killpg(first.pid, signal.SIGKILL)
     periodic = sorted(f for f in os.listdir(out) if f.startswith("model_0") and f.endswith(".pth"))
     assert len(periodic) == 1  # CHECKPOINTS_KEPT 1: older periodic checkpoints were deleted
-    resumed_from = int(periodic[0][len("model_"):-len(".pth")]) + 1
+    resumed_from = int(periodic[0][len("model_") : -len(".pth")]) + 1
     again = _train(out, tmp_path / "data")  # the kernel released the killed trainer's lock
     text = again.communicate(timeout=600)[0]
     assert again.returncode == 0, text[-3000:]

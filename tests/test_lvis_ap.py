@@ -31,19 +31,49 @@ def _fake_results(gt: dict, seed: int) -> list:
             rles = mask_utils.frPyObjects(a["segmentation"], size, size)
             rle = mask_utils.merge(rles)
             if rng.random() < 0.3:  # a box-shaped mask instead
-                rle = mask_utils.frPyObjects([[box[0], box[1], box[0] + box[2], box[1], box[0] + box[2],
-                                               box[1] + box[3], box[0], box[1] + box[3]]], size, size)[0]
+                rle = mask_utils.frPyObjects(
+                    [
+                        [
+                            box[0],
+                            box[1],
+                            box[0] + box[2],
+                            box[1],
+                            box[0] + box[2],
+                            box[1] + box[3],
+                            box[0],
+                            box[1] + box[3],
+                        ]
+                    ],
+                    size,
+                    size,
+                )[0]
             rle["counts"] = rle["counts"].decode()
-            results.append({"image_id": a["image_id"], "category_id": cat, "bbox": box,
-                            "segmentation": rle, "score": float(rng.random())})
+            results.append(
+                {
+                    "image_id": a["image_id"],
+                    "category_id": cat,
+                    "bbox": box,
+                    "segmentation": rle,
+                    "score": float(rng.random()),
+                }
+            )
     for im in gt["images"]:
         for _ in range(3):
             x, y = rng.uniform(0, size - 20, size=2)
             box = [float(x), float(y), 15.0, 15.0]
-            rle = mask_utils.frPyObjects([[x, y, x + 15, y, x + 15, y + 15, x, y + 15]], size, size)[0]
+            rle = mask_utils.frPyObjects(
+                [[x, y, x + 15, y, x + 15, y + 15, x, y + 15]], size, size
+            )[0]
             rle["counts"] = rle["counts"].decode()
-            results.append({"image_id": im["id"], "category_id": int(rng.choice(cats)), "bbox": box,
-                            "segmentation": rle, "score": float(rng.random() * 0.5)})
+            results.append(
+                {
+                    "image_id": im["id"],
+                    "category_id": int(rng.choice(cats)),
+                    "bbox": box,
+                    "segmentation": rle,
+                    "score": float(rng.random() * 0.5),
+                }
+            )
     return results
 
 
@@ -59,7 +89,12 @@ def world(tmp_path_factory):
     gt["images"][0]["neg_category_ids"].remove(gt["categories"][0]["id"])
     with open(val, "w") as f:
         json.dump(gt, f)
-    return {"json": val, "gt": gt, "results": _fake_results(gt, 0), "results_b": _fake_results(gt, 1)}
+    return {
+        "json": val,
+        "gt": gt,
+        "results": _fake_results(gt, 0),
+        "results_b": _fake_results(gt, 1),
+    }
 
 
 @pytest.mark.parametrize("iou_type", ["bbox", "segm"])
@@ -98,11 +133,18 @@ def test_bootstrap_weights_and_intervals(world):
     same = bootstrap_differences({"x": a, "y": a}, [("x", "y", "AP")], groups, num_samples=20)[0]
     assert same["diff"] == 0 and same["lo"] == 0 and same["hi"] == 0
     diff = bootstrap_differences({"x": a, "y": b}, [("x", "y", "AP")], groups, num_samples=40)[0]
-    assert diff["lo"] <= diff["hi"] and diff["lo"] < diff["diff"] + 1e-9 and diff["diff"] - 1e-9 < diff["hi"]
+    assert (
+        diff["lo"] <= diff["hi"]
+        and diff["lo"] < diff["diff"] + 1e-9
+        and diff["diff"] - 1e-9 < diff["hi"]
+    )
 
 
 def _intervals(lo):
-    return [{"a": a, "b": b, "metric": m, "diff": 1.0, "lo": lo, "hi": lo + 5} for a, b, m in CLAIM_COMPARISONS]
+    return [
+        {"a": a, "b": b, "metric": m, "diff": 1.0, "lo": lo, "hi": lo + 5}
+        for a, b, m in CLAIM_COMPARISONS
+    ]
 
 
 def test_claims_on_known_numbers():

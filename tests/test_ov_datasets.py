@@ -1,4 +1,4 @@
-"""Open-vocabulary splits (LVIS v1 rare = novel, OV-COCO 48/17) and the AP50 novel/base evaluator."""
+"""Open-vocabulary splits (LVIS v1 rare = novel, OV-COCO 48/17), the AP50 novel/base evaluator."""
 
 import json
 import os
@@ -11,7 +11,11 @@ from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from detectron2.structures import Boxes, BoxMode, Instances
 
 from vild_d2.data.datasets import (
-    COCO_OV_BASE, COCO_OV_NOVEL, lvis_v1_ov_metadata, register_coco_ov, register_lvis_format,
+    COCO_OV_BASE,
+    COCO_OV_NOVEL,
+    lvis_v1_ov_metadata,
+    register_coco_ov,
+    register_lvis_format,
 )
 from vild_d2.data.vocabulary import dataset_vocabulary
 from vild_d2.evaluation import OpenVocabCOCOEvaluator, split_ap50
@@ -20,8 +24,12 @@ from .conftest import SHARED, needs_shared
 
 
 def test_builtin_ov_registrations():
-    for name, classes, novel in [("lvis_v1_train_ov", 1203, 337), ("lvis_v1_val", 1203, 337),
-                                 ("coco_2017_train_ov", 65, 17), ("coco_2017_val_ov", 65, 17)]:
+    for name, classes, novel in [
+        ("lvis_v1_train_ov", 1203, 337),
+        ("lvis_v1_val", 1203, 337),
+        ("coco_2017_train_ov", 65, 17),
+        ("coco_2017_val_ov", 65, 17),
+    ]:
         vocab = dataset_vocabulary(name)
         assert vocab["num_classes"] == classes and int((~vocab["base_mask"]).sum()) == novel, name
     meta = lvis_v1_ov_metadata()
@@ -45,8 +53,9 @@ def test_lvis_format_open_vocabulary_split(tmp_path):
             DatasetCatalog.remove(n)
             MetadataCatalog.remove(n)
     register_lvis_format(full_name, json_file, str(tmp_path))
-    register_lvis_format(name, json_file, str(tmp_path), novel_frequencies=("r",),
-                         remove_novel_annotations=True)
+    register_lvis_format(
+        name, json_file, str(tmp_path), novel_frequencies=("r",), remove_novel_annotations=True
+    )
     full = DatasetCatalog.get(full_name)
     ov = DatasetCatalog.get(name)
     meta = MetadataCatalog.get(name)
@@ -67,12 +76,26 @@ def _coco_json(path, rng):
         images.append({"id": i + 1, "file_name": f"{i + 1}.jpg", "height": 200, "width": 300})
         for j in range(8):
             x, y = float(rng.uniform(0, 200)), float(rng.uniform(0, 100))
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "bbox": [x, y, 60.0, 50.0],
-                         "area": 3000.0, "iscrowd": 0, "category_id": cats[(i * 8 + j) % 80]["id"],
-                         "segmentation": [[x, y, x + 60, y, x + 60, y + 50, x, y + 50]]})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i + 1,
+                    "bbox": [x, y, 60.0, 50.0],
+                    "area": 3000.0,
+                    "iscrowd": 0,
+                    "category_id": cats[(i * 8 + j) % 80]["id"],
+                    "segmentation": [[x, y, x + 60, y, x + 60, y + 50, x, y + 50]],
+                }
+            )
     with open(path, "w") as f:
-        json.dump({"images": images, "annotations": anns,
-                   "categories": [{"id": c["id"], "name": c["name"]} for c in cats]}, f)
+        json.dump(
+            {
+                "images": images,
+                "annotations": anns,
+                "categories": [{"id": c["id"], "name": c["name"]} for c in cats],
+            },
+            f,
+        )
     return {c["id"]: c["name"] for c in cats}, anns
 
 
@@ -84,7 +107,9 @@ def test_ov_coco_evaluator_reports_novel_base_all(tmp_path):
     dicts = DatasetCatalog.get(name)
     meta = MetadataCatalog.get(name)
     novel = set(meta.novel_class_ids)
-    kept = [a for a in anns if names_by_id[a["category_id"]] in set(COCO_OV_BASE) | set(COCO_OV_NOVEL)]
+    kept = [
+        a for a in anns if names_by_id[a["category_id"]] in set(COCO_OV_BASE) | set(COCO_OV_NOVEL)
+    ]
     assert sum(len(d["annotations"]) for d in dicts) == len(kept) < len(anns)
 
     def evaluate(only_base):
@@ -93,22 +118,28 @@ def test_ov_coco_evaluator_reports_novel_base_all(tmp_path):
         for d in dicts:
             annos = [a for a in d["annotations"] if not (only_base and a["category_id"] in novel)]
             inst = Instances((d["height"], d["width"]))
-            inst.pred_boxes = Boxes(torch.tensor(
-                [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annos]
-            ).reshape(-1, 4))
+            inst.pred_boxes = Boxes(
+                torch.tensor(
+                    [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annos]
+                ).reshape(-1, 4)
+            )
             inst.scores = torch.ones(len(annos))
             inst.pred_classes = torch.tensor([a["category_id"] for a in annos], dtype=torch.long)
             ev.process([{"image_id": d["image_id"]}], [{"instances": inst}])
         return ev.evaluate()["bbox"]
 
     perfect = evaluate(only_base=False)
-    assert perfect["AP50-novel"] == pytest.approx(100) and perfect["AP50-base"] == pytest.approx(100)
+    assert perfect["AP50-novel"] == pytest.approx(100) and perfect["AP50-base"] == pytest.approx(
+        100
+    )
     assert perfect["AP50-all"] == pytest.approx(perfect["AP50"])
     base_only = evaluate(only_base=True)
     present = {a["category_id"] for d in dicts for a in d["annotations"]}
     n_novel, n_base = len(present & novel), len(present - novel)
     assert n_novel and n_base
-    assert base_only["AP50-novel"] == pytest.approx(0) and base_only["AP50-base"] == pytest.approx(100)
+    assert base_only["AP50-novel"] == pytest.approx(0) and base_only["AP50-base"] == pytest.approx(
+        100
+    )
     assert base_only["AP50-all"] == pytest.approx(100 * n_base / (n_base + n_novel))
 
 
@@ -120,6 +151,7 @@ def test_split_ap50_ignores_classes_without_ground_truth():
 
 
 # ---- real data ----------------------------------------------------------------------------
+
 
 @needs_shared
 def test_split_names_match_the_standard_split_file():
@@ -144,15 +176,20 @@ def test_ov_coco_on_real_annotations(subset):
     for train in (True, False):
         name = f"test_{subset}_ov_{'train' if train else 'val'}"
         if name not in DatasetCatalog.list():
-            register_coco_ov(name, json_file, os.path.join(SHARED, subset, "train2017"), train=train)
+            register_coco_ov(
+                name, json_file, os.path.join(SHARED, subset, "train2017"), train=train
+            )
         dicts = DatasetCatalog.get(name)
         classes = MetadataCatalog.get(name).thing_classes
         allowed = set(COCO_OV_BASE) | (set() if train else set(COCO_OV_NOVEL))
         expected = sorted(
-            (a["image_id"], coco_name[a["category_id"]]) for a in raw["annotations"]
+            (a["image_id"], coco_name[a["category_id"]])
+            for a in raw["annotations"]
             if coco_name[a["category_id"]] in allowed
         )
-        got = sorted((d["image_id"], classes[a["category_id"]]) for d in dicts for a in d["annotations"])
+        got = sorted(
+            (d["image_id"], classes[a["category_id"]]) for d in dicts for a in d["annotations"]
+        )
         assert got == expected and got
         assert len(dicts) == len(raw["images"])  # images without kept annotations stay
         assert all(os.path.isfile(d["file_name"]) for d in dicts)
@@ -168,5 +205,8 @@ def test_ov_coco_loader_refuses_boxes_without_area(tmp_path):
     name = "test_coco_ov_negative_box"
     if name not in DatasetCatalog.list():
         register_coco_ov(name, str(tmp_path / "val.json"), str(tmp_path), train=False)
-    with pytest.raises(DatasetFormatError, match=rf"val.json: annotation id={data['annotations'][5]['id']} has bbox"):
+    with pytest.raises(
+        DatasetFormatError,
+        match=rf"val.json: annotation id={data['annotations'][5]['id']} has bbox",
+    ):
         DatasetCatalog.get(name)

@@ -33,7 +33,9 @@ def world(tmp_path_factory, tiny_clip_checkpoint):
     from vild_d2.data.datasets import ShapesWorldSpec, generate_shapes_world, load_image_list
 
     root = str(tmp_path_factory.mktemp("precompute_world"))
-    spec = ShapesWorldSpec(seed=3, num_train=NUM_IMAGES, num_val=1, image_size=96, object_size=(12, 28))
+    spec = ShapesWorldSpec(
+        seed=3, num_train=NUM_IMAGES, num_val=1, image_size=96, object_size=(12, 28)
+    )
     json_file = generate_shapes_world(root, spec)["train"]
     images = load_image_list(json_file, root)
     rng = np.random.default_rng(0)
@@ -56,13 +58,29 @@ def world(tmp_path_factory, tiny_clip_checkpoint):
     proposals = os.path.join(root, "proposals.pkl")
     with open(proposals, "wb") as f:
         pickle.dump({"ids": ids, "boxes": boxes, "objectness_logits": logits}, f)
-    return {"root": root, "json": json_file, "images": images, "proposals": proposals,
-            "expected": expected, "teacher": tiny_clip_checkpoint["path"]}
+    return {
+        "root": root,
+        "json": json_file,
+        "images": images,
+        "proposals": proposals,
+        "expected": expected,
+        "teacher": tiny_clip_checkpoint["path"],
+    }
 
 
 def _args(world, output, *extra, source="file"):
-    args = ["--teacher", world["teacher"], "--json", world["json"], "--image-root", world["root"],
-            "--output", str(output), "--device", "cpu"]
+    args = [
+        "--teacher",
+        world["teacher"],
+        "--json",
+        world["json"],
+        "--image-root",
+        world["root"],
+        "--output",
+        str(output),
+        "--device",
+        "cpu",
+    ]
     if source == "file":
         args += ["--proposals-file", world["proposals"], "--nms-thresh", "1.0"]
     elif source == "rpn":  # random weights: the tests check mechanics, not proposals
@@ -72,13 +90,20 @@ def _args(world, output, *extra, source="file"):
 
 def _run(args, **kw):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, TOOL] + args, cwd=ROOT, capture_output=True, text=True,
-                          env=env, timeout=600, **kw)
+    return subprocess.run(
+        [sys.executable, TOOL] + args,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        **kw,
+    )
 
 
 def _summary(stdout):
     line = [l for l in stdout.splitlines() if l.startswith("summary: ")][-1]
-    return json.loads(line[len("summary: "):])
+    return json.loads(line[len("summary: ") :])
 
 
 def _assert_same_store(a_dir, b_dir, exact=True):
@@ -106,8 +131,11 @@ def _assert_same_store(a_dir, b_dir, exact=True):
             total += 1
             if j >= 0 and dist[i, j] <= 1e-3:
                 matched += 1
-                np.testing.assert_allclose(ra.embeddings[i].astype(np.float32),
-                                           rb.embeddings[j].astype(np.float32), atol=2e-3)
+                np.testing.assert_allclose(
+                    ra.embeddings[i].astype(np.float32),
+                    rb.embeddings[j].astype(np.float32),
+                    atol=2e-3,
+                )
     if not exact:
         assert matched >= 0.98 * total, f"{matched} of {total} regions have a twin"
 
@@ -137,16 +165,23 @@ def test_file_proposals_fill_the_store_and_count_bad_boxes(world, reference_stor
         np.testing.assert_array_equal(r.boxes[0], [0, 0, 30, 40])
         np.testing.assert_allclose(r.boxes[1:], boxes[3:102], atol=1e-4)
         assert (r.boxes[:, 2] <= r.width).all() and (r.boxes[:, 3] <= r.height).all()
-        np.testing.assert_allclose(np.linalg.norm(r.embeddings.astype(np.float32), axis=1), 1, atol=2e-3)
+        np.testing.assert_allclose(
+            np.linalg.norm(r.embeddings.astype(np.float32), axis=1), 1, atol=2e-3
+        )
     assert store.manifest["extra"]["num_regions"] == 100
 
 
 def test_kill_and_resume_equals_uninterrupted(world, reference_store, tmp_path):
     out = tmp_path / "store"
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    proc = subprocess.Popen([sys.executable, TOOL] + _args(world, out, "--num-regions", "100", "--commit-every", "1"),
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, TOOL] + _args(world, out, "--num-regions", "100", "--commit-every", "1"),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
     index = shard_files(str(out), shard_name(0, 1))["index"]
     deadline = time.time() + 300
     committed = 0
@@ -164,7 +199,9 @@ def test_kill_and_resume_equals_uninterrupted(world, reference_store, tmp_path):
     done_at_kill = len(read_index(index, "test"))
     assert 4 <= done_at_kill < NUM_IMAGES, "the kill should land mid-run"
     with pytest.raises(RegionStoreError, match="not"):
-        RegionStore(str(out))  # a killed run leaves an open shard, never a store that reads as complete
+        RegionStore(
+            str(out)
+        )  # a killed run leaves an open shard, never a store that reads as complete
 
     resumed = _run(_args(world, out, "--num-regions", "100", "--commit-every", "1"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -181,12 +218,16 @@ def test_two_cpu_workers_equal_one(world, tmp_path):
     stores = {}
     for workers in (1, 2):
         out = tmp_path / f"store_{workers}"
-        proc = _run(_args(world, out, "--num-regions", "40", "--num-gpus", str(workers), source="rpn"))
+        proc = _run(
+            _args(world, out, "--num-regions", "40", "--num-gpus", str(workers), source="rpn")
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert _summary(proc.stdout)["store_images"] == NUM_IMAGES
         stores[workers] = out
     manifest = json.load(open(os.path.join(stores[2], "manifest.json")))
-    assert manifest["num_shards"] == 2 and all(e["num_images"] == NUM_IMAGES // 2 for e in manifest["shards"].values())
+    assert manifest["num_shards"] == 2 and all(
+        e["num_images"] == NUM_IMAGES // 2 for e in manifest["shards"].values()
+    )
     _assert_same_store(stores[1], stores[2], exact=False)
     r = RegionStore(str(stores[2])).get(world["images"][0]["image_id"])
     assert 0 < len(r.boxes) <= 40
@@ -269,8 +310,15 @@ def test_file_proposals_sort_nms_and_box_mode(tmp_path):
     xywh = np.array([[0, 0, 10, 10], [50, 50, 20, 20], [1, 1, 10, 10], [30, 0, 5, 5]], np.float32)
     path = tmp_path / "p.pkl"
     with open(path, "wb") as f:
-        pickle.dump({"ids": [7], "boxes": [xywh], "objectness_logits": [np.array([1.0, 3.0, 2.0, 0.5])],
-                     "bbox_mode": BoxMode.XYWH_ABS}, f)
+        pickle.dump(
+            {
+                "ids": [7],
+                "boxes": [xywh],
+                "objectness_logits": [np.array([1.0, 3.0, 2.0, 0.5])],
+                "bbox_mode": BoxMode.XYWH_ABS,
+            },
+            f,
+        )
     boxes = FileProposals(str(path), nms_thresh=0.5)({"image_id": 7}, None)
     # best first; the box overlapping a better one at IoU 0.68 is suppressed; XYWH -> XYXY
     np.testing.assert_array_equal(boxes, [[50, 50, 70, 70], [1, 1, 11, 11], [30, 0, 35, 5]])
@@ -280,8 +328,25 @@ def test_file_proposals_sort_nms_and_box_mode(tmp_path):
 
 
 def test_only_meaningful_flags_and_overrides_after_scales(tool):
-    args = tool.parse_args(["--teacher", "t.pt", "--dataset", "d", "--output", "o", "--config-file", "c.yaml",
-                            "--scales", "1.0", "1.5", "MODEL.WEIGHTS", "w.pth", "MODEL.RPN.NMS_THRESH", "0.6"])
+    args = tool.parse_args(
+        [
+            "--teacher",
+            "t.pt",
+            "--dataset",
+            "d",
+            "--output",
+            "o",
+            "--config-file",
+            "c.yaml",
+            "--scales",
+            "1.0",
+            "1.5",
+            "MODEL.WEIGHTS",
+            "w.pth",
+            "MODEL.RPN.NMS_THRESH",
+            "0.6",
+        ]
+    )
     assert args.scales == [1.0, 1.5]
     assert args.opts == ["MODEL.WEIGHTS", "w.pth", "MODEL.RPN.NMS_THRESH", "0.6"]
     assert tool.parse_args(["--teacher", "t", "--output", "o"]).opts == []

@@ -19,12 +19,22 @@ def dataset():
         return {"bbox": box, "bbox_mode": BoxMode.XYWH_ABS, "category_id": cat, "iscrowd": crowd}
 
     dicts = [
-        {"image_id": 1, "height": 200, "width": 200, "annotations": [
-            ann([0, 0, 100, 100], 2),  # novel
-            ann([100, 100, 50, 50], 0),  # base
-            ann([0, 100, 10, 10], 1, crowd=1),  # crowd: not counted
-        ]},
-        {"image_id": 2, "height": 200, "width": 200, "annotations": [ann([50, 50, 20, 20], 1)]},  # base
+        {
+            "image_id": 1,
+            "height": 200,
+            "width": 200,
+            "annotations": [
+                ann([0, 0, 100, 100], 2),  # novel
+                ann([100, 100, 50, 50], 0),  # base
+                ann([0, 100, 10, 10], 1, crowd=1),  # crowd: not counted
+            ],
+        },
+        {
+            "image_id": 2,
+            "height": 200,
+            "width": 200,
+            "annotations": [ann([50, 50, 20, 20], 1)],
+        },  # base
     ]
     if NAME not in DatasetCatalog.list():
         DatasetCatalog.register(NAME, lambda: dicts)
@@ -49,7 +59,9 @@ def test_recall_by_rank_iou_and_split(dataset):
     boxes1 = far * 149 + [[100.0, 100.0, 150.0, 136.0]] + far * 50 + [[0.0, 0.0, 100.0, 100.0]]
     logits1 = [-float(i) for i in range(200)] + [10.0]
     # image 2: nothing near its base object
-    ev.process([{"image_id": 1}, {"image_id": 2}], [_proposals(boxes1, logits1), _proposals(far, [0.0])])
+    ev.process(
+        [{"image_id": 1}, {"image_id": 2}], [_proposals(boxes1, logits1), _proposals(far, [0.0])]
+    )
     r = ev.evaluate()["proposals"]
     assert r["R50_novel@100"] == r["R50_novel@300"] == 100.0
     assert r["AR_novel@100"] == pytest.approx(100.0)
@@ -63,8 +75,19 @@ def test_recall_by_rank_iou_and_split(dataset):
 def test_no_proposals_and_no_novel_split():
     name = "recall_test_no_novel"
     if name not in DatasetCatalog.list():
-        DatasetCatalog.register(name, lambda: [{"image_id": 7, "height": 50, "width": 50, "annotations": [
-            {"bbox": [0, 0, 10, 10], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0}]}])
+        DatasetCatalog.register(
+            name,
+            lambda: [
+                {
+                    "image_id": 7,
+                    "height": 50,
+                    "width": 50,
+                    "annotations": [
+                        {"bbox": [0, 0, 10, 10], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0}
+                    ],
+                }
+            ],
+        )
         MetadataCatalog.get(name).set(thing_classes=["a"])
     ev = ProposalRecallEvaluator(name, limits=(10,), distributed=False)
     ev.reset()

@@ -1,4 +1,4 @@
-"""detectron2's import-time jit deprecation warnings are silenced in every entry point, and only those."""
+"""detectron2's import-time jit deprecation warnings: silenced in each entry point, only they."""
 
 import os
 import subprocess
@@ -9,16 +9,27 @@ import pytest
 from .conftest import ROOT
 
 ENTRY_POINTS = [
-    "train_net.py", "tools/precompute_region_embeddings.py", "tools/precompute_text_embeddings.py",
-    "tools/region_store.py", "tools/train_world_teacher.py", "tools/run_world_pipeline.py",
-    "datasets/prepare_shapes_world.py", "tools/export_model.py", "demo/demo.py",
+    "train_net.py",
+    "tools/precompute_region_embeddings.py",
+    "tools/precompute_text_embeddings.py",
+    "tools/region_store.py",
+    "tools/train_world_teacher.py",
+    "tools/run_world_pipeline.py",
+    "datasets/prepare_shapes_world.py",
+    "tools/export_model.py",
+    "demo/demo.py",
 ]
 
 
 @pytest.mark.parametrize("script", ENTRY_POINTS)
 def test_help_has_no_jit_deprecation_noise(script):
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, script), "--help"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, script), "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "torch.jit.script" not in proc.stderr, proc.stderr[-2000:]
 
@@ -32,6 +43,8 @@ def test_a_users_own_jit_script_still_warns(tmp_path):
         "    warnings.simplefilter('always')\n    torch.jit.script(f)\n"
         "print(sum('torch.jit.script' in str(x.message) for x in w))\n"
     )
-    proc = subprocess.run([sys.executable, str(user)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(user)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert int(proc.stdout.strip().splitlines()[-1]) >= 1

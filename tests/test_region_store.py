@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 
 from vild_d2.data.region_store import (
-    RegionStore, RegionStoreError, ShardWriter, create_region_store, finalize_region_store,
+    RegionStore,
+    RegionStoreError,
+    ShardWriter,
+    create_region_store,
+    finalize_region_store,
 )
 from vild_d2.data.region_store.layout import FORMAT_VERSION
 
@@ -55,7 +59,9 @@ def test_bytes_on_disk_close_to_raw_arrays(tmp_path):
     with ShardWriter(str(tmp_path), 0) as w:
         for image_id in range(20):
             xy = rng.uniform(0, 100, (300, 2))
-            w.add(image_id, np.concatenate([xy, xy + 10], 1), rng.normal(size=(300, 512)), (480, 640))
+            w.add(
+                image_id, np.concatenate([xy, xy + 10], 1), rng.normal(size=(300, 512)), (480, 640)
+            )
     finalize_region_store(str(tmp_path))
     s = RegionStore(str(tmp_path)).summary()
     assert s["bytes_raw_arrays"] == 20 * 300 * (512 * 2 + 16)
@@ -116,9 +122,25 @@ def test_writers_killed_at_random_times_then_resumed(tmp_path, reference_store):
     path = str(tmp_path / "store")
     rnd = random.Random(0)
     procs = [
-        subprocess.Popen([sys.executable, JOB, path, "--shards", "2", "--shard", str(s),
-                          "--images", "40", "--commit-every", "2"], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [
+                sys.executable,
+                JOB,
+                path,
+                "--shards",
+                "2",
+                "--shard",
+                str(s),
+                "--images",
+                "40",
+                "--commit-every",
+                "2",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for s in (0, 1)
     ]
     for proc in procs:
@@ -141,6 +163,7 @@ def test_writers_killed_at_random_times_then_resumed(tmp_path, reference_store):
 
 # ---- errors ------------------------------------------------------------------------------
 
+
 def test_missing_image_id_names_store_and_id(tmp_path):
     _write_store(str(tmp_path), [1, 2])
     with pytest.raises(RegionStoreError, match=rf"{tmp_path} has no regions for image id 77"):
@@ -152,7 +175,10 @@ def test_other_teacher_dimension_is_refused(tmp_path):
     with pytest.raises(RegionStoreError, match="embed_dim = 16, but this run has embed_dim = 32"):
         create_region_store(str(tmp_path), teacher="a", embed_dim=32)
     with ShardWriter(str(tmp_path), 0) as w:
-        with pytest.raises(RegionStoreError, match=r"image id 3: embeddings have shape \(2, 8\), expected \[2, 16\]"):
+        with pytest.raises(
+            RegionStoreError,
+            match=r"image id 3: embeddings have shape \(2, 8\), expected \[2, 16\]",
+        ):
             w.add(3, np.zeros((2, 4)), np.zeros((2, 8)), (10, 10))
 
 
@@ -161,7 +187,10 @@ def test_truncated_shard_names_the_shard(tmp_path):
     emb = tmp_path / "shard-00001-of-00002.embeddings.f16"
     with open(emb, "r+b") as f:
         f.truncate(os.path.getsize(emb) - 2)
-    with pytest.raises(RegionStoreError, match="shard shard-00001-of-00002: .*embeddings.f16 has .* bytes but the manifest records"):
+    with pytest.raises(
+        RegionStoreError,
+        match="shard shard-00001-of-00002: .*embeddings.f16 has .* bytes but the manifest records",
+    ):
         RegionStore(str(tmp_path))
     # a writer that resumes this shard refuses too (the index commits more than the file holds)
     with pytest.raises(RegionStoreError, match="shard-00001-of-00002: .* the file was truncated"):
@@ -175,7 +204,9 @@ def test_corrupted_shard_fails_its_checksum(tmp_path):
     data[10] ^= 0xFF
     emb.write_bytes(bytes(data))
     store = RegionStore(str(tmp_path))  # same size: opening does not read the data
-    with pytest.raises(RegionStoreError, match="shard shard-00000-of-00002: .*embeddings.f16 fails its sha256"):
+    with pytest.raises(
+        RegionStoreError, match="shard shard-00000-of-00002: .*embeddings.f16 fails its sha256"
+    ):
         store.verify(progress=False)
 
 
@@ -184,7 +215,9 @@ def test_nan_embeddings_are_refused_with_image_id(tmp_path):
     emb = np.ones((2, 4))
     emb[1, 2] = np.nan
     with ShardWriter(str(tmp_path), 0) as w:
-        with pytest.raises(RegionStoreError, match="shard-00000-of-00001, image id 12: embeddings hold NaN"):
+        with pytest.raises(
+            RegionStoreError, match="shard-00000-of-00001, image id 12: embeddings hold NaN"
+        ):
             w.add(12, np.zeros((2, 4)), emb, (10, 10))
 
 
@@ -203,7 +236,10 @@ def test_duplicate_image_ids(tmp_path):
             w.add(5, np.zeros((1, 4)), np.ones((1, 4)), (10, 10))
     with ShardWriter(str(tmp_path), 1) as w:
         w.add(5, np.zeros((1, 4)), np.ones((1, 4)), (10, 10))
-    with pytest.raises(RegionStoreError, match="image id 5 is in shards shard-00000-of-00002 and shard-00001-of-00002"):
+    with pytest.raises(
+        RegionStoreError,
+        match="image id 5 is in shards shard-00000-of-00002 and shard-00001-of-00002",
+    ):
         finalize_region_store(str(tmp_path))
 
 
@@ -212,15 +248,26 @@ def test_other_format_version_is_refused(tmp_path):
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     manifest["format_version"] = FORMAT_VERSION + 1
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(RegionStoreError, match=f"{tmp_path}: format version {FORMAT_VERSION + 1}, but this vild_d2 reads version {FORMAT_VERSION}"):
+    with pytest.raises(
+        RegionStoreError,
+        match=(
+            f"{tmp_path}: format version {FORMAT_VERSION + 1}, but this vild_d2 reads version"
+            f" {FORMAT_VERSION}"
+        ),
+    ):
         RegionStore(str(tmp_path))
 
 
 def test_cli_inspect_and_verify(tmp_path):
     _write_store(str(tmp_path), list(range(6)))
     tool = os.path.join(ROOT, "tools", "region_store.py")
-    out = subprocess.run([sys.executable, tool, "verify", str(tmp_path)], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, tool, "verify", str(tmp_path)], capture_output=True, text=True
+    )
     assert out.returncode == 0 and "OK" in out.stdout and "num_images" in out.stdout, out.stderr
-    out = subprocess.run([sys.executable, tool, "inspect", str(tmp_path), "--image-id", "99"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, tool, "inspect", str(tmp_path), "--image-id", "99"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 1 and "no regions for image id 99" in out.stderr

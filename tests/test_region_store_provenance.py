@@ -36,17 +36,24 @@ def _shard_bytes(out):
 
 
 def test_every_shard_records_what_made_it(store):
-    header = json.loads(open(shard_files(str(store["out"]), "shard-00000-of-00001")["header"]).read())
+    header = json.loads(
+        open(shard_files(str(store["out"]), "shard-00000-of-00001")["header"]).read()
+    )
     from vild_d2.data.region_store.layout import file_digest
 
     assert header["teacher_sha256"] == file_digest(str(store["teacher"]))
     assert header["proposals_sha256"] == file_digest(store["world"]["proposals"])
-    assert header["embed_dim"] == TINY_CLIP_SHAPE["embed_dim"] and header["crop_scales"] == [1.0, 1.5]
+    assert header["embed_dim"] == TINY_CLIP_SHAPE["embed_dim"] and header["crop_scales"] == [
+        1.0,
+        1.5,
+    ]
 
 
 def test_a_teacher_retrained_at_the_same_path_is_refused(store):
     before = _shard_bytes(store["out"])
-    save_clip_checkpoint(build_clip(seed=7, **TINY_CLIP_SHAPE), str(store["teacher"]))  # same path, new weights
+    save_clip_checkpoint(
+        build_clip(seed=7, **TINY_CLIP_SHAPE), str(store["teacher"])
+    )  # same path, new weights
     proc = _run(_args(store["world"], store["out"], "--num-regions", "4"))
     assert proc.returncode == 2 and "teacher_sha256" in proc.stderr, proc.stderr[-2000:]
     assert _shard_bytes(store["out"]) == before
@@ -58,14 +65,18 @@ def test_with_the_manifest_lost_another_teacher_is_refused_by_the_shard(store):
     save_clip_checkpoint(build_clip(seed=7, **TINY_CLIP_SHAPE), str(store["teacher"]))
     proc = _run(_args(store["world"], store["out"], "--num-regions", "4"))
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "was written with teacher_sha256" in proc.stderr and "shard-00000-of-00001" in proc.stderr
+    assert (
+        "was written with teacher_sha256" in proc.stderr and "shard-00000-of-00001" in proc.stderr
+    )
     assert _shard_bytes(store["out"]) == before
 
 
 def test_a_manifest_that_claims_other_settings_is_refused_on_open(store):
     path = store["out"] / MANIFEST
     manifest = json.loads(path.read_text())
-    manifest["extra"]["teacher_sha256"] = "0" * 64  # as a tool that rewrote the manifest would leave it
+    manifest["extra"]["teacher_sha256"] = (
+        "0" * 64
+    )  # as a tool that rewrote the manifest would leave it
     path.write_text(json.dumps(manifest))
     with pytest.raises(RegionStoreError, match="was written with teacher_sha256"):
         RegionStore(str(store["out"]))
@@ -85,4 +96,6 @@ def test_a_corrupted_region_fails_when_read(store):
     s.get(int(index["image_id"][0]))  # the others read fine
     with pytest.raises(RegionStoreError, match=rf"image id {victim}: regions fail their crc32"):
         s.get(victim)
-    np.testing.assert_array_equal(s.get(victim, check=False).boxes.shape, (len(s.get(victim, check=False).boxes), 4))
+    np.testing.assert_array_equal(
+        s.get(victim, check=False).boxes.shape, (len(s.get(victim, check=False).boxes), 4)
+    )

@@ -13,7 +13,10 @@ from PIL import Image
 
 from vild_d2.teacher import load_clip
 from vild_d2.teacher.prompts import (
-    VILD_TEMPLATES, VocabularyInputError, encode_vocabulary, fill_template,
+    VILD_TEMPLATES,
+    VocabularyInputError,
+    encode_vocabulary,
+    fill_template,
 )
 from vild_d2.teacher.region_encoder import encode_regions, reference_region_embeddings, scale_boxes
 
@@ -48,8 +51,12 @@ def test_prompt_ensemble_equals_formula(teacher):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
         assert torch.allclose(got.norm(dim=1), torch.ones(3))
         with_syn = encode_vocabulary(model, names, ["a {}."], synonyms=[["apple"], ["kite"], []])
-        torch.testing.assert_close(with_syn, _formula(model, names, ["a {}."], [["apple"], ["kite"], []]),
-                                   atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            with_syn,
+            _formula(model, names, ["a {}."], [["apple"], ["kite"], []]),
+            atol=1e-5,
+            rtol=1e-4,
+        )
     assert len(VILD_TEMPLATES) == 63
     assert fill_template("a photo of {article} {}.", "apple") == "a photo of an apple."
     assert fill_template("a photo of {article} {}.", "zebra") == "a photo of a zebra."
@@ -59,17 +66,32 @@ def test_vocabulary_errors(teacher):
     model, _ = teacher
     with pytest.raises(VocabularyInputError, match="empty"):
         encode_vocabulary(model, [])
-    with pytest.raises(VocabularyInputError, match="classes 0 and 2 have the same name 'Fire hydrant'"):
+    with pytest.raises(
+        VocabularyInputError, match="classes 0 and 2 have the same name 'Fire hydrant'"
+    ):
         encode_vocabulary(model, ["fire_hydrant", "cat", "Fire hydrant"])
 
 
 def test_text_tool_writes_dataset_order(tiny_lvis, tiny_clip_checkpoint, tmp_path, teacher):
     out = tmp_path / "vocab.npy"
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "precompute_text_embeddings.py"),
-         "--teacher", tiny_clip_checkpoint["path"], "--json", tiny_lvis["json"]["train"],
-         "--single-template", "--output", str(out), "--device", "cpu"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            os.path.join(ROOT, "tools", "precompute_text_embeddings.py"),
+            "--teacher",
+            tiny_clip_checkpoint["path"],
+            "--json",
+            tiny_lvis["json"]["train"],
+            "--single-template",
+            "--output",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     emb = np.load(out)
@@ -81,10 +103,22 @@ def test_text_tool_writes_dataset_order(tiny_lvis, tiny_clip_checkpoint, tmp_pat
         expected = encode_vocabulary(teacher[0], names, ["a photo of {article} {}."])
     np.testing.assert_allclose(emb, expected.numpy(), atol=1e-5)
     bad = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "precompute_text_embeddings.py"),
-         "--teacher", tiny_clip_checkpoint["path"], "--names", "cat,dog,cat", "--output",
-         str(tmp_path / "bad.npy"), "--device", "cpu"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            os.path.join(ROOT, "tools", "precompute_text_embeddings.py"),
+            "--teacher",
+            tiny_clip_checkpoint["path"],
+            "--names",
+            "cat,dog,cat",
+            "--output",
+            str(tmp_path / "bad.npy"),
+            "--device",
+            "cpu",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert bad.returncode == 2 and "classes 0 and 2 have the same name 'cat'" in bad.stderr
     assert not (tmp_path / "bad.npy").exists()
@@ -93,8 +127,10 @@ def test_text_tool_writes_dataset_order(tiny_lvis, tiny_clip_checkpoint, tmp_pat
 def test_scaled_boxes_are_centred_and_clipped():
     boxes = torch.tensor([[10.0, 20.0, 30.0, 60.0], [0.0, 0.0, 40.0, 10.0]])
     out = scale_boxes(boxes, 1.5, (100, 100))
-    torch.testing.assert_close(out[0], torch.tensor([5.0, 10.0, 35.0, 70.0]))  # centre (20, 40) kept
-    torch.testing.assert_close(out[1], torch.tensor([0.0, 0.0, 50.0, 12.5]))   # clipped at 0
+    torch.testing.assert_close(
+        out[0], torch.tensor([5.0, 10.0, 35.0, 70.0])
+    )  # centre (20, 40) kept
+    torch.testing.assert_close(out[1], torch.tensor([0.0, 0.0, 50.0, 12.5]))  # clipped at 0
 
 
 def _check_batched_matches_reference(model, preprocess, pil, boxes):
@@ -113,7 +149,9 @@ def test_batched_regions_match_reference_on_generated_images(tiny_lvis, teacher)
     model, preprocess = teacher
     d = DatasetCatalog.get(tiny_lvis["names"]["train"])[0]
     pil = Image.open(d["file_name"]).convert("RGB")
-    boxes = np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in d["annotations"]])
+    boxes = np.array(
+        [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in d["annotations"]]
+    )
     _check_batched_matches_reference(model, preprocess, pil, boxes)
 
 
@@ -124,13 +162,28 @@ def test_batched_regions_match_reference_on_real_images(teacher):
     with open(os.path.join(root, "annotations", "instances_train2017.json")) as f:
         data = json.load(f)
     for img in data["images"][:3]:
-        anns = [a for a in data["annotations"] if a["image_id"] == img["id"] and a["bbox"][2] >= 2 and a["bbox"][3] >= 2]
-        boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns])
+        anns = [
+            a
+            for a in data["annotations"]
+            if a["image_id"] == img["id"] and a["bbox"][2] >= 2 and a["bbox"][3] >= 2
+        ]
+        boxes = np.array(
+            [
+                [
+                    a["bbox"][0],
+                    a["bbox"][1],
+                    a["bbox"][0] + a["bbox"][2],
+                    a["bbox"][1] + a["bbox"][3],
+                ]
+                for a in anns
+            ]
+        )
         pil = Image.open(os.path.join(root, "train2017", img["file_name"])).convert("RGB")
         _check_batched_matches_reference(model, preprocess, pil, boxes)
 
 
 # ---- the precompute loop ------------------------------------------------------------------
+
 
 def _gt_proposals(d, image):
     """Ground-truth boxes plus one box outside the image and one of zero area."""
@@ -158,12 +211,16 @@ def test_precompute_shard_resumes_and_counts(tiny_lvis, teacher, tmp_path):
 
     resumed = str(tmp_path / "resumed")  # first a run over one image, then the whole set
     precompute_shard(dicts[:1], _gt_proposals, model, resumed, teacher_name="tiny", progress=False)
-    again = precompute_shard(dicts, _gt_proposals, model, resumed, teacher_name="tiny", progress=False)
+    again = precompute_shard(
+        dicts, _gt_proposals, model, resumed, teacher_name="tiny", progress=False
+    )
     assert again["already_done"] == 1 and again["images"] == 2
     finalize_region_store(resumed)
     a, b = RegionStore(full), RegionStore(resumed)
     for d in dicts:
-        np.testing.assert_array_equal(a.get(d["image_id"]).embeddings, b.get(d["image_id"]).embeddings)
+        np.testing.assert_array_equal(
+            a.get(d["image_id"]).embeddings, b.get(d["image_id"]).embeddings
+        )
         np.testing.assert_array_equal(a.get(d["image_id"]).boxes, b.get(d["image_id"]).boxes)
 
     other = load_clip_with_dim(tmp_path, 64)
@@ -171,7 +228,9 @@ def test_precompute_shard_resumes_and_counts(tiny_lvis, teacher, tmp_path):
         precompute_shard(dicts, _gt_proposals, other, full, teacher_name="tiny", progress=False)
     broken = [dict(dicts[0], file_name=str(tmp_path / "missing.png"), image_id=999)]
     with pytest.raises(RuntimeError, match=f"image id 999: cannot read {tmp_path}/missing.png"):
-        precompute_shard(broken, _gt_proposals, model, str(tmp_path / "b"), teacher_name="tiny", progress=False)
+        precompute_shard(
+            broken, _gt_proposals, model, str(tmp_path / "b"), teacher_name="tiny", progress=False
+        )
 
 
 def load_clip_with_dim(tmp_path, dim):

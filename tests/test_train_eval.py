@@ -19,13 +19,20 @@ def _tiny_cfg(tiny_lvis, tmp_path):
     return load_config(
         TINY_CONFIG,
         [
-            "MODEL.DEVICE", "cpu",
-            "DATASETS.TRAIN", f"('{tiny_lvis['names']['train']}',)",
-            "DATASETS.TEST", f"('{tiny_lvis['names']['val']}',)",
-            "SOLVER.IMS_PER_BATCH", "2",
-            "SOLVER.MAX_ITER", "1",
-            "DATALOADER.NUM_WORKERS", "0",
-            "OUTPUT_DIR", str(tmp_path),
+            "MODEL.DEVICE",
+            "cpu",
+            "DATASETS.TRAIN",
+            f"('{tiny_lvis['names']['train']}',)",
+            "DATASETS.TEST",
+            f"('{tiny_lvis['names']['val']}',)",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "SOLVER.MAX_ITER",
+            "1",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "OUTPUT_DIR",
+            str(tmp_path),
         ],
     )
 
@@ -57,15 +64,20 @@ def test_lvis_evaluator_scores_ground_truth_as_perfect(tiny_lvis, tmp_path):
         anns = d["annotations"]
         inst = Instances((d["height"], d["width"]))
         inst.pred_boxes = Boxes(
-            torch.tensor([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns])
+            torch.tensor(
+                [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns]
+            )
         )
         inst.scores = torch.ones(len(anns))
         inst.pred_classes = torch.tensor([a["category_id"] for a in anns])
         inst.pred_masks = _rasterize(anns, d)
         evaluator.process([{"image_id": d["image_id"]}], [{"instances": inst}])
     results = evaluator.evaluate()
-    freqs = set(MetadataCatalog.get(name).class_frequency[a["category_id"]]
-                for d in DatasetCatalog.get(name) for a in d["annotations"])
+    freqs = set(
+        MetadataCatalog.get(name).class_frequency[a["category_id"]]
+        for d in DatasetCatalog.get(name)
+        for a in d["annotations"]
+    )
     for task in ("bbox", "segm"):
         assert results[task]["AP"] == pytest.approx(100.0)
         for f in freqs:
@@ -73,7 +85,11 @@ def test_lvis_evaluator_scores_ground_truth_as_perfect(tiny_lvis, tmp_path):
 
 
 def _rasterize(anns, d):
-    return torch.stack([
-        torch.from_numpy(polygons_to_bitmask(copy.deepcopy(a["segmentation"]), d["height"], d["width"]))
-        for a in anns
-    ])
+    return torch.stack(
+        [
+            torch.from_numpy(
+                polygons_to_bitmask(copy.deepcopy(a["segmentation"]), d["height"], d["width"])
+            )
+            for a in anns
+        ]
+    )

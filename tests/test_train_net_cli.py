@@ -12,10 +12,16 @@ from .conftest import ROOT, TINY_CONFIG
 def _run(*args):
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "train_net.py"), *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    lines = [l for l in proc.stderr.splitlines() if l.strip() and "Warning" not in l
-             and not l.startswith("  warnings.warn")]
+    lines = [
+        l
+        for l in proc.stderr.splitlines()
+        if l.strip() and "Warning" not in l and not l.startswith("  warnings.warn")
+    ]
     return proc.returncode, lines
 
 
@@ -23,17 +29,38 @@ def _run(*args):
     "args,expected",
     [
         (["--config-file", "configs/nope.yaml"], "config file not found: configs/nope.yaml"),
-        (["--config-file", TINY_CONFIG, "MODEL.NOT_A_KEY", "1"],
-         "command-line override: unknown config key MODEL.NOT_A_KEY"),
-        (["--config-file", TINY_CONFIG, "DATASETS.TRAIN", "('no_such_dataset',)"],
-         "DATASETS.TRAIN names dataset 'no_such_dataset', which is not registered"),
-        (["--config-file", "configs/shapes_world/vild_R_18_FPN_tiny.yaml", "DATASETS.REGION_STORE_TRAIN", ""],
-         "MODEL.VILD.IMAGE_LOSS_WEIGHT > 0 (ViLD distillation) needs DATASETS.REGION_STORE_TRAIN"),
-        (["--config-file", TINY_CONFIG, "DATASETS.REGION_STORE_TRAIN", "/nonexistent/store"],
-         "DATASETS.REGION_STORE_TRAIN: region store /nonexistent/store: no manifest.json"),
+        (
+            ["--config-file", TINY_CONFIG, "MODEL.NOT_A_KEY", "1"],
+            "command-line override: unknown config key MODEL.NOT_A_KEY",
+        ),
+        (
+            ["--config-file", TINY_CONFIG, "DATASETS.TRAIN", "('no_such_dataset',)"],
+            "DATASETS.TRAIN names dataset 'no_such_dataset', which is not registered",
+        ),
+        (
+            [
+                "--config-file",
+                "configs/shapes_world/vild_R_18_FPN_tiny.yaml",
+                "DATASETS.REGION_STORE_TRAIN",
+                "",
+            ],
+            (
+                "MODEL.VILD.IMAGE_LOSS_WEIGHT > 0 (ViLD distillation) needs"
+                " DATASETS.REGION_STORE_TRAIN"
+            ),
+        ),
+        (
+            ["--config-file", TINY_CONFIG, "DATASETS.REGION_STORE_TRAIN", "/nonexistent/store"],
+            "DATASETS.REGION_STORE_TRAIN: region store /nonexistent/store: no manifest.json",
+        ),
     ],
-    ids=["missing-config", "unknown-key-override", "unregistered-dataset", "vild-without-store",
-         "store-not-there"],
+    ids=[
+        "missing-config",
+        "unknown-key-override",
+        "unregistered-dataset",
+        "vild-without-store",
+        "store-not-there",
+    ],
 )
 def test_one_line_errors(args, expected):
     code, lines = _run(*args)
@@ -74,5 +101,9 @@ def test_bad_model_weights_is_one_line(case, tmp_path):
     code, lines = _run("--config-file", TINY_CONFIG, "--eval-only", "MODEL.WEIGHTS", str(path))
     expected = "checkpoint not found" if case == "missing" else "is not a readable checkpoint"
     assert code == 2 and len(lines) == 1, lines
-    assert lines[0].startswith("train_net.py: error: MODEL.WEIGHTS: ") and expected in lines[0] and str(path) in lines[0]
+    assert (
+        lines[0].startswith("train_net.py: error: MODEL.WEIGHTS: ")
+        and expected in lines[0]
+        and str(path) in lines[0]
+    )
     assert "weights_only" not in lines[0]

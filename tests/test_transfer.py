@@ -43,11 +43,20 @@ def test_transfer_split_is_another_vocabulary(tiny_lvis, transfer):
         world = {c["name"]: c for c in json.load(f)["categories"]}
     spec = spec_from_json(tiny_lvis["json"]["train"])
     names = [c["name"] for c in data["categories"]]
-    assert names == [n for c in TRANSFER_COLOURS for n in category_names(spec) if n.startswith(c + " ")]
-    assert names != [n for n in category_names(spec) if n in names]  # another order than the world's
+    assert names == [
+        n for c in TRANSFER_COLOURS for n in category_names(spec) if n.startswith(c + " ")
+    ]
+    assert names != [
+        n for n in category_names(spec) if n in names
+    ]  # another order than the world's
     assert [c["id"] for c in data["categories"]] == list(range(1, len(names) + 1))
-    for c in data["categories"]:  # frequency (so APr is the novel categories' AP) and kind carried over
-        assert (c["frequency"], c["novel_kind"]) == (world[c["name"]]["frequency"], world[c["name"]]["novel_kind"])
+    for c in data[
+        "categories"
+    ]:  # frequency (so APr is the novel categories' AP) and kind carried over
+        assert (c["frequency"], c["novel_kind"]) == (
+            world[c["name"]]["frequency"],
+            world[c["name"]]["novel_kind"],
+        )
     for img in data["images"]:
         shown = {a["category_id"] for a in data["annotations"] if a["image_id"] == img["id"]}
         assert set(img["neg_category_ids"]) == set(range(1, len(names) + 1)) - shown
@@ -60,11 +69,22 @@ def _cfg(tiny_lvis, transfer, tmp_path, *opts):
         eval_only = True
 
     Args.opts = [
-        "MODEL.DEVICE", "cpu", "MODEL.VILD.EMBED_DIM", str(D),
-        "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", transfer["files"]["world"],
-        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "DATALOADER.NUM_WORKERS", "0",
-        "DATASETS.TRAIN", f"('{tiny_lvis['names']['train']}',)",
-        "DATASETS.TEST", f"('{tiny_lvis['names']['val']}', 'tiny_transfer')", "OUTPUT_DIR", str(tmp_path),
+        "MODEL.DEVICE",
+        "cpu",
+        "MODEL.VILD.EMBED_DIM",
+        str(D),
+        "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS",
+        transfer["files"]["world"],
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        "0.0",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "DATASETS.TRAIN",
+        f"('{tiny_lvis['names']['train']}',)",
+        "DATASETS.TEST",
+        f"('{tiny_lvis['names']['val']}', 'tiny_transfer')",
+        "OUTPUT_DIR",
+        str(tmp_path),
         *opts,
     ]
     return build_config(Args)
@@ -82,15 +102,22 @@ class _Recorder(DatasetEvaluator):
     def process(self, inputs, outputs):
         for out in outputs:
             self.max_class = max(self.max_class, int(out["instances"].pred_classes.max()))
-        self.vocabulary = self.model.roi_heads.box_predictor.classifier.test_class_embeddings.clone()
+        self.vocabulary = (
+            self.model.roi_heads.box_predictor.classifier.test_class_embeddings.clone()
+        )
 
     def evaluate(self):
         return {"max_class": self.max_class}
 
 
 def test_each_test_dataset_is_scored_with_its_own_vocabulary(tiny_lvis, transfer, tmp_path):
-    cfg = _cfg(tiny_lvis, transfer, tmp_path, "DATASETS.TEXT_EMBEDDINGS_TEST",
-               f"('{transfer['files']['world']}', '{transfer['files']['transfer']}')")
+    cfg = _cfg(
+        tiny_lvis,
+        transfer,
+        tmp_path,
+        "DATASETS.TEXT_EMBEDDINGS_TEST",
+        f"('{transfer['files']['world']}', '{transfer['files']['transfer']}')",
+    )
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     recorders = [_Recorder(model), _Recorder(model)]
@@ -111,8 +138,21 @@ def test_each_test_dataset_is_scored_with_its_own_vocabulary(tiny_lvis, transfer
     assert all("AP" in r["segm"] for r in results.values())
 
 
-def test_a_vocabulary_that_does_not_fit_a_test_dataset_fails_at_start(tiny_lvis, transfer, tmp_path):
-    with pytest.raises(ConfigError, match=r"test dataset 'tiny_transfer'.*world.npy.*48 rows.*'tiny_transfer' has 24 classes"):
+def test_a_vocabulary_that_does_not_fit_a_test_dataset_fails_at_start(
+    tiny_lvis, transfer, tmp_path
+):
+    with pytest.raises(
+        ConfigError,
+        match=r"test dataset 'tiny_transfer'.*world.npy.*48 rows.*'tiny_transfer' has 24 classes",
+    ):
         _cfg(tiny_lvis, transfer, tmp_path)  # one vocabulary (the training one) for both
-    with pytest.raises(ConfigError, match=r"TEXT_EMBEDDINGS_TEST has 1 files but DATASETS.TEST has 2"):
-        _cfg(tiny_lvis, transfer, tmp_path, "DATASETS.TEXT_EMBEDDINGS_TEST", f"('{transfer['files']['world']}',)")
+    with pytest.raises(
+        ConfigError, match=r"TEXT_EMBEDDINGS_TEST has 1 files but DATASETS.TEST has 2"
+    ):
+        _cfg(
+            tiny_lvis,
+            transfer,
+            tmp_path,
+            "DATASETS.TEXT_EMBEDDINGS_TEST",
+            f"('{transfer['files']['world']}',)",
+        )

@@ -34,9 +34,13 @@ def test_text_cross_entropy_by_hand():
         expected += -(z[y] - log_denominator)
     expected /= len(labels)
 
-    logits = text_logits(torch.tensor(regions, dtype=torch.float64),
-                         torch.tensor(classes, dtype=torch.float64),
-                         torch.tensor(bg, dtype=torch.float64), TAU, torch.tensor(base))
+    logits = text_logits(
+        torch.tensor(regions, dtype=torch.float64),
+        torch.tensor(classes, dtype=torch.float64),
+        torch.tensor(bg, dtype=torch.float64),
+        TAU,
+        torch.tensor(base),
+    )
     assert logits.shape == (3, 4)
     assert torch.isinf(logits[:, 2]).all()
     loss = torch.nn.functional.cross_entropy(logits, torch.tensor(labels))
@@ -53,7 +57,9 @@ def test_l1_distillation_by_hand():
     assert loss.item() == pytest.approx(expected, abs=1e-6)
     loss.backward()
     assert torch.equal(student.grad[1], torch.zeros(3))  # invalid: no contribution
-    assert distillation_l1_loss(student, teacher).item() == pytest.approx((0.4 + 2.0 + 2.0) / 3, abs=1e-6)
+    assert distillation_l1_loss(student, teacher).item() == pytest.approx(
+        (0.4 + 2.0 + 2.0) / 3, abs=1e-6
+    )
 
 
 def test_l1_distillation_without_valid_regions_is_zero():
@@ -70,11 +76,17 @@ def test_ensemble_scores_by_hand():
     p_img = [[0.3, 0.6, 0.1], [0.2, 0.2, 0.6]]
     base = [True, False, True]
     expected = [
-        [pt ** lam * pi ** (1 - lam) if b else pt ** (1 - lam) * pi ** lam
-         for pt, pi, b in zip(rt, ri, base)]
+        [
+            pt**lam * pi ** (1 - lam) if b else pt ** (1 - lam) * pi**lam
+            for pt, pi, b in zip(rt, ri, base)
+        ]
         for rt, ri in zip(p_text, p_img)
     ]
-    got = ensemble_scores(torch.tensor(p_text, dtype=torch.float64),
-                          torch.tensor(p_img, dtype=torch.float64), torch.tensor(base), lam)
+    got = ensemble_scores(
+        torch.tensor(p_text, dtype=torch.float64),
+        torch.tensor(p_img, dtype=torch.float64),
+        torch.tensor(base),
+        lam,
+    )
     for g, e in zip(got.flatten().tolist(), [x for row in expected for x in row]):
         assert g == pytest.approx(e, rel=1e-12)

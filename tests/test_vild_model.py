@@ -13,7 +13,7 @@ from detectron2.structures import Boxes, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
 
 from vild_d2.config import load_config
-from vild_d2.modeling import VocabularyError, ViLDRCNN
+from vild_d2.modeling import ViLDRCNN, VocabularyError
 
 from .conftest import ROOT
 
@@ -36,11 +36,24 @@ def vocab_file(tmp_path_factory):
 
 
 def _cfg(config, vocab_file, *extra):
-    return load_config(config, [
-        "MODEL.DEVICE", "cpu", "MODEL.VILD.EMBED_DIM", str(D),
-        "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", vocab_file, "MODEL.VILD.NUM_DISTILL_REGIONS", "6",
-        "DATASETS.TRAIN", f"('{OV_DATASET}',)", "DATASETS.TEST", f"('{OV_DATASET}',)", *extra,
-    ])
+    return load_config(
+        config,
+        [
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.VILD.EMBED_DIM",
+            str(D),
+            "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS",
+            vocab_file,
+            "MODEL.VILD.NUM_DISTILL_REGIONS",
+            "6",
+            "DATASETS.TRAIN",
+            f"('{OV_DATASET}',)",
+            "DATASETS.TEST",
+            f"('{OV_DATASET}',)",
+            *extra,
+        ],
+    )
 
 
 def _inputs(seed=0, n_images=2, size=96, dim=D):
@@ -52,17 +65,25 @@ def _inputs(seed=0, n_images=2, size=96, dim=D):
         boxes = torch.cat([xy, xy + torch.randint(16, size // 2, (3, 2), generator=g).float()], 1)
         inst.gt_boxes = Boxes(boxes)
         inst.gt_classes = torch.randint(0, 30, (3,), generator=g)  # base classes only
-        inst.gt_masks = PolygonMasks([[[b[0], b[1], b[2], b[1], b[2], b[3], b[0], b[3]]] for b in boxes.tolist()])
+        inst.gt_masks = PolygonMasks(
+            [[[b[0], b[1], b[2], b[1], b[2], b[3], b[0], b[3]]] for b in boxes.tolist()]
+        )
         regions = Instances((size, size))
         rxy = torch.randint(0, size // 2, (8, 2), generator=g).float()
         regions.boxes = Boxes(torch.cat([rxy, rxy + 20], 1))
         regions.embeddings = F.normalize(torch.randn(8, dim, generator=g), dim=1).half()
         regions.valid = torch.arange(8) < 7
-        batch.append({
-            "image": torch.randint(0, 255, (3, size, size), generator=g).float(),
-            "height": size, "width": size, "image_id": i, "file_name": f"synthetic_{i}.png",
-            "instances": inst, "distill_regions": regions,
-        })
+        batch.append(
+            {
+                "image": torch.randint(0, 255, (3, size, size), generator=g).float(),
+                "height": size,
+                "width": size,
+                "image_id": i,
+                "file_name": f"synthetic_{i}.png",
+                "instances": inst,
+                "distill_regions": regions,
+            }
+        )
     return batch
 
 
@@ -79,10 +100,14 @@ def test_training_step_changes_weights(config, vocab_file):
     optimizer = build_optimizer(cfg, model)
     with EventStorage():
         losses = model(_inputs())
-        assert {"loss_cls", "loss_box_reg", "loss_mask", "loss_image", "loss_rpn_cls"} <= set(losses)
+        assert {"loss_cls", "loss_box_reg", "loss_mask", "loss_image", "loss_rpn_cls"} <= set(
+            losses
+        )
         assert all(torch.isfinite(v) for v in losses.values()), losses
         sum(losses.values()).backward()
-    assert predictor.classifier.bg_embedding.grad.abs().sum() > 0  # the background embedding is learned
+    assert (
+        predictor.classifier.bg_embedding.grad.abs().sum() > 0
+    )  # the background embedding is learned
     optimizer.step()
     changed = {k for k, v in model.named_parameters() if not torch.equal(v, params_before[k])}
     assert "roi_heads.box_predictor.classifier.bg_embedding" in changed
@@ -102,19 +127,23 @@ def test_ensemble_heads_train_on_their_own_loss(vocab_file):
     heads = model.roi_heads
     with EventStorage():
         losses = model(_inputs())
-    text_params = list(heads.box_head.parameters()) + [heads.box_predictor.classifier.projection.weight]
+    text_params = list(heads.box_head.parameters()) + [
+        heads.box_predictor.classifier.projection.weight
+    ]
     image_params = list(heads.image_head.parameters())
     g_text = torch.autograd.grad(losses["loss_cls"], text_params + image_params, allow_unused=True)
     assert any(g is not None and g.abs().sum() > 0 for g in g_text[: len(text_params)])
-    assert all(g is None or g.abs().sum() == 0 for g in g_text[len(text_params):])
+    assert all(g is None or g.abs().sum() == 0 for g in g_text[len(text_params) :])
     g_img = torch.autograd.grad(losses["loss_image"], text_params + image_params, allow_unused=True)
     assert all(g is None or g.abs().sum() == 0 for g in g_img[: len(text_params)])
-    assert any(g is not None and g.abs().sum() > 0 for g in g_img[len(text_params):])
+    assert any(g is not None and g.abs().sum() > 0 for g in g_img[len(text_params) :])
 
 
 def test_novel_classes_get_no_gradient(vocab_file):
     torch.manual_seed(0)
-    model = build_model(_cfg(VILD_CONFIG, vocab_file, "MODEL.VILD.IMAGE_LOSS_WEIGHT", "0.0")).train()
+    model = build_model(
+        _cfg(VILD_CONFIG, vocab_file, "MODEL.VILD.IMAGE_LOSS_WEIGHT", "0.0")
+    ).train()
     predictor = model.roi_heads.box_predictor
     assert predictor.train_base_mask.tolist() == [i not in NOVEL for i in range(C)]
     x = torch.randn(10, predictor.classifier.projection.in_features)
@@ -126,7 +155,9 @@ def test_novel_classes_get_no_gradient(vocab_file):
     assert torch.isinf(logits[:, NOVEL]).all()
     assert torch.equal(logits.grad[:, NOVEL], torch.zeros(10, len(NOVEL)))
     # Moving the novel rows does not change the training loss.
-    predictor.classifier.train_class_embeddings[NOVEL] = F.normalize(torch.randn(len(NOVEL), D), dim=1)
+    predictor.classifier.train_class_embeddings[NOVEL] = F.normalize(
+        torch.randn(len(NOVEL), D), dim=1
+    )
     assert F.cross_entropy(predictor(x)[0], gt).item() == pytest.approx(loss.item(), rel=1e-6)
 
 
@@ -154,7 +185,10 @@ def test_eval_uses_the_swapped_vocabulary(config, vocab_file):
 
     def rows(inst, classes):
         boxes = inst.pred_boxes.tensor.round(decimals=2).tolist()
-        return sorted((c, tuple(b), round(s, 4)) for c, b, s in zip(classes.tolist(), boxes, inst.scores.tolist()))
+        return sorted(
+            (c, tuple(b), round(s, 4))
+            for c, b, s in zip(classes.tolist(), boxes, inst.scores.tolist())
+        )
 
     assert rows(second, second.pred_classes) == rows(first, inverse[first.pred_classes])
 
@@ -167,7 +201,9 @@ def test_vocabulary_errors(vocab_file, tmp_path):
         build("MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", str(tmp_path / "nowhere.npy"))
     wrong_dim = tmp_path / "wrong_dim.npy"
     np.save(wrong_dim, np.ones((C, 16), np.float32))
-    with pytest.raises(VocabularyError, match=r"wrong_dim.npy.*dimension 16 \(shape \(48, 16\)\).*D = 32"):
+    with pytest.raises(
+        VocabularyError, match=r"wrong_dim.npy.*dimension 16 \(shape \(48, 16\)\).*D = 32"
+    ):
         build("MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", str(wrong_dim))
     wrong_rows = tmp_path / "wrong_rows.npy"
     np.save(wrong_rows, np.ones((20, D), np.float32))
@@ -176,7 +212,9 @@ def test_vocabulary_errors(vocab_file, tmp_path):
     with pytest.raises(VocabularyError, match=r"wrong_rows.npy.*20 rows.*48 classes"):
         build("MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", str(wrong_rows))
     with pytest.raises(ValueError, match=r"NUM_CLASSES is 20 but dataset 'test_vild_ov' has 48"):
-        build("MODEL.ROI_HEADS.NUM_CLASSES", "20", "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", str(wrong_rows))
+        build(
+            "MODEL.ROI_HEADS.NUM_CLASSES", "20", "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", str(wrong_rows)
+        )
     for name, value in (("nan", np.nan), ("zero", 0.0)):
         bad = np.random.default_rng(0).normal(size=(C, D)).astype(np.float32)
         bad[[4, 9]] = value
@@ -203,20 +241,28 @@ def test_vocabulary_errors(vocab_file, tmp_path):
 def test_distillation_input_errors(vocab_file):
     model = build_model(_cfg(VILD_CONFIG, vocab_file)).train()
     batch = _inputs(dim=16)
-    with EventStorage(), pytest.raises(
-        ValueError, match=r"image 0 \(synthetic_0.png\).*shape \(8, 16\), expected \[8, 32\]"
+    with (
+        EventStorage(),
+        pytest.raises(
+            ValueError, match=r"image 0 \(synthetic_0.png\).*shape \(8, 16\), expected \[8, 32\]"
+        ),
     ):
         model(batch)
     batch = _inputs()
     del batch[1]["distill_regions"]
-    with EventStorage(), pytest.raises(ValueError, match=r"image 1 \(synthetic_1.png\) has no 'distill_regions'"):
+    with (
+        EventStorage(),
+        pytest.raises(ValueError, match=r"image 1 \(synthetic_1.png\) has no 'distill_regions'"),
+    ):
         model(batch)
     batch = _inputs()
     batch[0]["distill_regions"].embeddings[2, 0] = float("nan")
     with EventStorage(), pytest.raises(ValueError, match="image 0.*NaN"):
         model(batch)
     # ViLD-text needs no regions.
-    text_model = build_model(_cfg(VILD_CONFIG, vocab_file, "MODEL.VILD.IMAGE_LOSS_WEIGHT", "0.0")).train()
+    text_model = build_model(
+        _cfg(VILD_CONFIG, vocab_file, "MODEL.VILD.IMAGE_LOSS_WEIGHT", "0.0")
+    ).train()
     batch = _inputs()
     for b in batch:
         del b["distill_regions"]
@@ -241,7 +287,9 @@ def test_noun_x_attribute_pairs_score_the_product(vocab_file):
     probs = F.softmax(classifier(x), dim=1)  # what the box predictor's softmax sees: [6, 4 * 3 + 1]
     e = classifier.embed(x)
     p_noun = F.softmax(classifier.logits(e, nouns), dim=1)  # [6, 4 + background]
-    p_attribute = F.softmax(e @ attributes.t() / classifier.temperature, dim=1)  # [6, 3], no background
+    p_attribute = F.softmax(
+        e @ attributes.t() / classifier.temperature, dim=1
+    )  # [6, 3], no background
     expected = (p_noun[:, :4, None] * p_attribute[:, None, :]).flatten(1)  # pair n * 3 + a
     assert probs.shape == (6, 13)
     assert torch.allclose(probs[:, :12], expected, atol=1e-5)

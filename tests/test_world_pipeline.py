@@ -18,9 +18,19 @@ MODELS = ("vild_text", "vild", "vild_ensemble", "mask_rcnn_supervised")
 
 def _demo(out):
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "run_world_pipeline.py"), "--quick", "--device", "cpu",
-         "--output", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            os.path.join(ROOT, "tools", "run_world_pipeline.py"),
+            "--quick",
+            "--device",
+            "cpu",
+            "--output",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
@@ -59,8 +69,13 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
     # the base detector (everyone's initialisation) and its RPN's recall of novel and base objects
     assert (out / "base" / "model_final.pth").is_file()
     rpn = json.loads((out / "rpn" / "eval_results.json").read_text())
-    assert {"proposals/R50_novel@300", "proposals/R50_base@300", "proposals/AR_novel@300",
-            "proposals/R50_concept@300", "proposals/R50_compositional@300"} <= set(rpn)
+    assert {
+        "proposals/R50_novel@300",
+        "proposals/R50_base@300",
+        "proposals/AR_novel@300",
+        "proposals/R50_concept@300",
+        "proposals/R50_compositional@300",
+    } <= set(rpn)
 
     # region store of every base-training image, M = 8, intact
     from vild_d2.data.region_store import RegionStore
@@ -75,12 +90,22 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
     for key in MODELS:
         assert (out / key / "model_final.pth").is_file()
         assert {f"{t}/{c}" for t in ("bbox", "segm") for c in ("AP", "APr", "APc", "APf")} <= set(
-            _last_eval(out / key, "segm/AP"))
-    for title in ("ViLD-text", "ViLD", "ViLD-ensemble", "Mask R-CNN (supervised)", "CLIP on cropped regions"):
+            _last_eval(out / key, "segm/AP")
+        )
+    for title in (
+        "ViLD-text",
+        "ViLD",
+        "ViLD-ensemble",
+        "Mask R-CNN (supervised)",
+        "CLIP on cropped regions",
+    ):
         assert f"| {title} |" in stdout
     assert "| APr-compositional | APr-concept |" in stdout
     assert "RPN recall@300" in stdout and "teacher zero-shot top-1" in stdout
-    assert "ViLD image head top-1" not in stdout and "ViLD-ensemble image head top-1 on val boxes" in stdout
+    assert (
+        "ViLD image head top-1" not in stdout
+        and "ViLD-ensemble image head top-1 on val boxes" in stdout
+    )
     assert "smoke run" in stdout and "[MISSED]" not in stdout  # --quick checks no claim
     results = json.loads((out / "results.json").read_text())
     assert [m["key"] for m in results["models"]] == list(MODELS)
@@ -91,12 +116,16 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
             # (detectron2 reports NaN for a model without detections; that is AP 0)
             assert abs((0.0 if np.isnan(expected) else expected) - got) < 1e-6, (m["key"], task)
         assert {"APr-compositional", "APr-concept"} <= set(m["ap"]["segm"])
-    assert {(r["a"], r["b"], r["metric"]) for r in results["intervals"]} >= {("vild", "vild_text", "APr")}
+    assert {(r["a"], r["b"], r["metric"]) for r in results["intervals"]} >= {
+        ("vild", "vild_text", "APr")
+    }
     assert [c["name"] for c in results["claims"]] == ["a", "b", "c"]
     assert set(results["head_accuracy"]) == {"vild_text", "vild", "vild_ensemble"}
     assert set(results["head_accuracy"]["vild_ensemble"]) == {"text head", "image head"}
     assert set(results["head_accuracy"]["vild"]) == {"head"}
-    assert {"base, base classes only", "cosine to true class"} <= set(results["head_accuracy"]["vild"]["head"])
+    assert {"base, base classes only", "cosine to true class"} <= set(
+        results["head_accuracy"]["vild"]["head"]
+    )
     assert set(results["segm_without_negative_lists"]) == set(MODELS)
 
     picture = Image.open(out / "detections_val.png")
@@ -115,12 +144,26 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
     # systematic expansion: shapes x colours for each ViLD model, and its picture
     assert set(results["expansion"]) == {"vild_text", "vild", "vild_ensemble"}
     assert all({"AP", "APr", "APc", "APf"} <= set(r) for r in results["expansion"].values())
-    assert Image.open(out / "expansion_val.png").height > 4 * picture.width // 4  # ground truth + 4 rows
+    assert (
+        Image.open(out / "expansion_val.png").height > 4 * picture.width // 4
+    )  # ground truth + 4 rows
 
     # a second run finds every stage done and only redraws and reprints
     again = _demo(out)
-    for stage in ("data", "teacher", "base", "rpn", "text", *MODELS, "transfer text",
-                  *(f"transfer {k}" for k in MODELS[:3]), "analysis"):
-        assert f"== {stage}: " in again and "skipped" in again.split(f"== {stage}: ")[1].splitlines()[0]
+    for stage in (
+        "data",
+        "teacher",
+        "base",
+        "rpn",
+        "text",
+        *MODELS,
+        "transfer text",
+        *(f"transfer {k}" for k in MODELS[:3]),
+        "analysis",
+    ):
+        assert (
+            f"== {stage}: " in again
+            and "skipped" in again.split(f"== {stage}: ")[1].splitlines()[0]
+        )
     assert '"already_done": 24' in again  # the region tool found every image committed
     assert (out / "results.json").is_file()

@@ -41,8 +41,16 @@ def test_contrastive_training_learns_and_zero_shot_uses_the_region_path(tiny_cli
     names = ["red square", "blue square"]
     data = _two_colour_world()
     model = build_clip(seed=0, **TINY_CLIP_SHAPE)
-    history = train_clip_on_crops(model, *data, names, steps=100, batch_size=16, lr=1e-3,
-                                  templates=["a photo of a {}.", "a {} in the picture."], progress=False)
+    history = train_clip_on_crops(
+        model,
+        *data,
+        names,
+        steps=100,
+        batch_size=16,
+        lr=1e-3,
+        templates=["a photo of a {}.", "a {} in the picture."],
+        progress=False,
+    )
     assert history[-1]["loss"] < history[0]["loss"]
     after = zero_shot_accuracy(model, *data, names, templates=["a photo of a {}."], novel_ids=[1])
     assert after["accuracy"] == 100.0 and after["boxes"] == 16 and after["novel_boxes"] == 8
@@ -57,9 +65,24 @@ def test_world_teacher_tool_writes_a_clip_checkpoint(tiny_lvis, tmp_path):
 
     out = tmp_path / "teacher" / "clip_world.pt"
     proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "train_world_teacher.py"), "--world", tiny_lvis["root"],
-         "--output", str(out), "--images", "20", "--steps", "4", "--batch-size", "16"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            os.path.join(ROOT, "tools", "train_world_teacher.py"),
+            "--world",
+            tiny_lvis["root"],
+            "--output",
+            str(out),
+            "--images",
+            "20",
+            "--steps",
+            "4",
+            "--batch-size",
+            "16",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     model, _ = load_clip(str(out))
@@ -67,5 +90,6 @@ def test_world_teacher_tool_writes_a_clip_checkpoint(tiny_lvis, tmp_path):
     info = json.load(open(out.with_suffix(".json")))
     assert {"accuracy", "accuracy_novel", "accuracy_base", "boxes"} <= set(info["zero_shot_val"])
     assert info["zero_shot_val"]["boxes"] == sum(
-        1 for _ in json.load(open(tiny_lvis["json"]["val"]))["annotations"])
+        1 for _ in json.load(open(tiny_lvis["json"]["val"]))["annotations"]
+    )
     assert "zero-shot accuracy on shapes_world_val objects" in proc.stdout

@@ -22,13 +22,16 @@ import os
 import sys
 
 import vild_d2  # noqa: F401  (first: registers datasets and components, imports detectron2 quietly)
+
 # isort: split
 
 MODEL_FILE = "model.ts"
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config-file", required=True, metavar="FILE")
     p.add_argument("--format", choices=["torchscript"], default="torchscript")
     p.add_argument("--export-method", choices=["scripting", "tracing"], default="scripting")
@@ -69,9 +72,16 @@ def main(argv=None) -> int:
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"sample image not found: {path}")
             raw = read_image(path, format=cfg.INPUT.FORMAT)
-            resized = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST) \
-                .get_transform(raw).apply_image(raw)
-            image = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))).float().to(model.device)
+            resized = (
+                T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+                .get_transform(raw)
+                .apply_image(raw)
+            )
+            image = (
+                torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+                .float()
+                .to(model.device)
+            )
         exported = export_model(model, args.export_method, image)
     except (ConfigError, ExportError, VocabularyError, FileNotFoundError, ValueError) as e:
         print(f"export_model.py: error: {e}", file=sys.stderr)
@@ -79,10 +89,15 @@ def main(argv=None) -> int:
     info = export_info(cfg, args.export_method, model.roi_heads.image_head is not None)
     os.makedirs(args.output, exist_ok=True)
     out = os.path.join(args.output, MODEL_FILE)
-    atomic_write(out, lambda f: torch.jit.save(exported, f, _extra_files={EXPORT_INFO_FILE: json.dumps(info)}))
-    print(f"wrote {out} ({args.export_method}; inputs: image [3, H, W] in {cfg.INPUT.FORMAT}, resized to "
-          f"shortest side {cfg.INPUT.MIN_SIZE_TEST}, class_embeddings [C, {cfg.MODEL.VILD.EMBED_DIM}]"
-          + (", base_mask [C] bool" if info["ensemble"] else "") + ")")
+    atomic_write(
+        out,
+        lambda f: torch.jit.save(exported, f, _extra_files={EXPORT_INFO_FILE: json.dumps(info)}),
+    )
+    print(
+        f"wrote {out} ({args.export_method}; inputs: image [3, H, W] in {cfg.INPUT.FORMAT}, resized"
+        f" to shortest side {cfg.INPUT.MIN_SIZE_TEST}, class_embeddings [C,"
+        f" {cfg.MODEL.VILD.EMBED_DIM}]" + (", base_mask [C] bool" if info["ensemble"] else "") + ")"
+    )
     return 0
 
 

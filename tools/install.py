@@ -8,7 +8,7 @@ The one install entry point of vild_d2 (used by the Makefile, the README and CI)
 Steps, each reported by name (a failure names its step and shows the end of its log):
   1. environment   create ./.venv, unless VILD_PYTHON names an existing interpreter
   2. torch         keep an importable torch; otherwise install torch/torchvision (pinned)
-  3. requirements  install requirements/runtime.txt and test.txt (in an environment of yours, packages
+  3. requirements  install requirements/runtime.txt, test.txt (in an environment of yours, packages
                    already present are kept at their version)
   4. detectron2    keep a working detectron2 (e.g. built from source with CUDA); otherwise
                    download the pb1-detectron2==0.6 sdist (upstream v0.6 Python code),
@@ -85,7 +85,10 @@ def probe(python: str, code: str) -> dict:
     """Run ``code`` (which prints one JSON object) in the target interpreter."""
     # Run outside the checkout so that ``import vild_d2`` sees installs, not the cwd.
     proc = subprocess.run(
-        [python, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [python, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         cwd=tempfile.gettempdir(),
     )
     if proc.returncode != 0:
@@ -187,11 +190,7 @@ def step_requirements(python: str, own_venv: bool) -> str:
     have = probe(python, code)
     if "error" in have:
         raise StepFailed(f"step 'requirements' failed: cannot list packages: {have['error']}")
-    todo = [
-        f"{n}=={v}"
-        for n, v in wanted
-        if have.get(n) is None or (own_venv and have[n] != v)
-    ]
+    todo = [f"{n}=={v}" for n, v in wanted if have.get(n) is None or (own_venv and have[n] != v)]
     if todo:
         pip(python, "install", *todo, step="requirements")
     return f"installed {len(todo)}, kept {len(wanted) - len(todo)}"
@@ -220,9 +219,10 @@ def _fetch_sdist() -> str:
             if not links:
                 raise StepFailed(f"step 'detectron2' failed: {page_url} lists no {D2_SDIST_FILE}")
             tmp = path + ".part"
-            with urllib.request.urlopen(links[0].split("#")[0], timeout=120) as r, open(
-                tmp, "wb"
-            ) as f:
+            with (
+                urllib.request.urlopen(links[0].split("#")[0], timeout=120) as r,
+                open(tmp, "wb") as f,
+            ):
                 shutil.copyfileobj(r, f)
             os.replace(tmp, path)
         except OSError as e:
@@ -284,8 +284,15 @@ def step_detectron2(python: str) -> str:
     except patch.PatchError as e:
         raise StepFailed(f"step 'detectron2' failed while patching: {e}")
     _log(json.dumps(report, indent=1) + "\n")
-    pip(python, "install", "--no-deps", "--no-build-isolation", "--force-reinstall", tree,
-        step="detectron2")
+    pip(
+        python,
+        "install",
+        "--no-deps",
+        "--no-build-isolation",
+        "--force-reinstall",
+        tree,
+        step="detectron2",
+    )
     return (
         f"installed detectron2 {report['detectron2_version']} from {D2_SDIST} "
         f"(patch {report['patch_version']}, no compiled ops)"

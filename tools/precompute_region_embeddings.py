@@ -42,32 +42,66 @@ def build_parser():
 
     parser = argparse.ArgumentParser(
         description="Precompute CLIP region embeddings of proposals into a region store.",
-        epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     # train_net.py's launch flags, and only those that mean something here
-    parser.add_argument("--config-file", default="", metavar="FILE", help="a config whose model has an RPN")
-    parser.add_argument("--num-gpus", type=int, default=1, help="workers per machine (GPUs, or CPU processes)")
+    parser.add_argument(
+        "--config-file", default="", metavar="FILE", help="a config whose model has an RPN"
+    )
+    parser.add_argument(
+        "--num-gpus", type=int, default=1, help="workers per machine (GPUs, or CPU processes)"
+    )
     parser.add_argument("--num-machines", type=int, default=1)
     parser.add_argument("--machine-rank", type=int, default=0)
-    parser.add_argument("--dist-url", default="auto", help="torch.distributed init URL (auto: a free local port)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
-                        help="KEY VALUE config overrides of --config-file, at the end (e.g. MODEL.WEIGHTS x.pth)")
-    parser.add_argument("--teacher", required=True, help="CLIP model name or CLIP-format checkpoint")
+    parser.add_argument(
+        "--dist-url", default="auto", help="torch.distributed init URL (auto: a free local port)"
+    )
+    parser.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="KEY VALUE config overrides of --config-file, at the end (e.g. MODEL.WEIGHTS x.pth)",
+    )
+    parser.add_argument(
+        "--teacher", required=True, help="CLIP model name or CLIP-format checkpoint"
+    )
     parser.add_argument("--dataset", help="a registered dataset (e.g. lvis_v1_train_ov)")
     parser.add_argument("--json", help="or a COCO/LVIS-format json whose images to use ...")
     parser.add_argument("--image-root", help="... with the folder its file names are relative to")
-    parser.add_argument("--proposals-file", help="a detectron2 proposals pickle, instead of --config-file's RPN")
+    parser.add_argument(
+        "--proposals-file", help="a detectron2 proposals pickle, instead of --config-file's RPN"
+    )
     parser.add_argument("--output", required=True, help="the region store folder")
-    parser.add_argument("--num-regions", type=int, default=300, help="M: boxes kept per image, best first")
-    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 1.5],
-                        help="crop enlargement factors whose embeddings are summed")
-    parser.add_argument("--nms-thresh", type=float, default=0.7,
-                        help="IoU threshold of the NMS applied to --proposals-file boxes")
-    parser.add_argument("--min-box-size", type=float, default=1.0,
-                        help="boxes narrower or shorter than this (pixels, after clipping) are skipped")
+    parser.add_argument(
+        "--num-regions", type=int, default=300, help="M: boxes kept per image, best first"
+    )
+    parser.add_argument(
+        "--scales",
+        type=float,
+        nargs="+",
+        default=[1.0, 1.5],
+        help="crop enlargement factors whose embeddings are summed",
+    )
+    parser.add_argument(
+        "--nms-thresh",
+        type=float,
+        default=0.7,
+        help="IoU threshold of the NMS applied to --proposals-file boxes",
+    )
+    parser.add_argument(
+        "--min-box-size",
+        type=float,
+        default=1.0,
+        help="boxes narrower or shorter than this (pixels, after clipping) are skipped",
+    )
     parser.add_argument("--commit-every", type=int, default=32, help="images per durable commit")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
-    parser.add_argument("--allow-untrained-rpn", action="store_true",
-                        help="accept a --config-file without MODEL.WEIGHTS (random proposals; for tests)")
+    parser.add_argument(
+        "--allow-untrained-rpn",
+        action="store_true",
+        help="accept a --config-file without MODEL.WEIGHTS (random proposals; for tests)",
+    )
     return parser
 
 
@@ -84,15 +118,26 @@ def _run_settings(args) -> dict:
     from vild_d2.data.region_store.layout import file_digest
 
     if args.proposals_file:
-        proposals = {"proposals_file": os.path.abspath(args.proposals_file), "nms_thresh": args.nms_thresh,
-                     "proposals_sha256": file_digest(args.proposals_file)}
+        proposals = {
+            "proposals_file": os.path.abspath(args.proposals_file),
+            "nms_thresh": args.nms_thresh,
+            "proposals_sha256": file_digest(args.proposals_file),
+        }
     else:
         weights = load_config(args.config_file, args.opts).MODEL.WEIGHTS
-        proposals = {"rpn_config": args.config_file, "rpn_opts": list(args.opts),
-                     "rpn_weights_sha256": file_digest(weights) if os.path.isfile(weights) else None}
+        proposals = {
+            "rpn_config": args.config_file,
+            "rpn_opts": list(args.opts),
+            "rpn_weights_sha256": file_digest(weights) if os.path.isfile(weights) else None,
+        }
     teacher = {"teacher_sha256": file_digest(args.teacher)} if os.path.isfile(args.teacher) else {}
-    args.settings = dict(proposals, **teacher, dataset=args.dataset or os.path.abspath(args.json),
-                         num_regions=args.num_regions, min_box_size=args.min_box_size)
+    args.settings = dict(
+        proposals,
+        **teacher,
+        dataset=args.dataset or os.path.abspath(args.json),
+        num_regions=args.num_regions,
+        min_box_size=args.min_box_size,
+    )
     return args.settings
 
 
@@ -115,14 +160,18 @@ def _check_inputs(args) -> None:
         if args.dataset not in DatasetCatalog.list():
             raise ValueError(f"dataset '{args.dataset}' is not registered")
     if bool(args.proposals_file) == bool(args.config_file):
-        raise ValueError("give exactly one proposal source: --proposals-file or --config-file (an RPN)")
+        raise ValueError(
+            "give exactly one proposal source: --proposals-file or --config-file (an RPN)"
+        )
     if args.proposals_file and not os.path.isfile(args.proposals_file):
         raise ValueError(f"proposals file not found: {args.proposals_file}")
     if args.config_file:
         cfg = load_config(args.config_file, args.opts)  # ConfigError on a bad file or key
         if not cfg.MODEL.WEIGHTS and not args.allow_untrained_rpn:
-            raise ValueError(f"{args.config_file} has no MODEL.WEIGHTS: its RPN would propose random boxes; "
-                             "add MODEL.WEIGHTS <the trained RPN> (or --allow-untrained-rpn)")
+            raise ValueError(
+                f"{args.config_file} has no MODEL.WEIGHTS: its RPN would propose random boxes; "
+                "add MODEL.WEIGHTS <the trained RPN> (or --allow-untrained-rpn)"
+            )
         check_weights(cfg)  # ConfigError on a missing or unreadable checkpoint
     if args.num_regions < 1:
         raise ValueError(f"--num-regions must be >= 1, got {args.num_regions}")
@@ -131,19 +180,29 @@ def _check_inputs(args) -> None:
     settings = _run_settings(args)
     existed = os.path.exists(os.path.join(args.output, MANIFEST))
     # checks teacher, D, scales and shards of an existing store first (the plainest mismatch)
-    create_region_store(args.output, teacher=args.teacher, embed_dim=int(model.text_projection.shape[1]),
-                        crop_scales=args.scales, num_shards=world, extra=settings)
+    create_region_store(
+        args.output,
+        teacher=args.teacher,
+        embed_dim=int(model.text_projection.shape[1]),
+        crop_scales=args.scales,
+        num_shards=world,
+        extra=settings,
+    )
     if existed:
         before = read_manifest(args.output).get("extra", {})
         changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
         if changed:
             k = changed[0]
             if k.endswith("_sha256") and k not in before:
-                raise ValueError(f"region store {args.output} was made before vild_d2 recorded content hashes "
-                                 f"(no {k}): what made it cannot be checked; recompute it in a new folder")
-            raise ValueError(f"region store {args.output} was made with {k} = {before.get(k)!r}, but this "
-                             f"run has {k} = {settings.get(k)!r}: use a new folder, or the same settings "
-                             "to resume it")
+                raise ValueError(
+                    f"region store {args.output} was made before vild_d2 recorded content hashes "
+                    f"(no {k}): what made it cannot be checked; recompute it in a new folder"
+                )
+            raise ValueError(
+                f"region store {args.output} was made with {k} = {before.get(k)!r}, but this "
+                f"run has {k} = {settings.get(k)!r}: use a new folder, or the same settings "
+                "to resume it"
+            )
 
 
 def _dataset_dicts(args):
@@ -185,9 +244,18 @@ def worker(args) -> None:
     proposals = _proposal_source(args, [d["image_id"] for d in worker_images(dicts, rank, world)])
     model, _ = load_clip(args.teacher, device=args.device)
     stats = precompute_shard(
-        dicts, proposals, model, args.output, teacher_name=args.teacher, rank=rank, world_size=world,
-        num_regions=args.num_regions, scales=args.scales, min_box_size=args.min_box_size,
-        commit_every=args.commit_every, extra=_run_settings(args),
+        dicts,
+        proposals,
+        model,
+        args.output,
+        teacher_name=args.teacher,
+        rank=rank,
+        world_size=world,
+        num_regions=args.num_regions,
+        scales=args.scales,
+        min_box_size=args.min_box_size,
+        commit_every=args.commit_every,
+        extra=_run_settings(args),
     )
     all_stats = comm.gather(stats, dst=0)
     comm.synchronize()
@@ -200,18 +268,31 @@ def _summary_table(store, manifest, all_stats) -> str:
     keys = ("images", "already_done", "regions", "boxes_clipped", "boxes_dropped")
     total = {k: sum(s[k] for s in all_stats) for k in keys}
     seconds = max(s["seconds"] for s in all_stats)
-    total.update(seconds=round(seconds, 3), images_per_s=total["images"] / max(seconds, 1e-9),
-                 regions_per_s=total["regions"] / max(seconds, 1e-9),
-                 store_images=manifest["num_images"], store_regions=manifest["num_regions"])
+    total.update(
+        seconds=round(seconds, 3),
+        images_per_s=total["images"] / max(seconds, 1e-9),
+        regions_per_s=total["regions"] / max(seconds, 1e-9),
+        store_images=manifest["num_images"],
+        store_regions=manifest["num_regions"],
+    )
     lines = [
-        f"region store {store}: {manifest['num_images']} images, {manifest['num_regions']} regions, "
-        f"D = {manifest['embed_dim']}, {manifest['num_shards']} shard(s), teacher {manifest['teacher']}",
-        "| worker | images | done before | regions | boxes clipped | boxes skipped | images/s | regions/s |",
+        (
+            f"region store {store}: {manifest['num_images']} images,"
+            f" {manifest['num_regions']} regions, D = {manifest['embed_dim']},"
+            f" {manifest['num_shards']} shard(s), teacher {manifest['teacher']}"
+        ),
+        (
+            "| worker | images | done before | regions | boxes clipped | boxes skipped | images/s |"
+            " regions/s |"
+        ),
         "|---|---|---|---|---|---|---|---|",
     ]
     for rank, s in enumerate(all_stats):
-        lines.append(f"| {rank} | {s['images']} | {s['already_done']} | {s['regions']} | {s['boxes_clipped']} | "
-                     f"{s['boxes_dropped']} | {s['images_per_s']:.2f} | {s['regions_per_s']:.1f} |")
+        lines.append(
+            f"| {rank} | {s['images']} | {s['already_done']} | {s['regions']} |"
+            f" {s['boxes_clipped']} | {s['boxes_dropped']} | {s['images_per_s']:.2f} |"
+            f" {s['regions_per_s']:.1f} |"
+        )
     lines.append("summary: " + json.dumps(total))
     return "\n".join(lines)
 
@@ -248,9 +329,16 @@ def main(argv=None) -> int:
         print(f"precompute_region_embeddings.py: error: {e}", file=sys.stderr)
         return 2
     try:
-        launch(worker, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(args,), device=args.device,
-               timeout=timedelta(hours=12))  # workers wait for the slowest at the final barrier
+        launch(
+            worker,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+            device=args.device,
+            timeout=timedelta(hours=12),
+        )  # workers wait for the slowest at the final barrier
     except (ValueError, RuntimeError, torch.multiprocessing.ProcessRaisedException) as e:
         print(f"precompute_region_embeddings.py: error: {_error_line(e)}", file=sys.stderr)
         return 2

@@ -33,8 +33,10 @@ def vocabulary_from_args(args):
 
         vocab = dataset_vocabulary(args.dataset)
         if vocab is None:
-            raise SystemExit(f"precompute_text_embeddings.py: error: dataset '{args.dataset}' "
-                             "has no categories yet (is its json present?)")
+            raise SystemExit(
+                f"precompute_text_embeddings.py: error: dataset '{args.dataset}' "
+                "has no categories yet (is its json present?)"
+            )
         synonyms = None
         if args.synonyms:
             from detectron2.data import MetadataCatalog
@@ -60,8 +62,12 @@ def _json_categories(json_file):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", required=True, help="CLIP model name or CLIP-format checkpoint")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--teacher", required=True, help="CLIP model name or CLIP-format checkpoint"
+    )
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", help="a registered dataset's categories")
     src.add_argument("--json", help="an LVIS/COCO-format json's categories (id order)")
@@ -75,7 +81,10 @@ def main(argv=None) -> int:
 
     from vild_d2.teacher import load_clip
     from vild_d2.teacher.prompts import (
-        SINGLE_TEMPLATE, VILD_TEMPLATES, VocabularyInputError, encode_vocabulary,
+        SINGLE_TEMPLATE,
+        VILD_TEMPLATES,
+        VocabularyInputError,
+        encode_vocabulary,
     )
     from vild_d2.utils.atomic_io import atomic_save_npy, atomic_write_json
 
@@ -89,17 +98,22 @@ def main(argv=None) -> int:
         return 2
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     atomic_save_npy(args.output, emb.numpy().astype(np.float32))
-    atomic_write_json(os.path.splitext(args.output)[0] + ".json", {
-        "teacher": args.teacher,
-        "embed_dim": int(emb.shape[1]),
-        "num_classes": len(names),
-        "source": source,
-        "class_names": list(names),
-        "templates": list(templates),
-        "synonyms": synonyms is not None,
-    })
-    print(f"wrote {args.output}: [{emb.shape[0]}, {emb.shape[1]}] from {source}, "
-          f"{len(templates)} templates, teacher {args.teacher}")
+    atomic_write_json(
+        os.path.splitext(args.output)[0] + ".json",
+        {
+            "teacher": args.teacher,
+            "embed_dim": int(emb.shape[1]),
+            "num_classes": len(names),
+            "source": source,
+            "class_names": list(names),
+            "templates": list(templates),
+            "synonyms": synonyms is not None,
+        },
+    )
+    print(
+        f"wrote {args.output}: [{emb.shape[0]}, {emb.shape[1]}] from {source}, "
+        f"{len(templates)} templates, teacher {args.teacher}"
+    )
     return 0
 
 

@@ -23,13 +23,17 @@ def _print_summary(summary: dict) -> None:
         print(f"{key:<{width}}  {value}")
     regions = summary["num_regions"]
     if regions:
-        print(f"{'bytes_per_region':<{width}}  {summary['bytes_on_disk'] / regions:.1f} on disk, "
-              f"{summary['bytes_raw_arrays'] / regions:.1f} raw "
-              f"({summary['bytes_on_disk'] / summary['bytes_raw_arrays']:.4f}x)")
+        print(
+            f"{'bytes_per_region':<{width}}  {summary['bytes_on_disk'] / regions:.1f} on disk, "
+            f"{summary['bytes_raw_arrays'] / regions:.1f} raw "
+            f"({summary['bytes_on_disk'] / summary['bytes_raw_arrays']:.4f}x)"
+        )
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=("inspect", "verify", "finalize"))
     parser.add_argument("store", help="folder of the store (holds manifest.json)")
     parser.add_argument("--image-id", type=int, help="inspect: also print this image's regions")
@@ -37,8 +41,10 @@ def main(argv=None) -> int:
     try:
         if args.command == "finalize":
             manifest = finalize_region_store(args.store)
-            print(f"finalised {args.store}: {manifest['num_images']} images, "
-                  f"{manifest['num_regions']} regions in {manifest['num_shards']} shards")
+            print(
+                f"finalised {args.store}: {manifest['num_images']} images, "
+                f"{manifest['num_regions']} regions in {manifest['num_shards']} shards"
+            )
             return 0
         store = RegionStore(args.store)
         if args.command == "verify":

@@ -2,9 +2,9 @@
 """
 The main job: the whole ViLD pipeline on the embedded shapes world, on this machine.
 
-    python tools/run_world_pipeline.py              # the full run (25 min on 2 CPU cores with the install)
-    python tools/run_world_pipeline.py --seed 1     # the same pipeline on another world (and training seed)
-    python tools/run_world_pipeline.py --quick      # a few minutes: tiny world, a few iterations (a smoke run)
+    python tools/run_world_pipeline.py           # the full run (~30 min on 2 CPU cores)
+    python tools/run_world_pipeline.py --seed 1  # another world (and training seed)
+    python tools/run_world_pipeline.py --quick   # a few minutes: a smoke run
 
 Stages, each a normal command you would also run on LVIS (printed as it starts; its
 full output goes to OUTPUT/<stage>.log):
@@ -72,17 +72,40 @@ class DemoSize:
     num_transfer: int  # images of the transfer dataset (another vocabulary)
 
 
-FULL = DemoSize(num_train=400, num_val=100, teacher_images=1500, teacher_steps=1500,
-                base_iters=800, detector_iters=350, num_regions=32, bootstrap_samples=400, num_transfer=60)
-QUICK = DemoSize(num_train=24, num_val=8, teacher_images=64, teacher_steps=10,
-                 base_iters=10, detector_iters=10, num_regions=8, bootstrap_samples=20, num_transfer=4)
+FULL = DemoSize(
+    num_train=400,
+    num_val=100,
+    teacher_images=1500,
+    teacher_steps=1500,
+    base_iters=800,
+    detector_iters=350,
+    num_regions=32,
+    bootstrap_samples=400,
+    num_transfer=60,
+)
+QUICK = DemoSize(
+    num_train=24,
+    num_val=8,
+    teacher_images=64,
+    teacher_steps=10,
+    base_iters=10,
+    detector_iters=10,
+    num_regions=8,
+    bootstrap_samples=20,
+    num_transfer=4,
+)
 
 # (output folder, config, title, training set) of the four compared detectors.
 MODELS = [
     ("vild_text", "vild_text_R_18_FPN_tiny.yaml", "ViLD-text", "base"),
     ("vild", "vild_R_18_FPN_tiny.yaml", "ViLD", "base"),
     ("vild_ensemble", "vild_ensemble_R_18_FPN_tiny.yaml", "ViLD-ensemble", "base"),
-    ("mask_rcnn_supervised", "mask_rcnn_R_18_FPN_tiny.yaml", "Mask R-CNN (supervised)", "base+novel"),
+    (
+        "mask_rcnn_supervised",
+        "mask_rcnn_R_18_FPN_tiny.yaml",
+        "Mask R-CNN (supervised)",
+        "base+novel",
+    ),
 ]
 CROPS_KEY, CROPS_TITLE = "clip_on_crops", "CLIP on cropped regions"
 AP_COLUMNS = ["AP", "APr", "APr-compositional", "APr-concept", "APc", "APf"]
@@ -108,12 +131,23 @@ def _stage(name: str, cmd, env, log_path: str, show) -> float:
     print(f"\n== {name}: {_shown(cmd)}", flush=True)
     t0 = time.time()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
 
         def forward(signum, _frame):
             _stop_group(proc, signum)
-            print(f"\n== {name}: stopped by signal {signum}; run the same command again to resume", flush=True)
+            print(
+                f"\n== {name}: stopped by signal {signum}; run the same command again to resume",
+                flush=True,
+            )
             sys.exit(128 + signum)
 
         previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -157,13 +191,14 @@ def _training_progress(line: str):
     """detectron2's periodic 'eta: .. iter: N  total_loss: ..' line, shortened."""
     if " iter: " not in line or "total_loss" not in line or "eta:" not in line:
         return None
-    return line[line.index("eta:"):line.index("time:")].strip() if "time:" in line else None
+    return line[line.index("eta:") : line.index("time:")].strip() if "time:" in line else None
 
 
 def _lines_with(*words):
     def show(line: str):
         line = line.rstrip()
         return line if any(w in line for w in words) else None
+
     return show
 
 
@@ -191,7 +226,9 @@ def _eval_results(output_dir: str) -> dict:
 
 
 def _trained(output_dir: str, key: str) -> bool:
-    return os.path.isfile(os.path.join(output_dir, "model_final.pth")) and bool(_last_evaluation(output_dir, key))
+    return os.path.isfile(os.path.join(output_dir, "model_final.pth")) and bool(
+        _last_evaluation(output_dir, key)
+    )
 
 
 def loss_flatness(output_dir: str, key: str = "total_loss") -> dict:
@@ -199,7 +236,9 @@ def loss_flatness(output_dir: str, key: str = "total_loss") -> dict:
     The training loss over the last fifth of the iterations: its mean over the first and
     the second half of that fifth, and their relative change (flat: a few % at most).
     """
-    rows = [(r["iteration"], r[key]) for r in _metrics_rows(output_dir) if key in r and "iteration" in r]
+    rows = [
+        (r["iteration"], r[key]) for r in _metrics_rows(output_dir) if key in r and "iteration" in r
+    ]
     if len(rows) < 4:
         return {}
     last = rows[-1][0]
@@ -220,9 +259,13 @@ def _world_matches(data_root: str, spec) -> bool:
         return False
     found = spec_from_json(train_json)
     if asdict(found) != asdict(spec):
-        diff = {k: (v, asdict(spec)[k]) for k, v in asdict(found).items() if asdict(spec).get(k) != v}
-        sys.exit(f"{data_root} holds another shapes world (found vs wanted: {diff}). Delete the folder "
-                 "(it is regenerated, with its teacher) or point DETECTRON2_DATASETS elsewhere.")
+        diff = {
+            k: (v, asdict(spec)[k]) for k, v in asdict(found).items() if asdict(spec).get(k) != v
+        }
+        sys.exit(
+            f"{data_root} holds another shapes world (found vs wanted: {diff}). Delete the folder "
+            "(it is regenerated, with its teacher) or point DETECTRON2_DATASETS elsewhere."
+        )
     return True
 
 
@@ -247,9 +290,13 @@ def _expansion_vocabulary(spec, teacher: str):
     from vild_d2.teacher import load_clip
 
     dim = int(load_clip(teacher)[0].text_projection.shape[1])
-    vocab = expanded_vocabulary(",".join((*spec.shapes, *spec.concept_shapes)), ",".join(spec.colours), teacher, dim)
+    vocab = expanded_vocabulary(
+        ",".join((*spec.shapes, *spec.concept_shapes)), ",".join(spec.colours), teacher, dim
+    )
     if vocab.names != category_names(spec):
-        raise AssertionError(f"noun x attribute pairs {vocab.names[:4]}... are not the world's classes")
+        raise AssertionError(
+            f"noun x attribute pairs {vocab.names[:4]}... are not the world's classes"
+        )
     vocab.base_mask = dataset_vocabulary("shapes_world_val")["base_mask"]
     return vocab
 
@@ -263,87 +310,181 @@ def results_table(results: dict) -> str:
     header = "| model | trained on | " + " | ".join(AP_COLUMNS) + " |"
     rule = "|---|---|" + "---:|" * len(AP_COLUMNS)
     lines = []
-    for task, title in (("segm", "mask AP (%), LVIS protocol, rare = novel"), ("bbox", "box AP (%)")):
+    for task, title in (
+        ("segm", "mask AP (%), LVIS protocol, rare = novel"),
+        ("bbox", "box AP (%)"),
+    ):
         lines += [f"**{title}**", "", header, rule]
-        rows = results["models"] + ([results["clip_on_crops"]] if task == "bbox" and results.get("clip_on_crops") else [])
+        rows = results["models"] + (
+            [results["clip_on_crops"]] if task == "bbox" and results.get("clip_on_crops") else []
+        )
         for row in rows:
             ap = row.get("ap", {}).get(task, {})
-            lines.append(f"| {row['title']} | {row['trained_on']} | " + " | ".join(_fmt(ap.get(c)) for c in AP_COLUMNS) + " |")
+            lines.append(
+                f"| {row['title']} | {row['trained_on']} | "
+                + " | ".join(_fmt(ap.get(c)) for c in AP_COLUMNS)
+                + " |"
+            )
         lines.append("")
     rpn, k = results["rpn"], results["rpn"]["k"]
-    lines += ["**diagnostics**", "", "| diagnostic | " + " | ".join(GROUPS) + " |", "|---|" + "---:|" * len(GROUPS)]
-    suffix = {"all": "", "novel": "_novel", "compositional": "_compositional", "concept": "_concept", "base": "_base"}
-    lines.append(f"| RPN recall@{k} (IoU 0.5), % | " + " | ".join(_fmt(rpn.get(f"R50{suffix[g]}@{k}")) for g in GROUPS) + " |")
-    lines.append(f"| RPN AR@{k} (IoU 0.5:0.95), % | " + " | ".join(_fmt(rpn.get(f"AR{suffix[g]}@{k}")) for g in GROUPS) + " |")
+    lines += [
+        "**diagnostics**",
+        "",
+        "| diagnostic | " + " | ".join(GROUPS) + " |",
+        "|---|" + "---:|" * len(GROUPS),
+    ]
+    suffix = {
+        "all": "",
+        "novel": "_novel",
+        "compositional": "_compositional",
+        "concept": "_concept",
+        "base": "_base",
+    }
+    lines.append(
+        f"| RPN recall@{k} (IoU 0.5), % | "
+        + " | ".join(_fmt(rpn.get(f"R50{suffix[g]}@{k}")) for g in GROUPS)
+        + " |"
+    )
+    lines.append(
+        f"| RPN AR@{k} (IoU 0.5:0.95), % | "
+        + " | ".join(_fmt(rpn.get(f"AR{suffix[g]}@{k}")) for g in GROUPS)
+        + " |"
+    )
     teacher = results["teacher"]
-    lines.append("| teacher zero-shot top-1 on val boxes, % | "
-                 + " | ".join(_fmt(teacher.get("accuracy" + suffix[g])) for g in GROUPS) + " |")
+    lines.append(
+        "| teacher zero-shot top-1 on val boxes, % | "
+        + " | ".join(_fmt(teacher.get("accuracy" + suffix[g])) for g in GROUPS)
+        + " |"
+    )
     extra = ["base, base classes only", "cosine to true class"]
     heads_rows = []
     accuracy = results.get("head_accuracy", {})
-    for key, title in ((row["key"], row["title"]) for row in results["models"] if row["key"] in accuracy):
+    for key, title in (
+        (row["key"], row["title"]) for row in results["models"] if row["key"] in accuracy
+    ):
         heads = accuracy[key]
         for head, acc in heads.items():
-            lines.append(f"| {title} {head} top-1 on val boxes, % | " + " | ".join(_fmt(acc.get(g)) for g in GROUPS) + " |")
-            heads_rows.append(f"| {title} {head} | {_fmt(acc.get('base'))} | " + " | ".join(_fmt(acc.get(e)) for e in extra) + " |")
+            lines.append(
+                f"| {title} {head} top-1 on val boxes, % | "
+                + " | ".join(_fmt(acc.get(g)) for g in GROUPS)
+                + " |"
+            )
+            heads_rows.append(
+                f"| {title} {head} | {_fmt(acc.get('base'))} | "
+                + " | ".join(_fmt(acc.get(e)) for e in extra)
+                + " |"
+            )
     lenient = results.get("segm_without_negative_lists", {})
     if lenient:  # what the protocol of the world before v3 would have reported
-        lines += ["", "| model | mask AP | mask APf | the same without val's negative lists: AP | APf |",
-                  "|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "| model | mask AP | mask APf | the same without val's negative lists: AP | APf |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for row in results["models"]:
             strict, loose = row["ap"]["segm"], lenient.get(row["key"], {})
-            lines.append(f"| {row['title']} | {_fmt(strict.get('AP'))} | {_fmt(strict.get('APf'))} "
-                         f"| {_fmt(loose.get('AP'))} | {_fmt(loose.get('APf'))} |")
+            lines.append(
+                f"| {row['title']} | {_fmt(strict.get('AP'))} | {_fmt(strict.get('APf'))} "
+                f"| {_fmt(loose.get('AP'))} | {_fmt(loose.get('APf'))} |"
+            )
     if heads_rows:  # why novel classes win: region embeddings far from every text embedding
-        lines += ["", "| head | top-1 on base boxes, all classes, % | same, base classes only, % "
-                  "| mean cosine to the true class ×100 |", "|---|---:|---:|---:|", *heads_rows]
+        lines += [
+            "",
+            (
+                "| head | top-1 on base boxes, all classes, % | same, base classes only, % "
+                "| mean cosine to the true class ×100 |"
+            ),
+            "|---|---:|---:|---:|",
+            *heads_rows,
+        ]
     titles = {row["key"]: row["title"] for row in results["models"]}
     if results.get("transfer"):
-        lines += ["", f"**transfer** (mask AP, no retraining): `{TRANSFER_DATASET}`, another vocabulary "
-                  f"({results.get('transfer_classes', '?')} classes: blue/red/yellow x 8 shapes; objects of the "
-                  "other colours are outside it), evaluated in the same run as val with its own embeddings",
-                  "", "| model | val AP | transfer AP | APr | APc | APf |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            (
+                f"**transfer** (mask AP, no retraining): `{TRANSFER_DATASET}`, another vocabulary"
+                f" ({results.get('transfer_classes', '?')} classes: blue/red/yellow x 8 shapes;"
+                " objects of the other colours are outside it), evaluated in the same run as val"
+                " with its own embeddings"
+            ),
+            "",
+            "| model | val AP | transfer AP | APr | APc | APf |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for key in (row["key"] for row in results["models"] if row["key"] in results["transfer"]):
-            val, tr = results["transfer"][key].get("val", {}), results["transfer"][key].get("transfer", {})
-            lines.append(f"| {titles[key]} | {_fmt(val.get('AP'))} | {_fmt(tr.get('AP'))} | {_fmt(tr.get('APr'))} "
-                         f"| {_fmt(tr.get('APc'))} | {_fmt(tr.get('APf'))} |")
+            val, tr = results["transfer"][key].get("val", {}), results["transfer"][key].get(
+                "transfer", {}
+            )
+            lines.append(
+                f"| {titles[key]} | {_fmt(val.get('AP'))} | {_fmt(tr.get('AP'))} |"
+                f" {_fmt(tr.get('APr'))} | {_fmt(tr.get('APc'))} | {_fmt(tr.get('APf'))} |"
+            )
     if results.get("expansion"):
-        lines += ["", "**systematic expansion** (mask AP on val): the 48 classes as 8 shapes x 6 colours, "
-                  "scored p(shape | r) p(colour | r), vs the 48 names' own embeddings",
-                  "", "| model | 48 names: AP | APr | shapes x colours: AP | APr | APc | APf |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            (
+                "**systematic expansion** (mask AP on val): the 48 classes as 8 shapes x 6 colours,"
+                " scored p(shape | r) p(colour | r), vs the 48 names' own embeddings"
+            ),
+            "",
+            "| model | 48 names: AP | APr | shapes x colours: AP | APr | APc | APf |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for row in results["models"]:
             ex = results["expansion"].get(row["key"])
             if ex is None:
                 continue
             ap = row["ap"]["segm"]
-            lines.append(f"| {row['title']} | {_fmt(ap.get('AP'))} | {_fmt(ap.get('APr'))} | {_fmt(ex.get('AP'))} "
-                         f"| {_fmt(ex.get('APr'))} | {_fmt(ex.get('APc'))} | {_fmt(ex.get('APf'))} |")
+            lines.append(
+                f"| {row['title']} | {_fmt(ap.get('AP'))} | {_fmt(ap.get('APr'))} |"
+                f" {_fmt(ex.get('AP'))} | {_fmt(ex.get('APr'))} | {_fmt(ex.get('APc'))} |"
+                f" {_fmt(ex.get('APf'))} |"
+            )
     return "\n".join(lines)
 
 
 def claim_lines(results: dict) -> str:
     if results.get("quick"):
-        return ("  (smoke run: a tiny world trained for a few iterations; its numbers mean nothing, "
-                "so ViLD's claims are not checked)")
+        return (
+            "  (smoke run: a tiny world trained for a few iterations; its numbers mean nothing, "
+            "so ViLD's claims are not checked)"
+        )
     out = []
     for c in results["claims"]:
-        out.append(f"  [{'met' if c['met'] else 'MISSED'}] ({c['name']}) {c['text']}: {c['detail']}")
-    out.append("  90% bootstrap intervals of the differences (mask AP, "
-               f"{results['bootstrap_samples']} resamples of the val images):")
+        out.append(
+            f"  [{'met' if c['met'] else 'MISSED'}] ({c['name']}) {c['text']}: {c['detail']}"
+        )
+    out.append(
+        "  90% bootstrap intervals of the differences (mask AP, "
+        f"{results['bootstrap_samples']} resamples of the val images):"
+    )
     titles = {row["key"]: row["title"] for row in results["models"]}
     for r in results["intervals"]:
-        out.append(f"    {titles[r['a']]} - {titles[r['b']]}, {r['metric']}: {r['diff']:+.1f} "
-                   f"[{r['lo']:+.1f}, {r['hi']:+.1f}]")
+        out.append(
+            f"    {titles[r['a']]} - {titles[r['b']]}, {r['metric']}: {r['diff']:+.1f} "
+            f"[{r['lo']:+.1f}, {r['hi']:+.1f}]"
+        )
     return "\n".join(out)
 
 
 def _fingerprint(paths) -> list:
-    return [[os.path.relpath(p, ROOT), os.path.getsize(p), int(os.path.getmtime(p))] for p in paths if os.path.isfile(p)]
+    return [
+        [os.path.relpath(p, ROOT), os.path.getsize(p), int(os.path.getmtime(p))]
+        for p in paths
+        if os.path.isfile(p)
+    ]
 
 
-def analyse(out: str, model_cfgs: list, rpn_cfg, teacher_path: str, text_path: str, size: DemoSize, device: str,
-            seed: int) -> dict:
+def analyse(
+    out: str,
+    model_cfgs: list,
+    rpn_cfg,
+    teacher_path: str,
+    text_path: str,
+    size: DemoSize,
+    device: str,
+    seed: int,
+) -> dict:
     """
     Stage 8: AP per kind of novel category and bootstrap intervals (from each model's LVIS
     results), the CLIP-on-crops baseline, the heads' top-1 accuracy. Cached in
@@ -351,26 +492,29 @@ def analyse(out: str, model_cfgs: list, rpn_cfg, teacher_path: str, text_path: s
     """
     import torch
     from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-    from detectron2.modeling import build_model
-
-    from detectron2.data import build_detection_test_loader
+    from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
     from detectron2.evaluation import inference_on_dataset
+    from detectron2.modeling import build_model
 
     from vild_d2.data.datasets.shapes_world import spec_from_json
     from vild_d2.evaluation import build_evaluator
     from vild_d2.evaluation.claims import CLAIM_COMPARISONS
     from vild_d2.evaluation.lvis_ap import LVISAPTable, bootstrap_differences
-    from vild_d2.evaluation.region_classification import clip_on_crops_detections, head_accuracy, lvis_results
+    from vild_d2.evaluation.region_classification import (
+        clip_on_crops_detections,
+        head_accuracy,
+        lvis_results,
+    )
     from vild_d2.modeling.text_embeddings import load_text_embeddings
     from vild_d2.teacher import load_clip
     from vild_d2.teacher.proposals import RPNProposals
     from vild_d2.utils.atomic_io import atomic_write_json
 
     cache = os.path.join(out, "analysis.json")
-    inputs = _fingerprint([teacher_path, text_path, rpn_cfg.MODEL.WEIGHTS]
-                          + [cfg.MODEL.WEIGHTS for _, _, cfg in model_cfgs]) + [size.bootstrap_samples, seed,
-                                                                                ANALYSIS_VERSION]
+    inputs = _fingerprint(
+        [teacher_path, text_path, rpn_cfg.MODEL.WEIGHTS]
+        + [cfg.MODEL.WEIGHTS for _, _, cfg in model_cfgs]
+    ) + [size.bootstrap_samples, seed, ANALYSIS_VERSION]
     if os.path.isfile(cache):
         with open(cache) as f:
             cached = json.load(f)
@@ -386,7 +530,9 @@ def analyse(out: str, model_cfgs: list, rpn_cfg, teacher_path: str, text_path: s
     kinds = list(getattr(meta, "class_novel_kind", [""] * len(meta.thing_classes)))
     contiguous_to_id = {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()}
     cat_groups = {  # dataset category ids
-        "APr-compositional": [contiguous_to_id[i] for i, k in enumerate(kinds) if k == "compositional"],
+        "APr-compositional": [
+            contiguous_to_id[i] for i, k in enumerate(kinds) if k == "compositional"
+        ],
         "APr-concept": [contiguous_to_id[i] for i, k in enumerate(kinds) if k == "concept"],
     }
     contiguous_groups = {
@@ -412,7 +558,9 @@ def analyse(out: str, model_cfgs: list, rpn_cfg, teacher_path: str, text_path: s
 
     ap, tables, groups, without_negatives = {}, {}, None, {}
     for key, _, cfg in model_cfgs:
-        results_file = os.path.join(cfg.OUTPUT_DIR, "inference", dataset, "lvis_instances_results.json")
+        results_file = os.path.join(
+            cfg.OUTPUT_DIR, "inference", dataset, "lvis_instances_results.json"
+        )
         ap[key] = {}
         for iou_type in ("segm", "bbox"):
             table, summary, groups = ap_of(results_file, iou_type)
@@ -424,11 +572,19 @@ def analyse(out: str, model_cfgs: list, rpn_cfg, teacher_path: str, text_path: s
     print(f"   AP per kind of novel category ({time.time() - t0:.0f}s)", flush=True)
 
     teacher, _ = load_clip(teacher_path, device=device)
-    text = load_text_embeddings(text_path, embed_dim=teacher.text_projection.shape[1],
-                                config_key="MODEL.VILD.TRAIN_TEXT_EMBEDDINGS")
-    crops = clip_on_crops_detections(teacher, text, RPNProposals(rpn_cfg), dicts,
-                                     detections_per_image=model_cfgs[0][2].TEST.DETECTIONS_PER_IMAGE,
-                                     progress=False)
+    text = load_text_embeddings(
+        text_path,
+        embed_dim=teacher.text_projection.shape[1],
+        config_key="MODEL.VILD.TRAIN_TEXT_EMBEDDINGS",
+    )
+    crops = clip_on_crops_detections(
+        teacher,
+        text,
+        RPNProposals(rpn_cfg),
+        dicts,
+        detections_per_image=model_cfgs[0][2].TEST.DETECTIONS_PER_IMAGE,
+        progress=False,
+    )
     _, crops_ap, _ = ap_of(lvis_results(crops, contiguous_to_id), "bbox")
     print(f"   CLIP on cropped regions ({time.time() - t0:.0f}s)", flush=True)
 
@@ -443,7 +599,9 @@ def analyse(out: str, model_cfgs: list, rpn_cfg, teacher_path: str, text_path: s
     print(f"   heads' top-1 accuracy ({time.time() - t0:.0f}s)", flush=True)
 
     expansion = {}
-    world = spec_from_json(os.path.join(os.path.dirname(os.path.dirname(gt_json)), "annotations", "train.json"))
+    world = spec_from_json(
+        os.path.join(os.path.dirname(os.path.dirname(gt_json)), "annotations", "train.json")
+    )
     vocab = _expansion_vocabulary(world, teacher_path)
     for key, _, cfg in model_cfgs:
         if cfg.MODEL.META_ARCHITECTURE != "ViLDRCNN":
@@ -457,23 +615,43 @@ def analyse(out: str, model_cfgs: list, rpn_cfg, teacher_path: str, text_path: s
         expansion[key] = dict(res["segm"])
     print(f"   systematic expansion ({time.time() - t0:.0f}s)", flush=True)
 
-    intervals = bootstrap_differences(tables, CLAIM_COMPARISONS, groups, num_samples=size.bootstrap_samples,
-                                      seed=seed)
+    intervals = bootstrap_differences(
+        tables, CLAIM_COMPARISONS, groups, num_samples=size.bootstrap_samples, seed=seed
+    )
     print(f"   bootstrap ({size.bootstrap_samples} resamples, {time.time() - t0:.0f}s)", flush=True)
-    result = {"inputs": inputs, "ap": ap, "clip_on_crops": {"bbox": crops_ap}, "head_accuracy": heads,
-              "intervals": intervals, "segm_without_negative_lists": without_negatives, "expansion": expansion,
-              "seconds": time.time() - t0}
+    result = {
+        "inputs": inputs,
+        "ap": ap,
+        "clip_on_crops": {"bbox": crops_ap},
+        "head_accuracy": heads,
+        "intervals": intervals,
+        "segm_without_negative_lists": without_negatives,
+        "expansion": expansion,
+        "seconds": time.time() - t0,
+    }
     atomic_write_json(cache, result)
     return result
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="tiny world and a few iterations (a smoke run)")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                   help="the world's seed, also the teacher's and the detectors' training seed "
-                        f"(default {DEFAULT_SEED}; other seeds keep their world in OUTPUT/datasets)")
-    p.add_argument("--output", default=None, help="output folder (default output/demo[_quick][_seedN])")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="tiny world and a few iterations (a smoke run)"
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        help=(
+            "the world's seed, also the teacher's and the detectors' training seed "
+            f"(default {DEFAULT_SEED}; other seeds keep their world in OUTPUT/datasets)"
+        ),
+    )
+    p.add_argument(
+        "--output", default=None, help="output folder (default output/demo[_quick][_seedN])"
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     args = p.parse_args()
 
@@ -481,13 +659,19 @@ def main() -> None:
 
     size = QUICK if args.quick else FULL
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    default_out = "demo" + ("_quick" if args.quick else "") + (f"_seed{args.seed}" if args.seed != DEFAULT_SEED else "")
+    default_out = (
+        "demo"
+        + ("_quick" if args.quick else "")
+        + (f"_seed{args.seed}" if args.seed != DEFAULT_SEED else "")
+    )
     out = os.path.abspath(args.output or os.path.join(ROOT, "output", default_out))
     os.makedirs(out, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if args.quick or args.seed != DEFAULT_SEED:  # keep other worlds apart from the default one
         env["DETECTRON2_DATASETS"] = os.path.join(out, "datasets")
-    data_root = os.path.join(env.get("DETECTRON2_DATASETS", os.path.join(ROOT, "datasets")), "shapes_world")
+    data_root = os.path.join(
+        env.get("DETECTRON2_DATASETS", os.path.join(ROOT, "datasets")), "shapes_world"
+    )
     os.environ["DETECTRON2_DATASETS"] = os.path.dirname(data_root)
     # (vild_d2 registers its datasets on import: only now, under the root chosen above)
     from vild_d2.utils.folder_lock import FolderBusyError, lock_folder
@@ -514,128 +698,298 @@ def main() -> None:
     if _world_matches(data_root, spec):
         seconds["data"] = _skip("data", data_root)
     else:
-        seconds["data"] = _stage("data", [
-            py, os.path.join(ROOT, "datasets", "prepare_shapes_world.py"), "--root", data_root,
-            "--num-train", str(size.num_train), "--num-val", str(size.num_val), "--seed", str(args.seed),
-            "--num-transfer", str(size.num_transfer)],
-            env, log("data"), _lines_with(".json", "images under"))
+        seconds["data"] = _stage(
+            "data",
+            [
+                py,
+                os.path.join(ROOT, "datasets", "prepare_shapes_world.py"),
+                "--root",
+                data_root,
+                "--num-train",
+                str(size.num_train),
+                "--num-val",
+                str(size.num_val),
+                "--seed",
+                str(args.seed),
+                "--num-transfer",
+                str(size.num_transfer),
+            ],
+            env,
+            log("data"),
+            _lines_with(".json", "images under"),
+        )
     if _num_images(os.path.join(data_root, "annotations", "transfer.json")) != size.num_transfer:
-        seconds["data"] += _stage("data (transfer)", [
-            py, os.path.join(ROOT, "datasets", "prepare_shapes_world.py"), "--root", data_root, "--transfer-only",
-            "--num-transfer", str(size.num_transfer)], env, log("data_transfer"), _lines_with(".json"))
+        seconds["data"] += _stage(
+            "data (transfer)",
+            [
+                py,
+                os.path.join(ROOT, "datasets", "prepare_shapes_world.py"),
+                "--root",
+                data_root,
+                "--transfer-only",
+                "--num-transfer",
+                str(size.num_transfer),
+            ],
+            env,
+            log("data_transfer"),
+            _lines_with(".json"),
+        )
 
     # 2. teacher
     if os.path.isfile(teacher) and os.path.isfile(os.path.splitext(teacher)[0] + ".json"):
         seconds["teacher"] = _skip("teacher", teacher)
     else:
-        seconds["teacher"] = _stage("teacher", [
-            py, os.path.join(ROOT, "tools", "train_world_teacher.py"), "--world", data_root,
-            "--output", teacher, "--images", str(size.teacher_images), "--steps", str(size.teacher_steps),
-            "--seed", str(args.seed)],
-            env, log("teacher"), _lines_with("rendered", "wrote"))
+        seconds["teacher"] = _stage(
+            "teacher",
+            [
+                py,
+                os.path.join(ROOT, "tools", "train_world_teacher.py"),
+                "--world",
+                data_root,
+                "--output",
+                teacher,
+                "--images",
+                str(size.teacher_images),
+                "--steps",
+                str(size.teacher_steps),
+                "--seed",
+                str(args.seed),
+            ],
+            env,
+            log("teacher"),
+            _lines_with("rendered", "wrote"),
+        )
 
     # 3. the base detector (every detector's initialisation) and its RPN's recall
-    schedule = lambda iters: ["SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", f"({int(iters * 0.8)},)",  # noqa: E731
-                              "SOLVER.WARMUP_ITERS", str(min(50, iters // 2)), "SEED", str(42 + args.seed)]
+    def schedule(iters):
+        return [
+            "SOLVER.MAX_ITER",
+            str(iters),
+            "SOLVER.STEPS",
+            f"({int(iters * 0.8)},)",
+            "SOLVER.WARMUP_ITERS",
+            str(min(50, iters // 2)),
+            "SEED",
+            str(42 + args.seed),
+        ]
+
     base_dir = os.path.join(out, "base")
     base_weights = os.path.join(base_dir, "model_final.pth")
     if os.path.isfile(base_weights):
         seconds["base"] = _skip("base", base_weights)
     else:
-        seconds["base"] = _stage("base", [
-            *train_net, "--config-file", os.path.join(CONFIGS, "base_R_18_FPN_tiny.yaml"), "MODEL.DEVICE", device,
-            "OUTPUT_DIR", base_dir, "DATASETS.TEST", "()", *schedule(size.base_iters)],
-            env, log("base"), _training_progress)
+        seconds["base"] = _stage(
+            "base",
+            [
+                *train_net,
+                "--config-file",
+                os.path.join(CONFIGS, "base_R_18_FPN_tiny.yaml"),
+                "MODEL.DEVICE",
+                device,
+                "OUTPUT_DIR",
+                base_dir,
+                "DATASETS.TEST",
+                "()",
+                *schedule(size.base_iters),
+            ],
+            env,
+            log("base"),
+            _training_progress,
+        )
     rpn_config = os.path.join(CONFIGS, "rpn_R_18_FPN_tiny.yaml")
     rpn_opts = ["MODEL.DEVICE", device, "OUTPUT_DIR", rpn_dir, "MODEL.WEIGHTS", base_weights]
     if RPN_DONE_KEY in _eval_results(rpn_dir):
         seconds["rpn"] = _skip("rpn", os.path.join(rpn_dir, EVAL_RESULTS_FILE))
     else:
-        seconds["rpn"] = _stage("rpn", [py, os.path.join(ROOT, "train_net.py"), "--eval-only", "--config-file",
-                                        rpn_config, *rpn_opts], env, log("rpn"), _lines_with("copypaste"))
+        seconds["rpn"] = _stage(
+            "rpn",
+            [
+                py,
+                os.path.join(ROOT, "train_net.py"),
+                "--eval-only",
+                "--config-file",
+                rpn_config,
+                *rpn_opts,
+            ],
+            env,
+            log("rpn"),
+            _lines_with("copypaste"),
+        )
 
     # 4. text embeddings of the 48 categories (train and val share them)
     if os.path.isfile(text) and os.path.isfile(os.path.splitext(text)[0] + ".json"):
         seconds["text"] = _skip("text", text)
     else:
-        seconds["text"] = _stage("text", [
-            py, os.path.join(ROOT, "tools", "precompute_text_embeddings.py"), "--teacher", teacher,
-            "--dataset", "shapes_world_val", "--output", text, "--device", device],
-            env, log("text"), _lines_with("wrote"))
+        seconds["text"] = _stage(
+            "text",
+            [
+                py,
+                os.path.join(ROOT, "tools", "precompute_text_embeddings.py"),
+                "--teacher",
+                teacher,
+                "--dataset",
+                "shapes_world_val",
+                "--output",
+                text,
+                "--device",
+                device,
+            ],
+            env,
+            log("text"),
+            _lines_with("wrote"),
+        )
 
     # 5. region embeddings of the base-training images (resumes by itself)
-    seconds["regions"] = _stage("regions", [
-        py, os.path.join(ROOT, "tools", "precompute_region_embeddings.py"), "--teacher", teacher,
-        "--dataset", "shapes_world_train_ov", "--config-file", rpn_config,
-        "--output", store, "--num-regions", str(size.num_regions), "--device", device,
-        "MODEL.WEIGHTS", base_weights],
-        env, log("regions"), _lines_with("summary:"))
+    seconds["regions"] = _stage(
+        "regions",
+        [
+            py,
+            os.path.join(ROOT, "tools", "precompute_region_embeddings.py"),
+            "--teacher",
+            teacher,
+            "--dataset",
+            "shapes_world_train_ov",
+            "--config-file",
+            rpn_config,
+            "--output",
+            store,
+            "--num-regions",
+            str(size.num_regions),
+            "--device",
+            device,
+            "MODEL.WEIGHTS",
+            base_weights,
+        ],
+        env,
+        log("regions"),
+        _lines_with("summary:"),
+    )
 
     # 6. the four detectors, each initialised from the base detector
-    vild_opts = ["MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", text, "MODEL.VILD.NUM_DISTILL_REGIONS", str(size.num_regions)]
+    vild_opts = [
+        "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS",
+        text,
+        "MODEL.VILD.NUM_DISTILL_REGIONS",
+        str(size.num_regions),
+    ]
     model_cfgs = []
     from vild_d2.config import load_config
 
     for key, config_name, title, _ in MODELS:
         model_dir = os.path.join(out, key)
-        opts = ["MODEL.DEVICE", device, "OUTPUT_DIR", model_dir, "MODEL.WEIGHTS", base_weights,
-                "MODEL.BACKBONE.FREEZE_AT", "2", *schedule(size.detector_iters)]
+        opts = [
+            "MODEL.DEVICE",
+            device,
+            "OUTPUT_DIR",
+            model_dir,
+            "MODEL.WEIGHTS",
+            base_weights,
+            "MODEL.BACKBONE.FREEZE_AT",
+            "2",
+            *schedule(size.detector_iters),
+        ]
         if key.startswith("vild"):
-            opts += vild_opts + (["DATASETS.REGION_STORE_TRAIN", store] if key != "vild_text" else [])
+            opts += vild_opts + (
+                ["DATASETS.REGION_STORE_TRAIN", store] if key != "vild_text" else []
+            )
         config = os.path.join(CONFIGS, config_name)
         if _trained(model_dir, "segm/AP"):
             seconds[key] = _skip(key, os.path.join(model_dir, "model_final.pth"))
         else:
-            seconds[key] = _stage(key, [*train_net, "--config-file", config, *opts],
-                                  env, log(key), _training_progress)
+            seconds[key] = _stage(
+                key, [*train_net, "--config-file", config, *opts], env, log(key), _training_progress
+            )
         final = opts + ["MODEL.WEIGHTS", os.path.join(model_dir, "model_final.pth")]
         model_cfgs.append((key, title, load_config(config, final)))
 
     # 7. transfer: the ViLD models, no retraining, on val and on another vocabulary at once
     transfer_text = os.path.join(data_root, "teacher", "clip_world_transfer_text.npy")
-    if os.path.isfile(transfer_text) and os.path.isfile(os.path.splitext(transfer_text)[0] + ".json"):
+    if os.path.isfile(transfer_text) and os.path.isfile(
+        os.path.splitext(transfer_text)[0] + ".json"
+    ):
         seconds["transfer text"] = _skip("transfer text", transfer_text)
     else:
-        seconds["transfer text"] = _stage("transfer text", [
-            py, os.path.join(ROOT, "tools", "precompute_text_embeddings.py"), "--teacher", teacher,
-            "--dataset", TRANSFER_DATASET, "--output", transfer_text, "--device", device],
-            env, log("transfer_text"), _lines_with("wrote"))
+        seconds["transfer text"] = _stage(
+            "transfer text",
+            [
+                py,
+                os.path.join(ROOT, "tools", "precompute_text_embeddings.py"),
+                "--teacher",
+                teacher,
+                "--dataset",
+                TRANSFER_DATASET,
+                "--output",
+                transfer_text,
+                "--device",
+                device,
+            ],
+            env,
+            log("transfer_text"),
+            _lines_with("wrote"),
+        )
     transfer_dirs = {}
     for key, config_name, _, _ in MODELS:
         if not key.startswith("vild"):
             continue  # a fixed classifier cannot take another vocabulary
         transfer_dirs[key] = os.path.join(out, "transfer", key)
         if f"{TRANSFER_DATASET}/segm/AP" in _eval_results(transfer_dirs[key]):
-            seconds[f"transfer {key}"] = _skip(f"transfer {key}", os.path.join(transfer_dirs[key], EVAL_RESULTS_FILE))
+            seconds[f"transfer {key}"] = _skip(
+                f"transfer {key}", os.path.join(transfer_dirs[key], EVAL_RESULTS_FILE)
+            )
             continue
-        seconds[f"transfer {key}"] = _stage(f"transfer {key}", [
-            py, os.path.join(ROOT, "train_net.py"), "--eval-only", "--config-file", os.path.join(CONFIGS, config_name),
-            "MODEL.DEVICE", device, "OUTPUT_DIR", transfer_dirs[key],
-            "MODEL.WEIGHTS", os.path.join(out, key, "model_final.pth"), "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", text,
-            "DATASETS.TEST", f"('shapes_world_val', '{TRANSFER_DATASET}')",
-            "DATASETS.TEXT_EMBEDDINGS_TEST", f"('{_rel(text)}', '{_rel(transfer_text)}')"],
-            env, log(f"transfer_{key}"), _lines_with("copypaste: Task", "copypaste: AP,"))
+        seconds[f"transfer {key}"] = _stage(
+            f"transfer {key}",
+            [
+                py,
+                os.path.join(ROOT, "train_net.py"),
+                "--eval-only",
+                "--config-file",
+                os.path.join(CONFIGS, config_name),
+                "MODEL.DEVICE",
+                device,
+                "OUTPUT_DIR",
+                transfer_dirs[key],
+                "MODEL.WEIGHTS",
+                os.path.join(out, key, "model_final.pth"),
+                "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS",
+                text,
+                "DATASETS.TEST",
+                f"('shapes_world_val', '{TRANSFER_DATASET}')",
+                "DATASETS.TEXT_EMBEDDINGS_TEST",
+                f"('{_rel(text)}', '{_rel(transfer_text)}')",
+            ],
+            env,
+            log(f"transfer_{key}"),
+            _lines_with("copypaste: Task", "copypaste: AP,"),
+        )
 
     import vild_d2  # noqa: F401  (registers datasets, under the root chosen above)
 
     # 8. analysis
     t_analysis = time.time()
-    analysis = analyse(out, model_cfgs, load_config(rpn_config, rpn_opts), teacher, text, size,
-                       device, args.seed)
+    analysis = analyse(
+        out, model_cfgs, load_config(rpn_config, rpn_opts), teacher, text, size, device, args.seed
+    )
     seconds["analysis"] = time.time() - t_analysis
 
     # 9. pictures
     print("\n== pictures", flush=True)
     from vild_d2.utils.visualize import draw_detections
 
-    picture = draw_detections([(title, cfg) for _, title, cfg in model_cfgs],
-                              "shapes_world_val", os.path.join(out, "detections_val.png"))
+    picture = draw_detections(
+        [(title, cfg) for _, title, cfg in model_cfgs],
+        "shapes_world_val",
+        os.path.join(out, "detections_val.png"),
+    )
     print(f"   {os.path.relpath(picture, ROOT)}")
     expansion = _expansion_vocabulary(spec, teacher)
     rows = []
     for key, title, cfg in model_cfgs:
         if key in ("vild_text", "vild"):
-            rows += [(f"{title}, 48 names", cfg), (f"{title}, 8 shapes x 6 colours: p(shape) p(colour)", cfg, expansion)]
+            rows += [
+                (f"{title}, 48 names", cfg),
+                (f"{title}, 8 shapes x 6 colours: p(shape) p(colour)", cfg, expansion),
+            ]
     picture = draw_detections(rows, "shapes_world_val", os.path.join(out, "expansion_val.png"))
     print(f"   {os.path.relpath(picture, ROOT)}")
 
@@ -644,34 +998,72 @@ def main() -> None:
     with open(os.path.splitext(teacher)[0] + ".json") as f:
         teacher_report = json.load(f)["zero_shot_val"]
     results = {
-        "quick": args.quick, "seed": args.seed, "size": vars(size), "device": device, "seconds": seconds,
-        "total_seconds": time.time() - t0, "bootstrap_samples": size.bootstrap_samples,
-        "models": [{"key": key, "title": title, "trained_on": on, "ap": analysis["ap"][key],
-                    "loss_last_fifth": loss_flatness(os.path.join(out, key)),
-                    "lvis_evaluator": {k_: v for k_, v in _last_evaluation(os.path.join(out, key), "segm/AP").items()
-                                       if k_.startswith(("bbox/", "segm/"))}}
-                   for key, _, title, on in MODELS],
-        "clip_on_crops": {"key": CROPS_KEY, "title": CROPS_TITLE, "trained_on": "(teacher)",
-                          "ap": analysis["clip_on_crops"]},
-        "rpn": {"k": RECALL_K, **{k_.split("/", 1)[1]: v for k_, v in
-                                  _eval_results(rpn_dir).items() if k_.startswith("proposals/")}},
+        "quick": args.quick,
+        "seed": args.seed,
+        "size": vars(size),
+        "device": device,
+        "seconds": seconds,
+        "total_seconds": time.time() - t0,
+        "bootstrap_samples": size.bootstrap_samples,
+        "models": [
+            {
+                "key": key,
+                "title": title,
+                "trained_on": on,
+                "ap": analysis["ap"][key],
+                "loss_last_fifth": loss_flatness(os.path.join(out, key)),
+                "lvis_evaluator": {
+                    k_: v
+                    for k_, v in _last_evaluation(os.path.join(out, key), "segm/AP").items()
+                    if k_.startswith(("bbox/", "segm/"))
+                },
+            }
+            for key, _, title, on in MODELS
+        ],
+        "clip_on_crops": {
+            "key": CROPS_KEY,
+            "title": CROPS_TITLE,
+            "trained_on": "(teacher)",
+            "ap": analysis["clip_on_crops"],
+        },
+        "rpn": {
+            "k": RECALL_K,
+            **{
+                k_.split("/", 1)[1]: v
+                for k_, v in _eval_results(rpn_dir).items()
+                if k_.startswith("proposals/")
+            },
+        },
         "teacher": teacher_report,
         "head_accuracy": analysis["head_accuracy"],
         "segm_without_negative_lists": analysis["segm_without_negative_lists"],
         "intervals": analysis["intervals"],
-        "transfer": {key: {name: {k_.split("/", 2)[2]: v for k_, v in _eval_results(d).items()
-                                  if k_.startswith(f"{dataset}/segm/")}
-                           for name, dataset in (("val", "shapes_world_val"), ("transfer", TRANSFER_DATASET))}
-                     for key, d in transfer_dirs.items()},
-        "transfer_classes": len(_categories(os.path.join(data_root, "annotations", "transfer.json"))),
+        "transfer": {
+            key: {
+                name: {
+                    k_.split("/", 2)[2]: v
+                    for k_, v in _eval_results(d).items()
+                    if k_.startswith(f"{dataset}/segm/")
+                }
+                for name, dataset in (("val", "shapes_world_val"), ("transfer", TRANSFER_DATASET))
+            }
+            for key, d in transfer_dirs.items()
+        },
+        "transfer_classes": len(
+            _categories(os.path.join(data_root, "annotations", "transfer.json"))
+        ),
         "expansion": analysis["expansion"],
     }
-    results["claims"] = check_claims({row["key"]: row["ap"]["segm"] for row in results["models"]},
-                                     analysis["intervals"])
+    results["claims"] = check_claims(
+        {row["key"]: row["ap"]["segm"] for row in results["models"]}, analysis["intervals"]
+    )
     from vild_d2.utils.atomic_io import atomic_write_json
 
     atomic_write_json(os.path.join(out, "results.json"), results)
-    print(f"\n== results on shapes_world_val (seed {args.seed}), {results['total_seconds']:.0f}s in all\n")
+    print(
+        f"\n== results on shapes_world_val (seed {args.seed}), {results['total_seconds']:.0f}s in"
+        " all\n"
+    )
     print(results_table(results))
     print("\nViLD's claims on this world (mask AP):")
     print(claim_lines(results))

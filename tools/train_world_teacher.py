@@ -42,8 +42,10 @@ WORLD_TEACHER_SHAPE = dict(
 def _xyxy(xywh_boxes) -> torch.Tensor:
     from detectron2.structures import BoxMode
 
-    return torch.tensor([BoxMode.convert(b, BoxMode.XYWH_ABS, BoxMode.XYXY_ABS) for b in xywh_boxes],
-                        dtype=torch.float32).reshape(-1, 4)
+    return torch.tensor(
+        [BoxMode.convert(b, BoxMode.XYWH_ABS, BoxMode.XYXY_ABS) for b in xywh_boxes],
+        dtype=torch.float32,
+    ).reshape(-1, 4)
 
 
 def teacher_objects(spec, num_images: int, seed: int):
@@ -72,15 +74,23 @@ def val_objects(json_file: str, image_root: str):
 
     images, boxes, labels = [], [], []
     for d in load_lvis_format_json(json_file, image_root):
-        images.append(torch.from_numpy(np.ascontiguousarray(utils.read_image(d["file_name"], "RGB").transpose(2, 0, 1))))
+        images.append(
+            torch.from_numpy(
+                np.ascontiguousarray(utils.read_image(d["file_name"], "RGB").transpose(2, 0, 1))
+            )
+        )
         boxes.append(_xyxy([a["bbox"] for a in d["annotations"]]))  # the loader keeps XYWH_ABS
         labels.append(torch.tensor([a["category_id"] for a in d["annotations"]], dtype=torch.long))
     return images, boxes, labels
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--world", required=True, help="the shapes world's root (annotations/, train/, val/)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--world", required=True, help="the shapes world's root (annotations/, train/, val/)"
+    )
     p.add_argument("--output", required=True, help="the checkpoint to write (.pt)")
     p.add_argument("--images", type=int, default=1500, help="teacher images to render")
     p.add_argument("--steps", type=int, default=900)
@@ -98,8 +108,11 @@ def main(argv=None) -> int:
     val_json = os.path.join(args.world, "annotations", "val.json")
     for path in (train_json, val_json):
         if not os.path.isfile(path):
-            print(f"train_world_teacher.py: error: {path} not found (generate the world first: "
-                  "datasets/prepare_shapes_world.py)", file=sys.stderr)
+            print(
+                f"train_world_teacher.py: error: {path} not found (generate the world first: "
+                "datasets/prepare_shapes_world.py)",
+                file=sys.stderr,
+            )
             return 2
     spec = spec_from_json(train_json)
     names = category_names(spec)
@@ -107,25 +120,51 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
     train = teacher_objects(spec, args.images, args.seed)
-    print(f"rendered {args.images} teacher images, {sum(len(b) for b in train[1])} objects "
-          f"({time.perf_counter() - t0:.0f}s)", flush=True)
+    print(
+        f"rendered {args.images} teacher images, {sum(len(b) for b in train[1])} objects "
+        f"({time.perf_counter() - t0:.0f}s)",
+        flush=True,
+    )
     model = build_clip(seed=args.seed, **WORLD_TEACHER_SHAPE)
-    history = train_clip_on_crops(model, *train, names, steps=args.steps, batch_size=args.batch_size,
-                                  lr=args.lr, seed=args.seed)
+    history = train_clip_on_crops(
+        model,
+        *train,
+        names,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+    )
     save_clip_checkpoint(model, args.output)
     loaded, _ = load_clip(args.output)  # measured through the loader every user goes through
-    acc = zero_shot_accuracy(loaded, *val_objects(val_json, args.world), names,
-                             novel_ids=sorted(kinds), groups={
-                                 kind: [i for i, k in kinds.items() if k == kind] for kind in set(kinds.values())})
-    atomic_write_json(os.path.splitext(args.output)[0] + ".json", {
-        "shape": {k: list(v) if isinstance(v, tuple) else v for k, v in WORLD_TEACHER_SHAPE.items()},
-        "images": args.images, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-        "seed": args.seed, "zero_shot_val": acc, "history": history,
-        "seconds": time.perf_counter() - t0,
-    })
-    print(f"wrote {args.output}: zero-shot accuracy on shapes_world_val objects {acc['accuracy']:.1f}% "
-          f"(novel {acc['accuracy_novel']:.1f}%, base {acc['accuracy_base']:.1f}%; {acc['boxes']} boxes), "
-          f"{time.perf_counter() - t0:.0f}s")
+    acc = zero_shot_accuracy(
+        loaded,
+        *val_objects(val_json, args.world),
+        names,
+        novel_ids=sorted(kinds),
+        groups={kind: [i for i, k in kinds.items() if k == kind] for kind in set(kinds.values())},
+    )
+    atomic_write_json(
+        os.path.splitext(args.output)[0] + ".json",
+        {
+            "shape": {
+                k: list(v) if isinstance(v, tuple) else v for k, v in WORLD_TEACHER_SHAPE.items()
+            },
+            "images": args.images,
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "seed": args.seed,
+            "zero_shot_val": acc,
+            "history": history,
+            "seconds": time.perf_counter() - t0,
+        },
+    )
+    print(
+        f"wrote {args.output}: zero-shot accuracy on shapes_world_val objects"
+        f" {acc['accuracy']:.1f}% (novel {acc['accuracy_novel']:.1f}%, base"
+        f" {acc['accuracy_base']:.1f}%; {acc['boxes']} boxes), {time.perf_counter() - t0:.0f}s"
+    )
     return 0
 
 

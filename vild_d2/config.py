@@ -10,14 +10,17 @@ import zipfile
 from typing import List, Sequence
 
 import yaml
-
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 
 __all__ = [
-    "add_vild_config", "load_config", "check_datasets_registered", "check_training_inputs",
-    "check_test_vocabularies", "check_weights",
+    "add_vild_config",
+    "load_config",
+    "check_datasets_registered",
+    "check_training_inputs",
+    "check_test_vocabularies",
+    "check_weights",
     "ConfigError",
 ]
 
@@ -144,8 +147,10 @@ def check_weights(cfg: CN) -> None:
             torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # zipfile, pickle and torch raise many kinds; say which file and what
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"MODEL.WEIGHTS: {path} is not a readable checkpoint (truncated or garbage?): "
-                          f"{type(e).__name__}: {first}") from None
+        raise ConfigError(
+            f"MODEL.WEIGHTS: {path} is not a readable checkpoint (truncated or garbage?): "
+            f"{type(e).__name__}: {first}"
+        ) from None
 
 
 def check_test_vocabularies(cfg: CN) -> None:

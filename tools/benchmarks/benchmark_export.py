@@ -22,12 +22,15 @@ import time
 import torch
 
 import vild_d2  # noqa: F401  (first: registers ViLD components, imports detectron2 quietly)
+
 # isort: split
 from benchmark_models import tiny_model_opts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIGS = {"ViLD": "configs/shapes_world/vild_R_18_FPN_tiny.yaml",
-           "ViLD-ensemble": "configs/shapes_world/vild_ensemble_R_18_FPN_tiny.yaml"}
+CONFIGS = {
+    "ViLD": "configs/shapes_world/vild_R_18_FPN_tiny.yaml",
+    "ViLD-ensemble": "configs/shapes_world/vild_ensemble_R_18_FPN_tiny.yaml",
+}
 
 
 def _median_ms(times) -> float:
@@ -45,11 +48,15 @@ def _timed(fn, device: str) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--images", type=int, default=10, help="images for the export comparison")
-    p.add_argument("--crop-images", type=int, default=2, help="images for the CLIP-on-crops comparison (slow)")
+    p.add_argument(
+        "--crop-images", type=int, default=2, help="images for the CLIP-on-crops comparison (slow)"
+    )
     p.add_argument("--size", type=int, default=512, help="input side, pixels")
     p.add_argument("--classes", type=int, default=1203, help="vocabulary size C (LVIS: 1203)")
     p.add_argument("--embed-dim", type=int, default=512, help="D (CLIP ViT-B/32: 512)")
-    p.add_argument("--max-proposals", type=int, default=0, help="crop at most this many proposals (0: all)")
+    p.add_argument(
+        "--max-proposals", type=int, default=0, help="crop at most this many proposals (0: all)"
+    )
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
 
@@ -63,13 +70,20 @@ def main() -> None:
     common, vild_opts = tiny_model_opts(args.classes, args.embed_dim, args.size, args.device)
     opts = common + vild_opts
     g = torch.Generator().manual_seed(0)
-    images = [torch.randint(0, 255, (3, args.size, args.size), generator=g).float().to(args.device)
-              for _ in range(args.images)]
-    vocab = torch.nn.functional.normalize(torch.randn(args.classes, args.embed_dim, generator=g), dim=1).to(args.device)
+    images = [
+        torch.randint(0, 255, (3, args.size, args.size), generator=g).float().to(args.device)
+        for _ in range(args.images)
+    ]
+    vocab = torch.nn.functional.normalize(
+        torch.randn(args.classes, args.embed_dim, generator=g), dim=1
+    ).to(args.device)
     base_mask = (torch.arange(args.classes) % 2 == 0).to(args.device)
 
-    print(f"\n1. exported vs eager, per image: {args.images} images of {args.size}x{args.size}, C={args.classes}, "
-          f"D={args.embed_dim}, device={args.device}, torch threads={torch.get_num_threads()}\n")
+    print(
+        f"\n1. exported vs eager, per image: {args.images} images of {args.size}x{args.size},"
+        f" C={args.classes}, D={args.embed_dim}, device={args.device}, torch"
+        f" threads={torch.get_num_threads()}\n"
+    )
     print("| model | eager ms | scripted ms | traced ms | scripted / eager | traced / eager |")
     print("|---|---:|---:|---:|---:|---:|")
     vild = None
@@ -97,24 +111,36 @@ def main() -> None:
 
     num_proposals = vild.proposal_generator.post_nms_topk[False]
     if args.max_proposals:
-        vild.proposal_generator.post_nms_topk[False] = num_proposals = min(num_proposals, args.max_proposals)
-    print(f"\n2. ViLD vs CLIP on cropped regions, per image: the same {num_proposals} RPN proposals, crops at 1.0x "
-          f"and 1.5x through a ViT-B/32-shaped random CLIP; {args.crop_images} images\n")
+        vild.proposal_generator.post_nms_topk[False] = num_proposals = min(
+            num_proposals, args.max_proposals
+        )
+    print(
+        f"\n2. ViLD vs CLIP on cropped regions, per image: the same {num_proposals} RPN proposals,"
+        " crops at 1.0x and 1.5x through a ViT-B/32-shaped random CLIP;"
+        f" {args.crop_images} images\n"
+    )
     teacher = build_clip(seed=0).to(args.device)  # ViT-B/32's shape
     vild_times, crop_times = [], []
     with torch.no_grad():
         for img in images[: args.crop_images]:
-            vild_times.append(_timed(lambda: vild.inference([{"image": img}], do_postprocess=False), args.device))
+            vild_times.append(
+                _timed(lambda: vild.inference([{"image": img}], do_postprocess=False), args.device)
+            )
             batched = vild.preprocess_image([{"image": img}])
             proposals, _ = vild.proposal_generator(batched, vild.backbone(batched.tensor), None)
             boxes = proposals[0].proposal_boxes.tensor
             rgb = img.flip(0)  # the detector's BGR -> the teacher's RGB
-            crop_times.append(_timed(lambda: encode_regions(teacher, rgb, boxes, (1.0, 1.5)), args.device))
+            crop_times.append(
+                _timed(lambda: encode_regions(teacher, rgb, boxes, (1.0, 1.5)), args.device)
+            )
     v, c = _median_ms(vild_times), _median_ms(crop_times)
     print("| method | ms per image | vs ViLD |")
     print("|---|---:|---:|")
     print(f"| ViLD (whole detector: backbone, RPN, heads, masks) | {v:.1f} | 1.0x |")
-    print(f"| CLIP on cropped regions ({2 * num_proposals} crops, encoder only) | {c:.1f} | {c / v:.1f}x |")
+    print(
+        f"| CLIP on cropped regions ({2 * num_proposals} crops, encoder only) | {c:.1f} |"
+        f" {c / v:.1f}x |"
+    )
 
 
 if __name__ == "__main__":

@@ -19,8 +19,10 @@ import torch
 from detectron2.modeling import build_model
 
 import vild_d2  # noqa: F401  (registers ViLD components)
+
 # isort: split
 from benchmark_models import tiny_model_opts
+
 from vild_d2.config import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -48,7 +50,10 @@ def main() -> None:
         models[name] = build_model(cfg).eval()
 
     g = torch.Generator().manual_seed(0)
-    images = [torch.randint(0, 255, (3, args.size, args.size), generator=g).float() for _ in range(args.images)]
+    images = [
+        torch.randint(0, 255, (3, args.size, args.size), generator=g).float()
+        for _ in range(args.images)
+    ]
     times = {name: [] for name in models}
     with torch.no_grad():
         for name, model in models.items():  # warm-up
@@ -60,10 +65,15 @@ def main() -> None:
                 if args.device.startswith("cuda"):
                     torch.cuda.synchronize()
                 times[name].append(time.perf_counter() - t0)
-                assert len(out[0]["instances"]) == models[name].roi_heads.box_predictor.test_topk_per_image
+                assert (
+                    len(out[0]["instances"])
+                    == models[name].roi_heads.box_predictor.test_topk_per_image
+                )
     base = statistics.median(times["Mask R-CNN (stock)"])
-    print(f"\ninference per image, {args.images} images of {args.size}x{args.size}, C={args.classes}, "
-          f"D={args.embed_dim}, device={args.device}, torch threads={torch.get_num_threads()}\n")
+    print(
+        f"\ninference per image, {args.images} images of {args.size}x{args.size}, C={args.classes},"
+        f" D={args.embed_dim}, device={args.device}, torch threads={torch.get_num_threads()}\n"
+    )
     print(f"| {'model':<20} | median ms | p90 ms | vs stock |")
     print(f"|{'-' * 22}|-----------|--------|----------|")
     for name, t in times.items():

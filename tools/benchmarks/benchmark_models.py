@@ -7,7 +7,9 @@ from typing import List, Tuple
 import numpy as np
 
 
-def tiny_model_opts(classes: int, embed_dim: int, size: int, device: str) -> Tuple[List[str], List[str]]:
+def tiny_model_opts(
+    classes: int, embed_dim: int, size: int, device: str
+) -> Tuple[List[str], List[str]]:
     """
     Config overrides of the shapes-world tiny configs for a benchmark: a random [C, D]
     vocabulary file, square test inputs of ``size`` pixels and score threshold 0 (every
@@ -19,8 +21,24 @@ def tiny_model_opts(classes: int, embed_dim: int, size: int, device: str) -> Tup
     vocab = os.path.join(tempfile.mkdtemp(), "vocab.npy")
     np.save(vocab, np.random.default_rng(0).normal(size=(classes, embed_dim)).astype(np.float32))
     common = [
-        "MODEL.DEVICE", device, "MODEL.ROI_HEADS.NUM_CLASSES", str(classes),
-        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "INPUT.MIN_SIZE_TEST", str(size),
-        "INPUT.MAX_SIZE_TEST", str(size), "DATASETS.TRAIN", "()", "DATASETS.TEST", "()",
+        "MODEL.DEVICE",
+        device,
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        str(classes),
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        "0.0",
+        "INPUT.MIN_SIZE_TEST",
+        str(size),
+        "INPUT.MAX_SIZE_TEST",
+        str(size),
+        "DATASETS.TRAIN",
+        "()",
+        "DATASETS.TEST",
+        "()",
     ]
-    return common, ["MODEL.VILD.EMBED_DIM", str(embed_dim), "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", vocab]
+    return common, [
+        "MODEL.VILD.EMBED_DIM",
+        str(embed_dim),
+        "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS",
+        vocab,
+    ]

@@ -29,6 +29,7 @@ from detectron2.data import detection_utils as utils
 from PIL import Image
 
 import vild_d2  # noqa: F401
+
 # isort: split
 from vild_d2.teacher import build_clip, crop_regions, reference_region_embeddings
 from vild_d2.teacher.precompute import precompute_shard
@@ -53,7 +54,9 @@ def sync(device):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--regions", type=int, default=32, help="boxes per image")
     parser.add_argument("--device", default="cpu")
@@ -71,15 +74,26 @@ def main():
         n_regions = sum(len(b) for b in boxes.values())
 
         # warm-up: one image through the encoder (allocator, kernels)
-        warm = crop_regions(torch.zeros(3, 64, 64, device=args.device), torch.tensor([[0.0, 0, 32, 32]]), SCALES, size)
+        warm = crop_regions(
+            torch.zeros(3, 64, 64, device=args.device),
+            torch.tensor([[0.0, 0, 32, 32]]),
+            SCALES,
+            size,
+        )
         with torch.no_grad():
             model.encode_image(warm.to(dtype))
 
         # B. the encoder alone on each image's crops (one encode call per image, as in A)
         crops = []
         for d in dicts:
-            image = torch.from_numpy(np.ascontiguousarray(utils.read_image(d["file_name"], "RGB").transpose(2, 0, 1)))
-            crops.append(crop_regions(image.to(args.device), torch.from_numpy(boxes[d["image_id"]]), SCALES, size).to(dtype))
+            image = torch.from_numpy(
+                np.ascontiguousarray(utils.read_image(d["file_name"], "RGB").transpose(2, 0, 1))
+            )
+            crops.append(
+                crop_regions(
+                    image.to(args.device), torch.from_numpy(boxes[d["image_id"]]), SCALES, size
+                ).to(dtype)
+            )
         sync(args.device)
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -89,9 +103,16 @@ def main():
         t_encoder = time.perf_counter() - t0
 
         # A. the pipeline, writing a store
-        stats = precompute_shard(dicts, lambda d, image: boxes[d["image_id"]], model, os.path.join(tmp, "store"),
-                                 teacher_name="random ViT-B/32", num_regions=args.regions, scales=SCALES,
-                                 progress=False)
+        stats = precompute_shard(
+            dicts,
+            lambda d, image: boxes[d["image_id"]],
+            model,
+            os.path.join(tmp, "store"),
+            teacher_name="random ViT-B/32",
+            num_regions=args.regions,
+            scales=SCALES,
+            progress=False,
+        )
         sync(args.device)
         t_pipeline = stats["seconds"]
         assert stats["regions"] == n_regions, stats
@@ -109,9 +130,15 @@ def main():
             sync(args.device)
             t_reference = time.perf_counter() - t0
 
-    print(f"\n{len(dicts)} images of {source}, {n_regions} regions ({args.regions}/image, scales {SCALES}), "
-          f"ViT-B/32-shaped CLIP on {args.device} ({dtype}), torch threads {torch.get_num_threads()}:")
-    rows = [("B. image encoder alone, same crops", t_encoder), ("A. precompute pipeline (decode+crop+encode+write)", t_pipeline)]
+    print(
+        f"\n{len(dicts)} images of {source}, {n_regions} regions ({args.regions}/image, scales"
+        f" {SCALES}), ViT-B/32-shaped CLIP on {args.device} ({dtype}), torch threads"
+        f" {torch.get_num_threads()}:"
+    )
+    rows = [
+        ("B. image encoder alone, same crops", t_encoder),
+        ("A. precompute pipeline (decode+crop+encode+write)", t_pipeline),
+    ]
     if t_reference is not None:
         rows.append(("C. reference path (PIL crop + clip preprocess)", t_reference))
     print(f"| {'path':<52} | {'seconds':>8} | {'regions/s':>9} | {'vs encoder':>10} |")

@@ -21,15 +21,21 @@ import statistics
 import tempfile
 import time
 
-import numpy as np
-
 import detectron2.data.transforms as T
+import numpy as np
 from benchmark_images import ROOT, benchmark_dataset_dicts
 
 import vild_d2  # noqa: F401
+
 # isort: split
 from vild_d2.config import load_config
-from vild_d2.data import DistillDatasetMapper, RegionStore, ShardWriter, create_region_store, finalize_region_store
+from vild_d2.data import (
+    DistillDatasetMapper,
+    RegionStore,
+    ShardWriter,
+    create_region_store,
+    finalize_region_store,
+)
 
 
 def write_store(path, dicts, regions, dim):
@@ -40,14 +46,20 @@ def write_store(path, dicts, regions, dim):
             xy = rng.uniform(0, [d["width"] * 0.9, d["height"] * 0.9], (regions, 2))
             wh = rng.uniform(8, 200, (regions, 2))
             emb = rng.normal(size=(regions, dim))
-            w.add(d["image_id"], np.concatenate([xy, xy + wh], 1), emb / np.linalg.norm(emb, axis=1, keepdims=True),
-                  (d["height"], d["width"]))
+            w.add(
+                d["image_id"],
+                np.concatenate([xy, xy + wh], 1),
+                emb / np.linalg.norm(emb, axis=1, keepdims=True),
+                (d["height"], d["width"]),
+            )
     finalize_region_store(path)
     return RegionStore(path)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--regions", type=int, default=300, help="M per image")
     parser.add_argument("--dim", type=int, default=512, help="D")
@@ -58,8 +70,10 @@ def main():
         dicts, source = benchmark_dataset_dicts(args.images, tmp)
         store = write_store(os.path.join(tmp, "store"), dicts, args.regions, args.dim)
         s = store.summary()
-        cfg = load_config(os.path.join(ROOT, "configs", "LVIS-OV", "vild_R_50_FPN.yaml"),
-                          ["MODEL.VILD.EMBED_DIM", str(args.dim), "DATASETS.REGION_STORE_TRAIN", ""])
+        cfg = load_config(
+            os.path.join(ROOT, "configs", "LVIS-OV", "vild_R_50_FPN.yaml"),
+            ["MODEL.VILD.EMBED_DIM", str(args.dim), "DATASETS.REGION_STORE_TRAIN", ""],
+        )
         plain = DistillDatasetMapper(cfg, is_train=True)  # same mapper, no store
         distill = DistillDatasetMapper(cfg, is_train=True, region_store=store)
 
@@ -96,29 +110,50 @@ def main():
 
     def ms(values, q=None):
         values = sorted(values)
-        v = statistics.mean(values) if q is None else values[min(len(values) - 1, int(q * len(values)))]
+        v = (
+            statistics.mean(values)
+            if q is None
+            else values[min(len(values) - 1, int(q * len(values)))]
+        )
         return f"{1000 * v:.2f}"
 
-    print(f"\nRegion store: {s['num_images']} images x M={args.regions} regions, D={args.dim}, images: {source}")
+    print(
+        f"\nRegion store: {s['num_images']} images x M={args.regions} regions, D={args.dim},"
+        f" images: {source}"
+    )
     print(f"| {'quantity':<44} | {'value':>12} |")
     print(f"|{'-' * 46}|{'-' * 14}|")
     print(f"| {'bytes on disk per region':<44} | {s['bytes_on_disk'] / s['num_regions']:>12.2f} |")
-    print(f"| {'raw array bytes per region (2D + 16)':<44} | {s['bytes_raw_arrays'] / s['num_regions']:>12.2f} |")
+    print(
+        f"| {'raw array bytes per region (2D + 16)':<44} |"
+        f" {s['bytes_raw_arrays'] / s['num_regions']:>12.2f} |"
+    )
     print(f"| {'on disk / raw':<44} | {s['bytes_on_disk'] / s['bytes_raw_arrays']:>12.4f} |")
     n = len(t_plain)
     print(f"\nPer-image mapper time, {n} images (passes 2..{args.passes}), LSJ 1024 + masks:")
     print(f"| {'mapper':<44} | {'mean ms':>9} | {'p99 ms':>9} |")
     print(f"|{'-' * 46}|{'-' * 11}|{'-' * 11}|")
-    print(f"| {'mapper without a store (no embeddings)':<44} | {ms(t_plain):>9} | {ms(t_plain, 0.99):>9} |")
+    print(
+        f"| {'mapper without a store (no embeddings)':<44} | {ms(t_plain):>9} |"
+        f" {ms(t_plain, 0.99):>9} |"
+    )
     print(f"| {'mapper with the store':<44} | {ms(t_distill):>9} | {ms(t_distill, 0.99):>9} |")
     diffs = [a - b for a, b in zip(t_distill, t_plain)]
     print(f"| {'paired difference':<44} | {ms(diffs):>9} | {ms(diffs, 0.99):>9} |")
-    print(f"| {'added step alone (store read + transform)':<44} | {ms(t_added):>9} | {ms(t_added, 0.99):>9} |")
+    print(
+        f"| {'added step alone (store read + transform)':<44} | {ms(t_added):>9} |"
+        f" {ms(t_added, 0.99):>9} |"
+    )
     print(f"| {'store read alone, no check':<44} | {ms(t_read):>9} | {ms(t_read, 0.99):>9} |")
-    print(f"| {'store read alone + crc32 check (the default)':<44} | {ms(t_checked):>9} | {ms(t_checked, 0.99):>9} |")
+    print(
+        f"| {'store read alone + crc32 check (the default)':<44} | {ms(t_checked):>9} |"
+        f" {ms(t_checked, 0.99):>9} |"
+    )
     ratio = statistics.mean(t_checked) / statistics.mean(t_read)
-    print(f"\ncrc32 check: +{1000 * (statistics.mean(t_checked) - statistics.mean(t_read)):.3f} ms per image "
-          f"({ratio:.2f}x the read alone)")
+    print(
+        f"\ncrc32 check: +{1000 * (statistics.mean(t_checked) - statistics.mean(t_read)):.3f} ms"
+        f" per image ({ratio:.2f}x the read alone)"
+    )
 
 
 if __name__ == "__main__":

@@ -19,12 +19,16 @@ import torch
 import torch.nn.functional as F
 
 import vild_d2  # noqa: F401  (first: registers ViLD components, imports detectron2 quietly)
+
 # isort: split
 from benchmark_models import tiny_model_opts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = {
-    "ViLD-text": ("configs/shapes_world/vild_text_R_18_FPN_tiny.yaml", ["MODEL.VILD.IMAGE_LOSS_WEIGHT", "0.0"]),
+    "ViLD-text": (
+        "configs/shapes_world/vild_text_R_18_FPN_tiny.yaml",
+        ["MODEL.VILD.IMAGE_LOSS_WEIGHT", "0.0"],
+    ),
     "ViLD": ("configs/shapes_world/vild_R_18_FPN_tiny.yaml", []),
     "ViLD-ensemble": ("configs/shapes_world/vild_ensemble_R_18_FPN_tiny.yaml", []),
 }
@@ -42,19 +46,31 @@ def synthetic_batch(seed: int, images: int, size: int, regions: int, dim: int, c
         boxes = torch.cat([xy, xy + torch.randint(32, size // 2, (6, 2), generator=g).float()], 1)
         inst.gt_boxes = Boxes(boxes)
         inst.gt_classes = torch.randint(0, classes, (6,), generator=g)
-        inst.gt_masks = PolygonMasks([[[b[0], b[1], b[2], b[1], b[2], b[3], b[0], b[3]]] for b in boxes.tolist()])
+        inst.gt_masks = PolygonMasks(
+            [[[b[0], b[1], b[2], b[1], b[2], b[3], b[0], b[3]]] for b in boxes.tolist()]
+        )
         r = Instances((size, size))
         rxy = torch.randint(0, size - 64, (regions, 2), generator=g).float()
-        r.boxes = Boxes(torch.cat([rxy, rxy + torch.randint(16, 64, (regions, 2), generator=g).float()], 1))
+        r.boxes = Boxes(
+            torch.cat([rxy, rxy + torch.randint(16, 64, (regions, 2), generator=g).float()], 1)
+        )
         r.embeddings = F.normalize(torch.randn(regions, dim, generator=g), dim=1).half()
-        batch.append({"image": torch.randint(0, 255, (3, size, size), generator=g).float(),
-                      "instances": inst, "distill_regions": r, "image_id": 0})
+        batch.append(
+            {
+                "image": torch.randint(0, 255, (3, size, size), generator=g).float(),
+                "instances": inst,
+                "distill_regions": r,
+                "image_id": 0,
+            }
+        )
     return batch
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    p.add_argument("--steps", type=int, default=12, help="timed steps per model (after 2 warm-up steps)")
+    p.add_argument(
+        "--steps", type=int, default=12, help="timed steps per model (after 2 warm-up steps)"
+    )
     p.add_argument("--images", type=int, default=2, help="images per batch")
     p.add_argument("--size", type=int, default=512, help="input side, pixels")
     p.add_argument("--regions", type=int, default=300, help="M distillation regions per image")
@@ -72,12 +88,24 @@ def main() -> None:
     models = {}
     for name, (rel, extra) in CONFIGS.items():
         torch.manual_seed(0)
-        cfg = load_config(os.path.join(ROOT, rel), common + vild + extra + [
-            "MODEL.VILD.NUM_DISTILL_REGIONS", str(args.regions), "SOLVER.IMS_PER_BATCH", str(args.images)])
+        cfg = load_config(
+            os.path.join(ROOT, rel),
+            common
+            + vild
+            + extra
+            + [
+                "MODEL.VILD.NUM_DISTILL_REGIONS",
+                str(args.regions),
+                "SOLVER.IMS_PER_BATCH",
+                str(args.images),
+            ],
+        )
         model = build_model(cfg).train()
         models[name] = (model, build_optimizer(cfg, model))
-    batches = [synthetic_batch(s, args.images, args.size, args.regions, args.dim, args.classes)
-               for s in range(args.steps + 2)]
+    batches = [
+        synthetic_batch(s, args.images, args.size, args.regions, args.dim, args.classes)
+        for s in range(args.steps + 2)
+    ]
     times = {name: [] for name in models}
     with EventStorage():
         for step, batch in enumerate(batches):
@@ -90,12 +118,17 @@ def main() -> None:
                 if step >= 2:
                     times[name].append(time.perf_counter() - t0)
     base = statistics.median(times["ViLD-text"])
-    print(f"\ntraining step, {args.images} images of {args.size}x{args.size}, M={args.regions} regions per image, "
-          f"D={args.dim}, C={args.classes}, torch threads={torch.get_num_threads()}, median of {args.steps} steps\n")
+    print(
+        f"\ntraining step, {args.images} images of {args.size}x{args.size},"
+        f" M={args.regions} regions per image, D={args.dim}, C={args.classes}, torch"
+        f" threads={torch.get_num_threads()}, median of {args.steps} steps\n"
+    )
     print("| model | ms per step | vs ViLD-text |")
     print("|---|---:|---:|")
     for name, t in times.items():
-        print(f"| {name} | {1000 * statistics.median(t):.0f} | {statistics.median(t) / base:.3f}x |")
+        print(
+            f"| {name} | {1000 * statistics.median(t):.0f} | {statistics.median(t) / base:.3f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -22,16 +22,47 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 
 # (title, script, full arguments, --quick arguments)
 BENCHMARKS = [
-    ("Inference: ViLD and ViLD-ensemble vs stock Mask R-CNN, C = 1203", "benchmark_inference.py",
-     ["--classes", "1203"], ["--images", "2", "--size", "256", "--classes", "100"]),
-    ("Training step: distillation vs ViLD-text, and ViLD-ensemble", "benchmark_training.py",
-     [], ["--steps", "2", "--size", "256", "--regions", "50"]),
-    ("Export (TorchScript) vs eager; ViLD vs CLIP on cropped regions", "benchmark_export.py",
-     [], ["--images", "2", "--size", "256", "--classes", "100", "--crop-images", "1", "--max-proposals", "20"]),
-    ("Region precompute: pipeline vs encoder alone vs reference", "benchmark_region_precompute.py",
-     [], ["--images", "2", "--regions", "4"]),
-    ("Region store: size, mapper time, read with its crc32 check", "benchmark_region_store.py",
-     [], ["--images", "4", "--regions", "30", "--passes", "2"]),
+    (
+        "Inference: ViLD and ViLD-ensemble vs stock Mask R-CNN, C = 1203",
+        "benchmark_inference.py",
+        ["--classes", "1203"],
+        ["--images", "2", "--size", "256", "--classes", "100"],
+    ),
+    (
+        "Training step: distillation vs ViLD-text, and ViLD-ensemble",
+        "benchmark_training.py",
+        [],
+        ["--steps", "2", "--size", "256", "--regions", "50"],
+    ),
+    (
+        "Export (TorchScript) vs eager; ViLD vs CLIP on cropped regions",
+        "benchmark_export.py",
+        [],
+        [
+            "--images",
+            "2",
+            "--size",
+            "256",
+            "--classes",
+            "100",
+            "--crop-images",
+            "1",
+            "--max-proposals",
+            "20",
+        ],
+    ),
+    (
+        "Region precompute: pipeline vs encoder alone vs reference",
+        "benchmark_region_precompute.py",
+        [],
+        ["--images", "2", "--regions", "4"],
+    ),
+    (
+        "Region store: size, mapper time, read with its crc32 check",
+        "benchmark_region_store.py",
+        [],
+        ["--images", "4", "--regions", "30", "--passes", "2"],
+    ),
 ]
 
 
@@ -45,8 +76,10 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} torch threads")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, torch"
+        f" {torch.__version__}, {torch.get_num_threads()} torch threads"
+    )
 
 
 def main() -> int:
@@ -55,19 +88,30 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
     args = p.parse_args()
 
-    sections = [f"# Benchmarks\n\n`tools/benchmarks/run_all.py{' --quick' if args.quick else ''}`, "
-                f"{datetime.date.today().isoformat()}, on: {machine()}.\n"
-                + ("\n**Smoke run (--quick): tiny sizes, numbers not meaningful.**\n" if args.quick else "")]
+    sections = [
+        f"# Benchmarks\n\n`tools/benchmarks/run_all.py{' --quick' if args.quick else ''}`, "
+        f"{datetime.date.today().isoformat()}, on: {machine()}.\n"
+        + ("\n**Smoke run (--quick): tiny sizes, numbers not meaningful.**\n" if args.quick else "")
+    ]
     failed = []
     for title, script, full, quick in BENCHMARKS:
         extra = quick if args.quick else full
         cmd = [sys.executable, os.path.join(HERE, script), *extra]
-        print(f"== {title}: {' '.join(['python', 'tools/benchmarks/' + script, *extra])}", flush=True)
+        print(
+            f"== {title}: {' '.join(['python', 'tools/benchmarks/' + script, *extra])}", flush=True
+        )
         t0 = time.time()
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                              env=dict(os.environ, PYTHONWARNINGS="ignore"))
+        proc = subprocess.run(
+            cmd,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PYTHONWARNINGS="ignore"),
+        )
         seconds = time.time() - t0
-        body = "\n".join(line for line in proc.stdout.splitlines() if line.strip() or line == "").strip()
+        body = "\n".join(
+            line for line in proc.stdout.splitlines() if line.strip() or line == ""
+        ).strip()
         if proc.returncode != 0:
             failed.append(script)
             body += "\n\nFAILED:\n" + "\n".join(proc.stderr.strip().splitlines()[-10:])

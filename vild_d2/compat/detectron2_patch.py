@@ -49,12 +49,14 @@ TEXT_PATCHES: List[Tuple[str, str, str, str]] = [
         "detectron2/export/__init__.py",
         "caffe2 is optional: import its API only where caffe2 exists",
         "from .api import *\n",
-        "try:\n"
-        "    from caffe2.proto import caffe2_pb2 as _caffe2_pb2  # noqa: F401\n"
-        "except ImportError:  # caffe2 left PyTorch in 2.0; TorchScript export needs none\n"
-        "    pass\n"
-        "else:\n"
-        "    from .api import *\n",
+        (
+            "try:\n"
+            "    from caffe2.proto import caffe2_pb2 as _caffe2_pb2  # noqa: F401\n"
+            "except ImportError:  # caffe2 left PyTorch in 2.0; TorchScript export needs none\n"
+            "    pass\n"
+            "else:\n"
+            "    from .api import *\n"
+        ),
     ),
     (
         "detectron2/model_zoo/model_zoo.py",
@@ -65,14 +67,19 @@ TEXT_PATCHES: List[Tuple[str, str, str, str]] = [
     (
         "detectron2/model_zoo/model_zoo.py",
         "find model-zoo configs without pkg_resources",
-        "    cfg_file = pkg_resources.resource_filename(\n"
-        '        "detectron2.model_zoo", os.path.join("configs", config_path)\n'
-        "    )\n",
+        (
+            "    cfg_file = pkg_resources.resource_filename(\n"
+            '        "detectron2.model_zoo", os.path.join("configs", config_path)\n'
+            "    )\n"
+        ),
         '    cfg_file = os.path.join(os.path.dirname(__file__), "configs", config_path)\n',
     ),
     (
         "detectron2/engine/hooks.py",
-        "torch 2's stock schedulers derive from LRScheduler, not _LRScheduler: save and restore them on resume",
+        (
+            "torch 2's stock schedulers derive from LRScheduler, not _LRScheduler: save and restore"
+            " them on resume"
+        ),
         "isinstance(self.scheduler, torch.optim.lr_scheduler._LRScheduler)",
         "isinstance(self.scheduler, torch.optim.lr_scheduler.LRScheduler)",
     ),
@@ -84,13 +91,17 @@ TEXT_PATCHES: List[Tuple[str, str, str, str]] = [
     ),
     (
         "detectron2/layers/nms.py",
-        "rotated NMS without the compiled ops: the stand-in's clear error, not torch.ops' AttributeError",
+        (
+            "rotated NMS without the compiled ops: the stand-in's clear error, not torch.ops'"
+            " AttributeError"
+        ),
         "    return torch.ops.detectron2.nms_rotated(boxes, scores, iou_threshold)\n",
-        "    from detectron2 import _C\n"
-        "\n"
-        "    if getattr(_C, \"IS_STANDIN\", False):  # installed without compiled ops: raises, naming the op\n"
-        "        return _C.nms_rotated(boxes, scores, iou_threshold)\n"
-        "    return torch.ops.detectron2.nms_rotated(boxes, scores, iou_threshold)\n",
+        (
+            '    from detectron2 import _C\n\n    if getattr(_C, "IS_STANDIN", False):  # installed'
+            " without compiled ops: raises, naming the op\n        return _C.nms_rotated(boxes,"
+            " scores, iou_threshold)\n    return torch.ops.detectron2.nms_rotated(boxes, scores,"
+            " iou_threshold)\n"
+        ),
     ),
 ]
 
@@ -166,7 +177,7 @@ def has_cuda():
     return False
 '''
 
-SETUP_PY_SOURCE = '''#!/usr/bin/env python
+SETUP_PY_SOURCE = """#!/usr/bin/env python
 # Written by vild_d2's installer (vild_d2/compat/detectron2_patch.py): upstream detectron2
 # v0.6 Python sources as the distribution "detectron2", without compiled extensions.
 import glob
@@ -216,7 +227,7 @@ setup(
         "hydra-core>=1.1",
     ],
 )
-'''
+"""
 
 
 class PatchError(RuntimeError):

@@ -54,12 +54,20 @@ def build_vild_train_loader(cfg):
         proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
     )
     if comm.is_main_process():
-        checked = check_images(dataset, cache_dir=os.path.join(cfg.OUTPUT_DIR, ".cache"),
-                               what=f"training images of {tuple(cfg.DATASETS.TRAIN)}")
-        logger.info(f"Training images: {len(dataset)}, " + (f"{checked} checked" if checked else "check cached"))
+        checked = check_images(
+            dataset,
+            cache_dir=os.path.join(cfg.OUTPUT_DIR, ".cache"),
+            what=f"training images of {tuple(cfg.DATASETS.TRAIN)}",
+        )
+        logger.info(
+            f"Training images: {len(dataset)}, "
+            + (f"{checked} checked" if checked else "check cached")
+        )
     comm.synchronize()
     if not cfg.DATASETS.REGION_STORE_TRAIN:
-        return build_detection_train_loader(cfg, mapper=DistillDatasetMapper(cfg, is_train=True), dataset=dataset)
+        return build_detection_train_loader(
+            cfg, mapper=DistillDatasetMapper(cfg, is_train=True), dataset=dataset
+        )
     store = open_training_store(cfg, dataset)
     mapper = DistillDatasetMapper(cfg, is_train=True, region_store=store)
     return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)

@@ -111,7 +111,9 @@ class DistillDatasetMapper(DatasetMapper):
         finally:
             self.recompute_boxes = recompute
         if self.region_store is not None:
-            dataset_dict["distill_regions"] = self.distill_regions(dataset_dict, transforms, image_shape)
+            dataset_dict["distill_regions"] = self.distill_regions(
+                dataset_dict, transforms, image_shape
+            )
 
     def distill_regions(self, dataset_dict, transforms, image_shape) -> Instances:
         """The image's regions from the store, transformed like the image (see class doc)."""

@@ -55,8 +55,12 @@ def _key(dataset_dicts: Sequence[dict]) -> str:
     return h.hexdigest()[:20]
 
 
-def check_images(dataset_dicts: Sequence[dict], cache_dir: Optional[str] = None, workers: int = 8,
-                 what: str = "training images") -> int:
+def check_images(
+    dataset_dicts: Sequence[dict],
+    cache_dir: Optional[str] = None,
+    workers: int = 8,
+    what: str = "training images",
+) -> int:
     """
     Raise :class:`ImageCheckError` if any image of ``dataset_dicts`` is missing,
     unreadable, or not of its dict's ``height``/``width``.
@@ -69,8 +73,15 @@ def check_images(dataset_dicts: Sequence[dict], cache_dir: Optional[str] = None,
     if stamp and os.path.isfile(stamp):
         return 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        problems = list(tqdm(pool.map(_problem, dataset_dicts), total=len(dataset_dicts), desc=f"checking {what}",
-                             unit="image", disable=None if len(dataset_dicts) > 1000 else True))
+        problems = list(
+            tqdm(
+                pool.map(_problem, dataset_dicts),
+                total=len(dataset_dicts),
+                desc=f"checking {what}",
+                unit="image",
+                disable=None if len(dataset_dicts) > 1000 else True,
+            )
+        )
     bad: List[str] = [f"{d['file_name']} ({p})" for d, p in zip(dataset_dicts, problems) if p]
     if bad:
         listed = "; ".join(bad[:MAX_LISTED]) + ("; ..." if len(bad) > MAX_LISTED else "")

@@ -40,5 +40,9 @@ def dataset_vocabulary(dataset_name: str) -> Optional[dict]:
                 f"dataset '{dataset_name}': novel_class_ids {novel[:10]} outside [0, {len(names)})"
             )
         base_mask[torch.tensor(novel)] = False
-    return {"dataset": dataset_name, "num_classes": len(names), "class_names": names,
-            "base_mask": base_mask}
+    return {
+        "dataset": dataset_name,
+        "num_classes": len(names),
+        "class_names": names,
+        "base_mask": base_mask,
+    }

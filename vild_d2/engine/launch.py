@@ -42,8 +42,15 @@ def launch(
             whose workers finish at different times).
     """
     if str(device).startswith("cuda"):
-        return d2_launch(main_func, num_workers_per_machine, num_machines, machine_rank,
-                         dist_url, args=args, timeout=timeout)
+        return d2_launch(
+            main_func,
+            num_workers_per_machine,
+            num_machines,
+            machine_rank,
+            dist_url,
+            args=args,
+            timeout=timeout,
+        )
     world_size = num_machines * num_workers_per_machine
     if world_size == 1:
         return main_func(*args)
@@ -54,16 +61,27 @@ def launch(
     mp.spawn(
         _cpu_worker,
         nprocs=num_workers_per_machine,
-        args=(main_func, world_size, num_workers_per_machine, machine_rank, dist_url, args, timeout),
+        args=(
+            main_func,
+            world_size,
+            num_workers_per_machine,
+            machine_rank,
+            dist_url,
+            args,
+            timeout,
+        ),
         daemon=False,
     )
 
 
-def _cpu_worker(local_rank, main_func, world_size, per_machine, machine_rank, dist_url, args, timeout):
+def _cpu_worker(
+    local_rank, main_func, world_size, per_machine, machine_rank, dist_url, args, timeout
+):
     rank = machine_rank * per_machine + local_rank
     try:
-        dist.init_process_group("gloo", init_method=dist_url, world_size=world_size, rank=rank,
-                                timeout=timeout)
+        dist.init_process_group(
+            "gloo", init_method=dist_url, world_size=world_size, rank=rank, timeout=timeout
+        )
     except Exception:
         logging.getLogger(__name__).error(f"process group URL: {dist_url}")
         raise

@@ -9,7 +9,11 @@ from detectron2.utils import comm
 from torch.nn.parallel import DistributedDataParallel
 
 from ..config import (
-    check_datasets_registered, check_test_vocabularies, check_training_inputs, check_weights, load_config,
+    check_datasets_registered,
+    check_test_vocabularies,
+    check_training_inputs,
+    check_weights,
+    load_config,
 )
 from ..data.build import build_vild_train_loader
 from ..evaluation import build_evaluator
@@ -25,7 +29,11 @@ class Trainer(DefaultTrainer):
     """
 
     def __init__(self, cfg):
-        with _ddp_on_cpu() if cfg.MODEL.DEVICE == "cpu" and comm.get_world_size() > 1 else contextlib.nullcontext():
+        with (
+            _ddp_on_cpu()
+            if cfg.MODEL.DEVICE == "cpu" and comm.get_world_size() > 1
+            else contextlib.nullcontext()
+        ):
             super().__init__(cfg)
 
     @classmethod
@@ -69,7 +77,9 @@ class Trainer(DefaultTrainer):
             if cfg.DATASETS.PROPOSAL_FILES_TEST:
                 one.DATASETS.PROPOSAL_FILES_TEST = (cfg.DATASETS.PROPOSAL_FILES_TEST[index],)
             one.DATASETS.TEXT_EMBEDDINGS_TEST = ()
-            results[name] = super().test(one, model, None if evaluators is None else [evaluators[index]])
+            results[name] = super().test(
+                one, model, None if evaluators is None else [evaluators[index]]
+            )
         return results[names[0]] if len(names) == 1 else results
 
 

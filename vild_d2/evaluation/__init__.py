@@ -6,6 +6,14 @@ from .proposal_recall import ProposalRecallEvaluator, recall_limits
 from .region_classification import clip_on_crops_detections, head_accuracy
 
 __all__ = [
-    "build_evaluator", "OpenVocabCOCOEvaluator", "split_ap50", "ProposalRecallEvaluator", "recall_limits",
-    "LVISAPTable", "bootstrap_differences", "check_claims", "clip_on_crops_detections", "head_accuracy",
+    "build_evaluator",
+    "OpenVocabCOCOEvaluator",
+    "split_ap50",
+    "ProposalRecallEvaluator",
+    "recall_limits",
+    "LVISAPTable",
+    "bootstrap_differences",
+    "check_claims",
+    "clip_on_crops_detections",
+    "head_accuracy",
 ]

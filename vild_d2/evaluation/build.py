@@ -25,7 +25,9 @@ def build_evaluator(cfg, dataset_name: str, output_dir: str = None):
     if output_dir is None:
         output_dir = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
     if cfg.MODEL.META_ARCHITECTURE == "ProposalNetwork":
-        return ProposalRecallEvaluator(dataset_name, recall_limits(cfg.MODEL.RPN.POST_NMS_TOPK_TEST))
+        return ProposalRecallEvaluator(
+            dataset_name, recall_limits(cfg.MODEL.RPN.POST_NMS_TOPK_TEST)
+        )
     meta = MetadataCatalog.get(dataset_name)
     tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
     kind = getattr(meta, "evaluator_type", None)
@@ -43,9 +45,7 @@ def build_evaluator(cfg, dataset_name: str, output_dir: str = None):
     if kind == "coco_ov":
         return OpenVocabCOCOEvaluator(dataset_name, tasks=tasks, output_dir=output_dir)
     if kind == "coco" or hasattr(meta, "json_file"):
-        return COCOEvaluator(
-            dataset_name, tasks=tasks, output_dir=output_dir, use_fast_impl=False
-        )
+        return COCOEvaluator(dataset_name, tasks=tasks, output_dir=output_dir, use_fast_impl=False)
     raise ValueError(
         f"dataset '{dataset_name}' has no evaluator: its metadata has neither "
         "evaluator_type 'lvis'/'coco'/'coco_ov' nor a json_file"

@@ -59,25 +59,49 @@ def check_claims(ap: Dict[str, Dict[str, float]], intervals: List[dict]) -> List
     vild, text = get("vild", "APr"), get("vild_text", "APr")
     vild_c, text_c = get("vild", "APr-concept"), get("vild_text", "APr-concept")
     lo, hi = interval("vild", "vild_text", "APr")
-    a_met = known(vild, text, vild_c, text_c, lo) and vild > text and lo > 0 and vild_c >= text_c + CONCEPT_MARGIN
+    a_met = (
+        known(vild, text, vild_c, text_c, lo)
+        and vild > text
+        and lo > 0
+        and vild_c >= text_c + CONCEPT_MARGIN
+    )
 
     ens, sup = get("vild_ensemble", "APr"), get("mask_rcnn_supervised", "APr")
     b_met = known(ens, vild, sup) and ens >= vild and ens >= sup
 
     ens_c, ens_f = get("vild_ensemble", "APc"), get("vild_ensemble", "APf")
     text_cc, text_f = get("vild_text", "APc"), get("vild_text", "APf")
-    c_met = known(ens_c, ens_f, text_cc, text_f) and ens_c >= text_cc - BASE_TOLERANCE and ens_f >= text_f - BASE_TOLERANCE
+    c_met = (
+        known(ens_c, ens_f, text_cc, text_f)
+        and ens_c >= text_cc - BASE_TOLERANCE
+        and ens_f >= text_f - BASE_TOLERANCE
+    )
 
     return [
-        {"name": "a", "met": bool(a_met),
-         "text": f"ViLD APr > ViLD-text APr (90% interval above 0), and on concept-novel categories "
-                 f">= ViLD-text + {CONCEPT_MARGIN:g}",
-         "detail": f"APr {vild:.1f} vs {text:.1f} (diff {vild - text:+.1f}, 90% CI [{lo:+.1f}, {hi:+.1f}]); "
-                   f"APr-concept {vild_c:.1f} vs {text_c:.1f}"},
-        {"name": "b", "met": bool(b_met),
-         "text": "ViLD-ensemble APr >= ViLD APr and >= supervised APr",
-         "detail": f"APr {ens:.1f} vs ViLD {vild:.1f} and supervised {sup:.1f}"},
-        {"name": "c", "met": bool(c_met),
-         "text": f"ViLD-ensemble APc and APf within {BASE_TOLERANCE:g} points of ViLD-text or above",
-         "detail": f"APc {ens_c:.1f} vs {text_cc:.1f}, APf {ens_f:.1f} vs {text_f:.1f}"},
+        {
+            "name": "a",
+            "met": bool(a_met),
+            "text": (
+                "ViLD APr > ViLD-text APr (90% interval above 0), and on concept-novel categories "
+                f">= ViLD-text + {CONCEPT_MARGIN:g}"
+            ),
+            "detail": (
+                f"APr {vild:.1f} vs {text:.1f} (diff {vild - text:+.1f}, 90% CI [{lo:+.1f},"
+                f" {hi:+.1f}]); APr-concept {vild_c:.1f} vs {text_c:.1f}"
+            ),
+        },
+        {
+            "name": "b",
+            "met": bool(b_met),
+            "text": "ViLD-ensemble APr >= ViLD APr and >= supervised APr",
+            "detail": f"APr {ens:.1f} vs ViLD {vild:.1f} and supervised {sup:.1f}",
+        },
+        {
+            "name": "c",
+            "met": bool(c_met),
+            "text": (
+                f"ViLD-ensemble APc and APf within {BASE_TOLERANCE:g} points of ViLD-text or above"
+            ),
+            "detail": f"APc {ens_c:.1f} vs {text_cc:.1f}, APf {ens_f:.1f} vs {text_f:.1f}",
+        },
     ]

@@ -30,7 +30,9 @@ def _iou(dts: List[dict], gts: List[dict], iou_type: str) -> np.ndarray:
         d, g = [x["segmentation"] for x in dts], [x["segmentation"] for x in gts]
     else:
         d, g = [x["bbox"] for x in dts], [x["bbox"] for x in gts]
-    return np.asarray(mask_utils.iou(d, g, [0] * len(gts)), dtype=np.float64).reshape(len(dts), len(gts))
+    return np.asarray(mask_utils.iou(d, g, [0] * len(gts)), dtype=np.float64).reshape(
+        len(dts), len(gts)
+    )
 
 
 class LVISAPTable:
@@ -119,8 +121,13 @@ class LVISAPTable:
                 ig = np.concatenate(ignored)[order]
                 self._dets.append((np.asarray(imgs)[order], tp, ig))
             else:
-                self._dets.append((np.zeros(0, dtype=np.int64), np.zeros((0, len(IOU_THRESHOLDS)), bool),
-                                   np.zeros((0, len(IOU_THRESHOLDS)), bool)))
+                self._dets.append(
+                    (
+                        np.zeros(0, dtype=np.int64),
+                        np.zeros((0, len(IOU_THRESHOLDS)), bool),
+                        np.zeros((0, len(IOU_THRESHOLDS)), bool),
+                    )
+                )
 
     def category_ap(self, image_weights: Optional[np.ndarray] = None) -> np.ndarray:
         """
@@ -128,7 +135,11 @@ class LVISAPTable:
         ([num_images] ints; default once each). NaN where a category has no ground truth.
         Returns [num_categories].
         """
-        w_img = np.ones(len(self.image_ids)) if image_weights is None else np.asarray(image_weights, float)
+        w_img = (
+            np.ones(len(self.image_ids))
+            if image_weights is None
+            else np.asarray(image_weights, float)
+        )
         out = np.full(len(self.category_ids), np.nan)
         num_gt = self._num_gt @ w_img
         for ci, (imgs, tp, ig) in enumerate(self._dets):
@@ -147,11 +158,15 @@ class LVISAPTable:
                 precision = tps / np.maximum(tps + fps, np.finfo(np.float64).eps)
                 envelope = np.maximum.accumulate(precision[::-1])[::-1]
                 idx = np.searchsorted(recall, RECALL_POINTS, side="left")
-                ap[t] = np.where(idx < len(envelope), envelope[np.minimum(idx, len(envelope) - 1)], 0.0).mean()
+                ap[t] = np.where(
+                    idx < len(envelope), envelope[np.minimum(idx, len(envelope) - 1)], 0.0
+                ).mean()
             out[ci] = ap.mean()
         return out
 
-    def summary(self, category_ap: np.ndarray, groups: Dict[str, Sequence[int]]) -> Dict[str, float]:
+    def summary(
+        self, category_ap: np.ndarray, groups: Dict[str, Sequence[int]]
+    ) -> Dict[str, float]:
         """AP (%) over all categories and over each group of category ids (NaN-free mean)."""
         index = {c: k for k, c in enumerate(self.category_ids)}
         out = {"AP": 100 * float(np.nanmean(category_ap))}
@@ -197,13 +212,22 @@ def bootstrap_differences(
     weights = resample_image_weights(len(first.image_ids), num_samples, seed)
     needed = sorted({m for a, b, _ in comparisons for m in (a, b)})
     full = {m: tables[m].summary(tables[m].category_ap(), groups) for m in needed}
-    draws = {m: [tables[m].summary(tables[m].category_ap(w), groups) for w in weights] for m in needed}
+    draws = {
+        m: [tables[m].summary(tables[m].category_ap(w), groups) for w in weights] for m in needed
+    }
     out = []
     tail = (1 - level) / 2
     for a, b, metric in comparisons:
         diffs = np.array([da[metric] - db[metric] for da, db in zip(draws[a], draws[b])])
         diffs = diffs[np.isfinite(diffs)]
-        out.append({"a": a, "b": b, "metric": metric, "diff": full[a][metric] - full[b][metric],
-                    "lo": float(np.quantile(diffs, tail)) if len(diffs) else float("nan"),
-                    "hi": float(np.quantile(diffs, 1 - tail)) if len(diffs) else float("nan")})
+        out.append(
+            {
+                "a": a,
+                "b": b,
+                "metric": metric,
+                "diff": full[a][metric] - full[b][metric],
+                "lo": float(np.quantile(diffs, tail)) if len(diffs) else float("nan"),
+                "hi": float(np.quantile(diffs, 1 - tail)) if len(diffs) else float("nan"),
+            }
+        )
     return out

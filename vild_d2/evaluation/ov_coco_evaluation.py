@@ -22,9 +22,7 @@ def split_ap50(precision: np.ndarray, novel_ids: Sequence[int]) -> Dict[str, flo
         with ground truth of the per-category AP at IoU 0.5, all areas, 100 detections.
     """
     ap = precision[0, :, :, 0, -1]  # IoU 0.5, area all, maxDets 100 -> [R, K]
-    per_class = np.array([
-        np.mean(col[col > -1]) if (col > -1).any() else np.nan for col in ap.T
-    ])
+    per_class = np.array([np.mean(col[col > -1]) if (col > -1).any() else np.nan for col in ap.T])
     novel = np.zeros(len(per_class), dtype=bool)
     novel[list(novel_ids)] = True
 

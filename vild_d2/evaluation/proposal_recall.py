@@ -48,19 +48,24 @@ class ProposalRecallEvaluator(DatasetEvaluator):
     Best IoU per object, not a one-to-one matching: one proposal may cover two objects.
     """
 
-    def __init__(self, dataset_name: str, limits: Sequence[int] = (100, 300, 1000),
-                 distributed: bool = True):
+    def __init__(
+        self, dataset_name: str, limits: Sequence[int] = (100, 300, 1000), distributed: bool = True
+    ):
         self._dataset_name = dataset_name
         self._limits = [int(k) for k in limits]
         self._distributed = distributed
         vocab = dataset_vocabulary(dataset_name)
         self._base_mask = vocab["base_mask"].numpy() if vocab else None
-        self._kinds = np.array(getattr(MetadataCatalog.get(dataset_name), "class_novel_kind", []), dtype=object)
+        self._kinds = np.array(
+            getattr(MetadataCatalog.get(dataset_name), "class_novel_kind", []), dtype=object
+        )
         # image_id -> (gt boxes [G, 4] XYXY, category ids [G])
         self._gt: Dict[object, tuple] = {}
         for d in DatasetCatalog.get(dataset_name):
             anns = [a for a in d.get("annotations", []) if not a.get("iscrowd", 0)]
-            boxes = [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns]
+            boxes = [
+                BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns
+            ]
             self._gt[d["image_id"]] = (
                 torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
                 np.array([a["category_id"] for a in anns], dtype=np.int64),
@@ -75,7 +80,9 @@ class ProposalRecallEvaluator(DatasetEvaluator):
         for inp, out in zip(inputs, outputs):
             image_id = inp["image_id"]
             if image_id not in self._gt:
-                raise KeyError(f"{self._dataset_name}: image id {image_id} has no ground truth entry")
+                raise KeyError(
+                    f"{self._dataset_name}: image id {image_id} has no ground truth entry"
+                )
             gt_boxes, categories = self._gt[image_id]
             proposals = out["proposals"].to("cpu")
             order = torch.argsort(proposals.objectness_logits, descending=True)

@@ -26,13 +26,20 @@ __all__ = ["head_accuracy", "clip_on_crops_detections", "lvis_results"]
 
 def _gt_boxes(d: dict) -> np.ndarray:
     anns = [a for a in d.get("annotations", []) if not a.get("iscrowd", 0)]
-    return np.array([BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns],
-                    dtype=np.float32).reshape(-1, 4)
+    return np.array(
+        [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns],
+        dtype=np.float32,
+    ).reshape(-1, 4)
 
 
 @torch.no_grad()
-def head_accuracy(cfg, model, dataset_dicts: Sequence[dict], class_embeddings: torch.Tensor,
-                  groups: Dict[str, Sequence[int]]) -> Dict[str, Dict[str, float]]:
+def head_accuracy(
+    cfg,
+    model,
+    dataset_dicts: Sequence[dict],
+    class_embeddings: torch.Tensor,
+    groups: Dict[str, Sequence[int]],
+) -> Dict[str, Dict[str, float]]:
     """
     Args:
         cfg: the model's config (test resize and input format).
@@ -69,7 +76,9 @@ def head_accuracy(cfg, model, dataset_dicts: Sequence[dict], class_embeddings: t
         predicted[text_head].append(heads.box_predictor.embed(heads.box_head(pooled)) @ emb.t())
         if heads.image_head is not None:
             predicted["image head"].append(heads.image_head.embed(pooled) @ emb.t())
-        truth.append(torch.tensor([a["category_id"] for a in d["annotations"] if not a.get("iscrowd", 0)]))
+        truth.append(
+            torch.tensor([a["category_id"] for a in d["annotations"] if not a.get("iscrowd", 0)])
+        )
     truth = torch.cat(truth)
     out = {}
     base = torch.as_tensor(list(groups.get("base", [])), dtype=torch.long)
@@ -79,22 +88,36 @@ def head_accuracy(cfg, model, dataset_dicts: Sequence[dict], class_embeddings: t
         correct = (sims.argmax(1) == truth).float()
         out[head] = {}
         for name, ids in {"all": None, **groups}.items():
-            sel = torch.ones_like(correct, dtype=torch.bool) if ids is None else torch.isin(truth, torch.as_tensor(list(ids)))
+            sel = (
+                torch.ones_like(correct, dtype=torch.bool)
+                if ids is None
+                else torch.isin(truth, torch.as_tensor(list(ids)))
+            )
             out[head][name] = float(100 * correct[sel].mean()) if sel.any() else float("nan")
         if len(base) and len(novel):
             on_base = torch.isin(truth, base)
             base_only = sims.index_fill(1, novel, float("-inf")).argmax(1) == truth
             out[head]["base, base classes only"] = (
-                float(100 * base_only[on_base].float().mean()) if on_base.any() else float("nan"))
+                float(100 * base_only[on_base].float().mean()) if on_base.any() else float("nan")
+            )
             out[head]["cosine to true class"] = float(100 * sims.gather(1, truth[:, None]).mean())
     return out
 
 
 @torch.no_grad()
-def clip_on_crops_detections(teacher, text_embeddings: torch.Tensor, proposals, dataset_dicts: Sequence[dict],
-                             *, num_proposals: int = 100, temperature: float = 0.01,
-                             scales: Sequence[float] = (1.0, 1.5), nms_thresh: float = 0.5,
-                             detections_per_image: int = 100, progress: bool = True) -> List[dict]:
+def clip_on_crops_detections(
+    teacher,
+    text_embeddings: torch.Tensor,
+    proposals,
+    dataset_dicts: Sequence[dict],
+    *,
+    num_proposals: int = 100,
+    temperature: float = 0.01,
+    scales: Sequence[float] = (1.0, 1.5),
+    nms_thresh: float = 0.5,
+    detections_per_image: int = 100,
+    progress: bool = True,
+) -> List[dict]:
     """
     Detections of the "CLIP on cropped regions" baseline for each image.
 
@@ -125,27 +148,59 @@ def clip_on_crops_detections(teacher, text_embeddings: torch.Tensor, proposals, 
         boxes, logits = boxes[:num_proposals], logits[:num_proposals]
         h, w = image.shape[:2]
         if not len(boxes):
-            out.append({"image_id": d["image_id"], "boxes": np.zeros((0, 4), np.float32),
-                        "scores": np.zeros(0, np.float32), "classes": np.zeros(0, np.int64)})
+            out.append(
+                {
+                    "image_id": d["image_id"],
+                    "boxes": np.zeros((0, 4), np.float32),
+                    "scores": np.zeros(0, np.float32),
+                    "classes": np.zeros(0, np.int64),
+                }
+            )
             continue
-        emb = encode_regions(teacher, torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
-                             torch.as_tensor(boxes, dtype=torch.float32), scales)
+        emb = encode_regions(
+            teacher,
+            torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            torch.as_tensor(boxes, dtype=torch.float32),
+            scales,
+        )
         probs = F.softmax(emb @ text.t() / temperature, dim=1)
-        scores = (probs * torch.sigmoid(torch.as_tensor(logits, dtype=torch.float32))[:, None]).sqrt()
+        scores = (
+            probs * torch.sigmoid(torch.as_tensor(logits, dtype=torch.float32))[:, None]
+        ).sqrt()
         scores = torch.cat([scores, torch.zeros(len(scores), 1)], dim=1)  # no background column
         inst, _ = fast_rcnn_inference_single_image(
-            torch.as_tensor(boxes, dtype=torch.float32), scores, (h, w), 1e-4, nms_thresh, detections_per_image)
-        out.append({"image_id": d["image_id"], "boxes": inst.pred_boxes.tensor.numpy(),
-                    "scores": inst.scores.numpy(), "classes": inst.pred_classes.numpy()})
+            torch.as_tensor(boxes, dtype=torch.float32),
+            scores,
+            (h, w),
+            1e-4,
+            nms_thresh,
+            detections_per_image,
+        )
+        out.append(
+            {
+                "image_id": d["image_id"],
+                "boxes": inst.pred_boxes.tensor.numpy(),
+                "scores": inst.scores.numpy(),
+                "classes": inst.pred_classes.numpy(),
+            }
+        )
     return out
 
 
-def lvis_results(detections: Sequence[dict], contiguous_to_dataset_id: Dict[int, int]) -> List[dict]:
+def lvis_results(
+    detections: Sequence[dict], contiguous_to_dataset_id: Dict[int, int]
+) -> List[dict]:
     """Per-image detections (as :func:`clip_on_crops_detections`) -> LVIS results (bbox, XYWH)."""
     results = []
     for det in detections:
         for box, score, cls in zip(det["boxes"], det["scores"], det["classes"]):
             x0, y0, x1, y1 = (float(v) for v in box)
-            results.append({"image_id": det["image_id"], "category_id": contiguous_to_dataset_id[int(cls)],
-                            "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(score)})
+            results.append(
+                {
+                    "image_id": det["image_id"],
+                    "category_id": contiguous_to_dataset_id[int(cls)],
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "score": float(score),
+                }
+            )
     return results

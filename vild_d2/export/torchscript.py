@@ -37,13 +37,25 @@ from torch import nn
 from ..modeling.losses import ensemble_scores
 from ..modeling.meta_arch import ViLDRCNN
 
-__all__ = ["ViLDInferenceModule", "ViLDEnsembleInferenceModule", "inference_module", "export_model",
-           "EXPORT_METHODS", "ExportError"]
+__all__ = [
+    "ViLDInferenceModule",
+    "ViLDEnsembleInferenceModule",
+    "inference_module",
+    "export_model",
+    "EXPORT_METHODS",
+    "ExportError",
+]
 
 EXPORT_METHODS = ("scripting", "tracing")
 # what Instances hold inside the exported code (detectron2's scripting needs them declared)
-_INSTANCE_FIELDS = {"proposal_boxes": Boxes, "objectness_logits": torch.Tensor, "pred_boxes": Boxes,
-                    "scores": torch.Tensor, "pred_classes": torch.Tensor, "pred_masks": torch.Tensor}
+_INSTANCE_FIELDS = {
+    "proposal_boxes": Boxes,
+    "objectness_logits": torch.Tensor,
+    "pred_boxes": Boxes,
+    "scores": torch.Tensor,
+    "pred_classes": torch.Tensor,
+    "pred_masks": torch.Tensor,
+}
 
 
 class ExportError(ValueError):
@@ -81,13 +93,19 @@ class ViLDInferenceModule(nn.Module):
             self.mask_pooler = nn.Identity()
             self.mask_head = nn.Identity()
 
-    def class_scores(self, pooled: torch.Tensor, box_features: torch.Tensor, class_embeddings: torch.Tensor,
-                     base_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    def class_scores(
+        self,
+        pooled: torch.Tensor,
+        box_features: torch.Tensor,
+        class_embeddings: torch.Tensor,
+        base_mask: Optional[torch.Tensor],
+    ) -> torch.Tensor:
         """[R, C + 1] class probabilities of the R proposals, background last."""
         return F.softmax(self.classifier(box_features, class_embeddings), dim=-1)
 
-    def detect(self, image: torch.Tensor, class_embeddings: torch.Tensor,
-               base_mask: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
+    def detect(
+        self, image: torch.Tensor, class_embeddings: torch.Tensor, base_mask: Optional[torch.Tensor]
+    ) -> Dict[str, torch.Tensor]:
         class_embeddings = F.normalize(class_embeddings.to(self.pixel_mean.dtype), dim=1)
         x = (image.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
         images = ImageList.from_tensors([x], self.size_divisibility)
@@ -101,16 +119,31 @@ class ViLDInferenceModule(nn.Module):
         probs = self.class_scores(pooled, head_out, class_embeddings, base_mask)
         boxes = self.box2box_transform.apply_deltas(self.bbox_pred(head_out), proposal_boxes.tensor)
         result, _ = fast_rcnn_inference_single_image(
-            boxes, probs, images.image_sizes[0], self.score_thresh, self.nms_thresh, self.topk_per_image
+            boxes,
+            probs,
+            images.image_sizes[0],
+            self.score_thresh,
+            self.nms_thresh,
+            self.topk_per_image,
         )
-        out = {"boxes": result.pred_boxes.tensor, "scores": result.scores, "classes": result.pred_classes}
+        out = {
+            "boxes": result.pred_boxes.tensor,
+            "scores": result.scores,
+            "classes": result.pred_classes,
+        }
         if self.mask_on:
             mask_features = [features[f] for f in self.mask_in_features]
-            mask_logits = self.mask_head.layers(self.mask_pooler(mask_features, [result.pred_boxes]))
-            out["masks"] = mask_logits[:, :1].sigmoid()  # the class-agnostic mask head's one channel
+            mask_logits = self.mask_head.layers(
+                self.mask_pooler(mask_features, [result.pred_boxes])
+            )
+            out["masks"] = mask_logits[
+                :, :1
+            ].sigmoid()  # the class-agnostic mask head's one channel
         return out
 
-    def forward(self, image: torch.Tensor, class_embeddings: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(
+        self, image: torch.Tensor, class_embeddings: torch.Tensor
+    ) -> Dict[str, torch.Tensor]:
         return self.detect(image, class_embeddings, None)
 
 
@@ -123,38 +156,61 @@ class ViLDEnsembleInferenceModule(ViLDInferenceModule):
         self.image_classifier = model.roi_heads.image_head.classifier
         self.ensemble_lambda: float = float(model.roi_heads.box_predictor.ensemble_lambda)
 
-    def class_scores(self, pooled: torch.Tensor, box_features: torch.Tensor, class_embeddings: torch.Tensor,
-                     base_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    def class_scores(
+        self,
+        pooled: torch.Tensor,
+        box_features: torch.Tensor,
+        class_embeddings: torch.Tensor,
+        base_mask: Optional[torch.Tensor],
+    ) -> torch.Tensor:
         p_text = F.softmax(self.classifier(box_features, class_embeddings), dim=-1)
-        p_img = F.softmax(self.image_classifier(self.image_box_head(pooled), class_embeddings), dim=-1)
+        p_img = F.softmax(
+            self.image_classifier(self.image_box_head(pooled), class_embeddings), dim=-1
+        )
         if base_mask is None:
-            base_mask = torch.zeros(class_embeddings.shape[0], dtype=torch.bool, device=class_embeddings.device)
+            base_mask = torch.zeros(
+                class_embeddings.shape[0], dtype=torch.bool, device=class_embeddings.device
+            )
         scores = ensemble_scores(p_text[:, :-1], p_img, base_mask, self.ensemble_lambda)
         return torch.cat([scores, p_text[:, -1:]], dim=1)
 
-    def forward(self, image: torch.Tensor, class_embeddings: torch.Tensor,  # type: ignore[override]
-                base_mask: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(
+        self,
+        image: torch.Tensor,
+        class_embeddings: torch.Tensor,  # type: ignore[override]
+        base_mask: torch.Tensor,
+    ) -> Dict[str, torch.Tensor]:
         return self.detect(image, class_embeddings, base_mask)
 
 
 def inference_module(model: ViLDRCNN) -> ViLDInferenceModule:
     """The exportable inference module of a ViLD model (eval mode, same weights, shared)."""
     if not isinstance(model, ViLDRCNN):
-        raise ExportError(f"only ViLD models (MODEL.META_ARCHITECTURE ViLDRCNN) export with a runtime "
-                          f"vocabulary; got {type(model).__name__}")
+        raise ExportError(
+            "only ViLD models (MODEL.META_ARCHITECTURE ViLDRCNN) export with a runtime "
+            f"vocabulary; got {type(model).__name__}"
+        )
     if model.proposal_generator is None:
-        raise ExportError("the model has no proposal generator (precomputed proposals cannot be exported)")
+        raise ExportError(
+            "the model has no proposal generator (precomputed proposals cannot be exported)"
+        )
     heads = model.roi_heads
     predictor = getattr(heads.mask_head, "predictor", None) if heads.mask_on else None
     if predictor is not None and getattr(predictor, "out_channels", 1) != 1:
-        raise ExportError("the mask head is not class-agnostic (MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK): "
-                          "its per-class masks cannot follow a runtime vocabulary")
+        raise ExportError(
+            "the mask head is not class-agnostic (MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK): "
+            "its per-class masks cannot follow a runtime vocabulary"
+        )
     cls = ViLDEnsembleInferenceModule if heads.image_head is not None else ViLDInferenceModule
     return cls(model).eval()
 
 
-def export_model(model: ViLDRCNN, method: str, example_image: Optional[torch.Tensor] = None,
-                 example_vocabulary: Optional[torch.Tensor] = None) -> torch.jit.ScriptModule:
+def export_model(
+    model: ViLDRCNN,
+    method: str,
+    example_image: Optional[torch.Tensor] = None,
+    example_vocabulary: Optional[torch.Tensor] = None,
+) -> torch.jit.ScriptModule:
     """
     Args:
         model: a ViLD model with its weights.
@@ -167,13 +223,19 @@ def export_model(model: ViLDRCNN, method: str, example_image: Optional[torch.Ten
         inputs and outputs.
     """
     if method not in EXPORT_METHODS:
-        raise ExportError(f"unknown export method '{method}' (choose from {', '.join(EXPORT_METHODS)})")
+        raise ExportError(
+            f"unknown export method '{method}' (choose from {', '.join(EXPORT_METHODS)})"
+        )
     module = inference_module(model)
     if method == "scripting":
         return scripting_with_instances(module, _INSTANCE_FIELDS)
     if example_image is None:
         raise ExportError("tracing needs an example image")
-    vocab = example_vocabulary if example_vocabulary is not None else model.roi_heads.box_predictor.classifier.test_class_embeddings
+    vocab = (
+        example_vocabulary
+        if example_vocabulary is not None
+        else model.roi_heads.box_predictor.classifier.test_class_embeddings
+    )
     inputs = (example_image, vocab)
     if isinstance(module, ViLDEnsembleInferenceModule):
         inputs = inputs + (torch.zeros(vocab.shape[0], dtype=torch.bool),)

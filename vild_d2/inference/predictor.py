@@ -50,23 +50,29 @@ class OpenVocabularyPredictor:
                 raise FileNotFoundError(f"TorchScript file not found: {torchscript}")
             extra = {EXPORT_INFO_FILE: ""}
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated in torch 2.x
+                warnings.simplefilter(
+                    "ignore", FutureWarning
+                )  # torch.jit.load is deprecated in torch 2.x
                 try:
-                    self.module = torch.jit.load(torchscript, map_location=self.device, _extra_files=extra)
+                    self.module = torch.jit.load(
+                        torchscript, map_location=self.device, _extra_files=extra
+                    )
                 except RuntimeError as e:
                     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                     raise ValueError(f"{torchscript}: not a TorchScript file ({first})") from None
             if not extra[EXPORT_INFO_FILE]:
-                raise ValueError(f"{torchscript}: not exported by tools/export_model.py (no {EXPORT_INFO_FILE} inside)")
+                raise ValueError(
+                    f"{torchscript}: not exported by tools/export_model.py (no"
+                    f" {EXPORT_INFO_FILE} inside)"
+                )
             self.info = json.loads(extra[EXPORT_INFO_FILE])
             self.model = None
         else:
             from detectron2.checkpoint import DetectionCheckpointer
             from detectron2.modeling import build_model
 
-            from ..export import inference_module
-
             from ..config import check_weights
+            from ..export import inference_module
 
             if not cfg.MODEL.WEIGHTS:
                 raise ValueError("MODEL.WEIGHTS is empty: name the trained model's checkpoint")
@@ -79,7 +85,9 @@ class OpenVocabularyPredictor:
             self.info = export_info(cfg, "eager", self.model.roi_heads.image_head is not None)
             inference_module(self.model)  # refuses what cannot run with a runtime vocabulary
             self.module = None
-        self.resize = T.ResizeShortestEdge([self.info["min_size_test"]] * 2, self.info["max_size_test"])
+        self.resize = T.ResizeShortestEdge(
+            [self.info["min_size_test"]] * 2, self.info["max_size_test"]
+        )
         self.vocabulary: Optional[Vocabulary] = None
 
     @property
@@ -92,10 +100,14 @@ class OpenVocabularyPredictor:
 
     def set_vocabulary(self, vocabulary: Vocabulary) -> None:
         if vocabulary.attribute_embeddings is not None and self.model is None:
-            raise ValueError("noun x attribute vocabularies need the eager model (a config and MODEL.WEIGHTS), "
-                             "not an exported file")
+            raise ValueError(
+                "noun x attribute vocabularies need the eager model (a config and MODEL.WEIGHTS), "
+                "not an exported file"
+            )
         if self.model is not None:
-            self.model.set_vocabulary(vocabulary.embeddings, vocabulary.base_mask, vocabulary.attribute_embeddings)
+            self.model.set_vocabulary(
+                vocabulary.embeddings, vocabulary.base_mask, vocabulary.attribute_embeddings
+            )
         self.vocabulary = vocabulary
 
     @torch.no_grad()
@@ -114,12 +126,19 @@ class OpenVocabularyPredictor:
         resized = self.resize.get_transform(image).apply_image(image)
         tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))).to(self.device)
         if self.model is not None:
-            return self.model.inference([{"image": tensor, "height": height, "width": width}])[0]["instances"]
+            return self.model.inference([{"image": tensor, "height": height, "width": width}])[0][
+                "instances"
+            ]
         args = [tensor.float(), self.vocabulary.embeddings.to(self.device)]
         if self.info["ensemble"]:
             mask = self.vocabulary.base_mask
-            args.append((mask if mask is not None else torch.zeros(len(self.vocabulary.embeddings), dtype=torch.bool))
-                        .to(self.device))
+            args.append(
+                (
+                    mask
+                    if mask is not None
+                    else torch.zeros(len(self.vocabulary.embeddings), dtype=torch.bool)
+                ).to(self.device)
+            )
         out = self.module(*args)
         inst = Instances(tuple(resized.shape[:2]))
         inst.pred_boxes = Boxes(out["boxes"])

@@ -18,8 +18,15 @@ import torch
 
 from ..modeling.text_embeddings import VocabularyError, check_text_embeddings, load_text_embeddings
 
-__all__ = ["Vocabulary", "BUILTIN_VOCABULARIES", "dataset_vocabulary_embeddings", "file_vocabulary",
-           "custom_vocabulary", "expanded_vocabulary", "split_names"]
+__all__ = [
+    "Vocabulary",
+    "BUILTIN_VOCABULARIES",
+    "dataset_vocabulary_embeddings",
+    "file_vocabulary",
+    "custom_vocabulary",
+    "expanded_vocabulary",
+    "split_names",
+]
 
 # alias -> (dataset whose category names it uses, its default text-embedding file)
 BUILTIN_VOCABULARIES = {
@@ -41,7 +48,7 @@ class Vocabulary:
 
 
 def split_names(text: str, what: str = "--custom-vocabulary") -> List[str]:
-    """"a,b , c" -> ["a", "b", "c"]; VocabularyError if empty, blank or duplicated."""
+    """ "a,b , c" -> ["a", "b", "c"]; VocabularyError if empty, blank or duplicated."""
     from ..teacher.prompts import VocabularyInputError, check_class_names
 
     names = [n.strip() for n in text.split(",")] if text.strip() else []
@@ -80,15 +87,22 @@ def file_vocabulary(path: str, embed_dim: int, names_file: Optional[str] = None)
         names = _names_beside(path)
         if names is None:
             raise VocabularyError(
-                f"{path}: no class names (give a names file, one name per line, or keep the .json that "
-                "tools/precompute_text_embeddings.py writes beside the .npy)"
+                f"{path}: no class names (give a names file, one name per line, or keep the .json"
+                " that tools/precompute_text_embeddings.py writes beside the .npy)"
             )
-    emb = load_text_embeddings(path, embed_dim=embed_dim, config_key="vocabulary file",
-                               num_rows=len(names), rows_of=names_file or "its names")
+    emb = load_text_embeddings(
+        path,
+        embed_dim=embed_dim,
+        config_key="vocabulary file",
+        num_rows=len(names),
+        rows_of=names_file or "its names",
+    )
     return Vocabulary(names=names, embeddings=emb, source=path)
 
 
-def dataset_vocabulary_embeddings(name: str, embed_dim: int, embeddings_file: Optional[str] = None) -> Vocabulary:
+def dataset_vocabulary_embeddings(
+    name: str, embed_dim: int, embeddings_file: Optional[str] = None
+) -> Vocabulary:
     """
     A dataset's vocabulary: ``name`` is an alias of :data:`BUILTIN_VOCABULARIES` or a
     registered dataset; the embeddings come from ``embeddings_file`` or the alias's file.
@@ -101,21 +115,36 @@ def dataset_vocabulary_embeddings(name: str, embed_dim: int, embeddings_file: Op
     dataset, default_file = BUILTIN_VOCABULARIES.get(name, (name, None))
     path = embeddings_file or default_file
     if dataset not in DatasetCatalog.list():
-        raise VocabularyError(f"vocabulary '{name}': no such builtin ({', '.join(BUILTIN_VOCABULARIES)}) "
-                              "or registered dataset")
+        raise VocabularyError(
+            f"vocabulary '{name}': no such builtin ({', '.join(BUILTIN_VOCABULARIES)}) "
+            "or registered dataset"
+        )
     if path is None:
-        raise VocabularyError(f"vocabulary '{name}': give its text-embedding file (--vocabulary-file)")
+        raise VocabularyError(
+            f"vocabulary '{name}': give its text-embedding file (--vocabulary-file)"
+        )
     names = _names_beside(path)
     vocab = dataset_vocabulary(dataset)
     if vocab is not None:
         names = vocab["class_names"]
     if names is None:
-        raise VocabularyError(f"vocabulary '{name}': the categories of dataset '{dataset}' are unknown "
-                              f"(its annotation file is missing) and {path} has no names beside it")
-    emb = load_text_embeddings(path, embed_dim=embed_dim, config_key=f"vocabulary '{name}'",
-                               num_rows=len(names), rows_of=f"dataset '{dataset}'")
-    return Vocabulary(names=list(names), embeddings=emb, source=f"{name} ({path})",
-                      base_mask=vocab["base_mask"] if vocab is not None else None)
+        raise VocabularyError(
+            f"vocabulary '{name}': the categories of dataset '{dataset}' are unknown "
+            f"(its annotation file is missing) and {path} has no names beside it"
+        )
+    emb = load_text_embeddings(
+        path,
+        embed_dim=embed_dim,
+        config_key=f"vocabulary '{name}'",
+        num_rows=len(names),
+        rows_of=f"dataset '{dataset}'",
+    )
+    return Vocabulary(
+        names=list(names),
+        embeddings=emb,
+        source=f"{name} ({path})",
+        base_mask=vocab["base_mask"] if vocab is not None else None,
+    )
 
 
 def _encode(teacher, names: Sequence[str], device: str) -> torch.Tensor:
@@ -126,27 +155,46 @@ def _encode(teacher, names: Sequence[str], device: str) -> torch.Tensor:
     return encode_vocabulary(model, names, VILD_TEMPLATES)
 
 
-def custom_vocabulary(names_text: str, teacher: Optional[str], embed_dim: int, device: str = "cpu") -> Vocabulary:
+def custom_vocabulary(
+    names_text: str, teacher: Optional[str], embed_dim: int, device: str = "cpu"
+) -> Vocabulary:
     """Comma-separated names embedded by the CLIP ``teacher`` with ViLD's prompt ensemble."""
     names = split_names(names_text)
     if not teacher:
-        raise VocabularyError("--custom-vocabulary needs --teacher: the CLIP model (name or checkpoint) "
-                              "that embedded the model's training vocabulary")
-    emb = check_text_embeddings(_encode(teacher, names, device), name=f"teacher {teacher}", embed_dim=embed_dim)
+        raise VocabularyError(
+            "--custom-vocabulary needs --teacher: the CLIP model (name or checkpoint) "
+            "that embedded the model's training vocabulary"
+        )
+    emb = check_text_embeddings(
+        _encode(teacher, names, device), name=f"teacher {teacher}", embed_dim=embed_dim
+    )
     return Vocabulary(names=names, embeddings=emb, source=f"custom, embedded by {teacher}")
 
 
-def expanded_vocabulary(nouns_text: str, attributes_text: str, teacher: Optional[str], embed_dim: int,
-                        device: str = "cpu") -> Vocabulary:
+def expanded_vocabulary(
+    nouns_text: str,
+    attributes_text: str,
+    teacher: Optional[str],
+    embed_dim: int,
+    device: str = "cpu",
+) -> Vocabulary:
     """The N * A pairs "attribute noun", scored p(noun | r) * p(attribute | r)."""
     nouns = split_names(nouns_text, what="--nouns")
     attributes = split_names(attributes_text, what="--attributes")
     if not teacher:
-        raise VocabularyError("--nouns/--attributes need --teacher: the CLIP model (name or checkpoint) "
-                              "that embedded the model's training vocabulary")
-    noun_emb = check_text_embeddings(_encode(teacher, nouns, device), name=f"teacher {teacher}", embed_dim=embed_dim)
-    attr_emb = check_text_embeddings(_encode(teacher, attributes, device), name=f"teacher {teacher}",
-                                     embed_dim=embed_dim)
-    return Vocabulary(names=[f"{a} {n}" for n in nouns for a in attributes], embeddings=noun_emb,
-                      attribute_embeddings=attr_emb,
-                      source=f"{len(nouns)} nouns x {len(attributes)} attributes, embedded by {teacher}")
+        raise VocabularyError(
+            "--nouns/--attributes need --teacher: the CLIP model (name or checkpoint) "
+            "that embedded the model's training vocabulary"
+        )
+    noun_emb = check_text_embeddings(
+        _encode(teacher, nouns, device), name=f"teacher {teacher}", embed_dim=embed_dim
+    )
+    attr_emb = check_text_embeddings(
+        _encode(teacher, attributes, device), name=f"teacher {teacher}", embed_dim=embed_dim
+    )
+    return Vocabulary(
+        names=[f"{a} {n}" for n in nouns for a in attributes],
+        embeddings=noun_emb,
+        attribute_embeddings=attr_emb,
+        source=f"{len(nouns)} nouns x {len(attributes)} attributes, embedded by {teacher}",
+    )

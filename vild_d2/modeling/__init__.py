@@ -6,14 +6,27 @@ from .losses import distillation_l1_loss, ensemble_scores, image_logits, text_lo
 from .meta_arch import ViLDRCNN
 from .roi_heads import ViLDROIHeads
 from .text_embeddings import (
-    VocabularyError, check_text_embeddings, evaluation_vocabulary, load_text_embeddings,
+    VocabularyError,
+    check_text_embeddings,
+    evaluation_vocabulary,
+    load_text_embeddings,
     training_vocabulary,
 )
 from .zero_shot_classifier import ZeroShotClassifier
 
 __all__ = [
-    "ViLDBoxPredictor", "ImageEmbeddingHead", "ViLDRCNN", "ViLDROIHeads",
-    "text_logits", "image_logits", "distillation_l1_loss", "ensemble_scores",
-    "VocabularyError", "check_text_embeddings", "load_text_embeddings", "training_vocabulary",
-    "evaluation_vocabulary", "ZeroShotClassifier",
+    "ViLDBoxPredictor",
+    "ImageEmbeddingHead",
+    "ViLDRCNN",
+    "ViLDROIHeads",
+    "text_logits",
+    "image_logits",
+    "distillation_l1_loss",
+    "ensemble_scores",
+    "VocabularyError",
+    "check_text_embeddings",
+    "load_text_embeddings",
+    "training_vocabulary",
+    "evaluation_vocabulary",
+    "ZeroShotClassifier",
 ]

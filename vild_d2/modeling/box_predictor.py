@@ -32,8 +32,14 @@ class ViLDBoxPredictor(FastRCNNOutputLayers):
     """
 
     @configurable
-    def __init__(self, input_shape: ShapeSpec, *, classifier: ZeroShotClassifier,
-                 ensemble_lambda: float = 2.0 / 3.0, **kwargs):
+    def __init__(
+        self,
+        input_shape: ShapeSpec,
+        *,
+        classifier: ZeroShotClassifier,
+        ensemble_lambda: float = 2.0 / 3.0,
+        **kwargs,
+    ):
         """
         Args:
             input_shape: shape of the box head's output.
@@ -69,7 +75,9 @@ class ViLDBoxPredictor(FastRCNNOutputLayers):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ vocabulary
-    def set_test_vocabulary(self, class_embeddings: torch.Tensor, base_mask: Optional[torch.Tensor] = None) -> None:
+    def set_test_vocabulary(
+        self, class_embeddings: torch.Tensor, base_mask: Optional[torch.Tensor] = None
+    ) -> None:
         """See :meth:`ZeroShotClassifier.set_test_vocabulary`."""
         self.classifier.set_test_vocabulary(class_embeddings, base_mask)
 
@@ -115,8 +123,9 @@ class ViLDBoxPredictor(FastRCNNOutputLayers):
             novel = fg[~self.train_base_mask[fg]]
             if novel.numel():
                 raise ValueError(
-                    f"training proposals matched to novel classes {sorted(set(novel.tolist()))[:10]}: "
-                    "novel annotations must be removed from the training set"
+                    "training proposals matched to novel classes"
+                    f" {sorted(set(novel.tolist()))[:10]}: novel annotations must be removed from"
+                    " the training set"
                 )
         return super().losses(predictions[:2], proposals)
 
@@ -132,7 +141,11 @@ class ViLDBoxPredictor(FastRCNNOutputLayers):
         """
         probs = F.softmax(predictions[0], dim=-1)
         if len(predictions) > 2:
-            scores = ensemble_scores(probs[:, :-1], F.softmax(predictions[2], dim=-1), self.base_mask,
-                                     self.ensemble_lambda)
+            scores = ensemble_scores(
+                probs[:, :-1],
+                F.softmax(predictions[2], dim=-1),
+                self.base_mask,
+                self.ensemble_lambda,
+            )
             probs = torch.cat([scores, probs[:, -1:]], dim=1)
         return probs.split([len(p) for p in proposals], dim=0)

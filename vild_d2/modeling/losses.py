@@ -86,5 +86,7 @@ def ensemble_scores(
     Returns:
         [R, C] scores.
     """
-    w_text = torch.where(base_mask, torch.full_like(p_text[0], lam), torch.full_like(p_text[0], 1 - lam))
+    w_text = torch.where(
+        base_mask, torch.full_like(p_text[0], lam), torch.full_like(p_text[0], 1 - lam)
+    )
     return p_text.pow(w_text[None]) * p_img.pow(1 - w_text[None])

@@ -67,8 +67,12 @@ class ViLDRCNN(GeneralizedRCNN):
             out.append(r.to(self.device))
         return out
 
-    def set_vocabulary(self, class_embeddings: torch.Tensor, base_mask: Optional[torch.Tensor] = None,
-                       attribute_embeddings: Optional[torch.Tensor] = None) -> None:
+    def set_vocabulary(
+        self,
+        class_embeddings: torch.Tensor,
+        base_mask: Optional[torch.Tensor] = None,
+        attribute_embeddings: Optional[torch.Tensor] = None,
+    ) -> None:
         """
         Detect ``class_embeddings`` ([C, D]) from now on, in eval mode: every
         :class:`ZeroShotClassifier` of the model (the text head's and, for ViLD-ensemble,

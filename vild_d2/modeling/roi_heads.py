@@ -117,9 +117,9 @@ class ViLDROIHeads(StandardROIHeads):
         if regions is not None:
             boxes = [Boxes.cat([b, r.boxes]) for b, r in zip(boxes, regions)]
         pooled = self.box_pooler(feats, boxes)
-        is_proposal = torch.cat([
-            torch.arange(len(b), device=pooled.device) < len(p) for b, p in zip(boxes, proposals)
-        ])
+        is_proposal = torch.cat(
+            [torch.arange(len(b), device=pooled.device) < len(p) for b, p in zip(boxes, proposals)]
+        )
         if self.image_head is None:
             x = self.box_head(pooled)
             text_x, distill_x = x[is_proposal], x[~is_proposal]
@@ -131,9 +131,17 @@ class ViLDROIHeads(StandardROIHeads):
             embed = self.box_predictor.embed if self.image_head is None else self.image_head.embed
             student = embed(distill_x)
             teacher = torch.cat([r.embeddings for r in regions]).to(student.device)
-            valid = torch.cat([
-                r.valid if r.has("valid") else torch.ones(len(r), dtype=torch.bool, device=r.embeddings.device)
-                for r in regions
-            ]).to(student.device)
-            losses["loss_image"] = self.image_loss_weight * distillation_l1_loss(student, teacher, valid)
+            valid = torch.cat(
+                [
+                    (
+                        r.valid
+                        if r.has("valid")
+                        else torch.ones(len(r), dtype=torch.bool, device=r.embeddings.device)
+                    )
+                    for r in regions
+                ]
+            ).to(student.device)
+            losses["loss_image"] = self.image_loss_weight * distillation_l1_loss(
+                student, teacher, valid
+            )
         return losses

@@ -13,8 +13,12 @@ import numpy as np
 import torch
 
 __all__ = [
-    "load_text_embeddings", "check_text_embeddings", "VocabularyError", "training_vocabulary",
-    "evaluation_vocabulary", "evaluation_embeddings_file",
+    "load_text_embeddings",
+    "check_text_embeddings",
+    "VocabularyError",
+    "training_vocabulary",
+    "evaluation_vocabulary",
+    "evaluation_embeddings_file",
 ]
 
 
@@ -27,12 +31,19 @@ def _read(path: str) -> torch.Tensor:
         try:
             array = np.load(path, allow_pickle=False)
             return torch.from_numpy(np.asarray(array, dtype=np.float32))
-        except (ValueError, OSError, EOFError, TypeError) as e:  # truncated, garbage, pickled or not numbers
+        except (
+            ValueError,
+            OSError,
+            EOFError,
+            TypeError,
+        ) as e:  # truncated, garbage, pickled or not numbers
             raise VocabularyError(f"{path}: not a readable .npy array of floats ({e})") from None
     if path.endswith((".pt", ".pth")):
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises several kinds; its advice to unpickle anything is not for us
+        except (
+            Exception
+        ) as e:  # torch raises several kinds; its advice to unpickle anything is not for us
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise VocabularyError(f"{path}: not a readable tensor file ({first})") from None
         if isinstance(obj, dict):
@@ -64,7 +75,9 @@ def check_text_embeddings(
         rows_of: what has ``num_rows`` classes (e.g. "dataset 'lvis_v1_val'").
     """
     if embeddings.dim() != 2:
-        raise VocabularyError(f"{name}: expected a [C, D] matrix, got shape {tuple(embeddings.shape)}")
+        raise VocabularyError(
+            f"{name}: expected a [C, D] matrix, got shape {tuple(embeddings.shape)}"
+        )
     if embeddings.shape[0] == 0:
         raise VocabularyError(f"{name}: the vocabulary is empty (shape {tuple(embeddings.shape)})")
     if embeddings.shape[1] != embed_dim:
@@ -89,7 +102,11 @@ def check_text_embeddings(
 
 
 def load_text_embeddings(
-    path: str, *, embed_dim: int, config_key: str, num_rows: Optional[int] = None,
+    path: str,
+    *,
+    embed_dim: int,
+    config_key: str,
+    num_rows: Optional[int] = None,
     rows_of: str = "",
 ) -> torch.Tensor:
     """
@@ -104,7 +121,10 @@ def load_text_embeddings(
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{config_key}: text-embedding file not found: {path}")
     return check_text_embeddings(
-        _read(path), name=f"{path} ({config_key})", embed_dim=embed_dim, num_rows=num_rows,
+        _read(path),
+        name=f"{path} ({config_key})",
+        embed_dim=embed_dim,
+        num_rows=num_rows,
         rows_of=rows_of,
     )
 
@@ -127,9 +147,11 @@ def training_vocabulary(cfg) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
             f"'{vocab['dataset']}' has {vocab['num_classes']} categories"
         )
     emb = load_text_embeddings(
-        cfg.MODEL.VILD.TRAIN_TEXT_EMBEDDINGS, embed_dim=cfg.MODEL.VILD.EMBED_DIM,
+        cfg.MODEL.VILD.TRAIN_TEXT_EMBEDDINGS,
+        embed_dim=cfg.MODEL.VILD.EMBED_DIM,
         config_key="MODEL.VILD.TRAIN_TEXT_EMBEDDINGS",
-        num_rows=num_classes, rows_of="MODEL.ROI_HEADS.NUM_CLASSES",
+        num_rows=num_classes,
+        rows_of="MODEL.ROI_HEADS.NUM_CLASSES",
     )
     return emb, (vocab["base_mask"] if vocab else None)
 
@@ -151,7 +173,10 @@ def evaluation_embeddings_file(cfg, index: int) -> Tuple[str, str]:
         return per_dataset[index], f"DATASETS.TEXT_EMBEDDINGS_TEST[{index}]"
     if cfg.MODEL.VILD.TEST_TEXT_EMBEDDINGS:
         return cfg.MODEL.VILD.TEST_TEXT_EMBEDDINGS, "MODEL.VILD.TEST_TEXT_EMBEDDINGS"
-    return cfg.MODEL.VILD.TRAIN_TEXT_EMBEDDINGS, "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS (no test vocabulary set)"
+    return (
+        cfg.MODEL.VILD.TRAIN_TEXT_EMBEDDINGS,
+        "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS (no test vocabulary set)",
+    )
 
 
 def evaluation_vocabulary(cfg, index: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -167,12 +192,18 @@ def evaluation_vocabulary(cfg, index: int) -> Tuple[torch.Tensor, Optional[torch
 
     names = list(cfg.DATASETS.TEST)
     vocab = dataset_vocabulary(names[index]) if index < len(names) else None
-    path, key = evaluation_embeddings_file(cfg, index) if names else (
-        cfg.MODEL.VILD.TEST_TEXT_EMBEDDINGS or cfg.MODEL.VILD.TRAIN_TEXT_EMBEDDINGS,
-        "MODEL.VILD.TEST_TEXT_EMBEDDINGS",
+    path, key = (
+        evaluation_embeddings_file(cfg, index)
+        if names
+        else (
+            cfg.MODEL.VILD.TEST_TEXT_EMBEDDINGS or cfg.MODEL.VILD.TRAIN_TEXT_EMBEDDINGS,
+            "MODEL.VILD.TEST_TEXT_EMBEDDINGS",
+        )
     )
     emb = load_text_embeddings(
-        path, embed_dim=cfg.MODEL.VILD.EMBED_DIM, config_key=key,
+        path,
+        embed_dim=cfg.MODEL.VILD.EMBED_DIM,
+        config_key=key,
         num_rows=vocab["num_classes"] if vocab else None,
         rows_of=f"dataset '{vocab['dataset']}'" if vocab else "",
     )

@@ -12,7 +12,7 @@ from detectron2.config import configurable
 from torch import nn
 
 from .losses import image_logits, text_logits
-from .text_embeddings import check_text_embeddings, training_vocabulary, evaluation_vocabulary
+from .text_embeddings import check_text_embeddings, evaluation_vocabulary, training_vocabulary
 
 __all__ = ["ZeroShotClassifier"]
 
@@ -74,10 +74,14 @@ class ZeroShotClassifier(nn.Module):
         else:  # the image head: no background, an empty tensor keeps one scriptable type
             self.register_buffer("bg_embedding", torch.zeros(0), persistent=False)
         self.register_buffer("train_class_embeddings", train_class_embeddings, persistent=False)
-        self.register_buffer("train_base_mask", _mask_or_all(train_base_mask, num_classes), persistent=False)
+        self.register_buffer(
+            "train_base_mask", _mask_or_all(train_base_mask, num_classes), persistent=False
+        )
         self.register_buffer("test_class_embeddings", torch.empty(0, embed_dim), persistent=False)
         self.register_buffer("test_base_mask", torch.empty(0, dtype=torch.bool), persistent=False)
-        self.register_buffer("test_attribute_embeddings", torch.empty(0, embed_dim), persistent=False)
+        self.register_buffer(
+            "test_attribute_embeddings", torch.empty(0, embed_dim), persistent=False
+        )
         self.set_test_vocabulary(test_class_embeddings, test_base_mask)
 
     @classmethod
@@ -95,24 +99,33 @@ class ZeroShotClassifier(nn.Module):
         }
 
     @torch.jit.unused
-    def set_test_vocabulary(self, class_embeddings: torch.Tensor, base_mask: Optional[torch.Tensor] = None,
-                            attribute_embeddings: Optional[torch.Tensor] = None) -> None:
+    def set_test_vocabulary(
+        self,
+        class_embeddings: torch.Tensor,
+        base_mask: Optional[torch.Tensor] = None,
+        attribute_embeddings: Optional[torch.Tensor] = None,
+    ) -> None:
         """
         Use ``class_embeddings`` ([C, D], any norm; normalised here) in eval mode.
         ``base_mask`` ([C] bool, or [C * A] with attributes): which classes were base in
         training (ViLD-ensemble weighs them differently); default: every class novel.
         ``attribute_embeddings`` ([A, D]): score the C * A (noun, attribute) pairs instead.
         """
-        emb = check_text_embeddings(class_embeddings, name="test vocabulary", embed_dim=self.embed_dim)
+        emb = check_text_embeddings(
+            class_embeddings, name="test vocabulary", embed_dim=self.embed_dim
+        )
         attrs = torch.empty(0, self.embed_dim)
         if attribute_embeddings is not None:
-            attrs = check_text_embeddings(attribute_embeddings, name="attribute vocabulary", embed_dim=self.embed_dim)
+            attrs = check_text_embeddings(
+                attribute_embeddings, name="attribute vocabulary", embed_dim=self.embed_dim
+            )
         num_classes = emb.shape[0] * (attrs.shape[0] or 1)
         if base_mask is None:
             base_mask = torch.zeros(num_classes, dtype=torch.bool)
         if base_mask.shape != (num_classes,):
             raise ValueError(
-                f"test vocabulary: base_mask of shape {tuple(base_mask.shape)} for {num_classes} classes"
+                f"test vocabulary: base_mask of shape {tuple(base_mask.shape)} for"
+                f" {num_classes} classes"
             )
         device = self.projection.weight.device
         self.test_class_embeddings = emb.to(device)
@@ -135,31 +148,45 @@ class ZeroShotClassifier(nn.Module):
         """Region features [R, ...] -> unit-norm region embeddings e_r [R, D]."""
         return F.normalize(self.projection(x.flatten(1)), dim=1)
 
-    def logits(self, region_embeddings: torch.Tensor, class_embeddings: torch.Tensor,
-               base_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def logits(
+        self,
+        region_embeddings: torch.Tensor,
+        class_embeddings: torch.Tensor,
+        base_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """
         Unit-norm e_r [R, D] against unit-norm ``class_embeddings`` [C, D]: [R, C + 1]
         with a background (``base_mask`` [C] bool: False classes get -inf), else [R, C].
         """
         if self.use_background:
-            return text_logits(region_embeddings, class_embeddings, self.bg_embedding, self.temperature, base_mask)
+            return text_logits(
+                region_embeddings, class_embeddings, self.bg_embedding, self.temperature, base_mask
+            )
         return image_logits(region_embeddings, class_embeddings, self.temperature)
 
-    def factored_logits(self, region_embeddings: torch.Tensor, noun_embeddings: torch.Tensor,
-                        attribute_embeddings: torch.Tensor) -> torch.Tensor:
+    def factored_logits(
+        self,
+        region_embeddings: torch.Tensor,
+        noun_embeddings: torch.Tensor,
+        attribute_embeddings: torch.Tensor,
+    ) -> torch.Tensor:
         """
         log p(noun | r) + log p(attribute | r) for every pair: [R, N * A] (+ the background's
         log-probability as a last column with a background); pair ``n * A + a``.
         """
         nouns = F.log_softmax(self.logits(region_embeddings, noun_embeddings), dim=1)
-        attributes = F.log_softmax(image_logits(region_embeddings, attribute_embeddings, self.temperature), dim=1)
+        attributes = F.log_softmax(
+            image_logits(region_embeddings, attribute_embeddings, self.temperature), dim=1
+        )
         num_nouns = noun_embeddings.shape[0]
         pairs = (nouns[:, :num_nouns, None] + attributes[:, None, :]).flatten(1)
         if self.use_background:
             return torch.cat([pairs, nouns[:, num_nouns:]], dim=1)
         return pairs
 
-    def forward(self, x: torch.Tensor, class_embeddings: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, class_embeddings: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """
         Args:
             x: [R, ...] region features.
@@ -175,7 +202,9 @@ class ZeroShotClassifier(nn.Module):
         if self.training:
             return self.logits(e, self.train_class_embeddings, self.train_base_mask)
         if self.test_attribute_embeddings.shape[0] > 0:
-            return self.factored_logits(e, self.test_class_embeddings, self.test_attribute_embeddings)
+            return self.factored_logits(
+                e, self.test_class_embeddings, self.test_attribute_embeddings
+            )
         return self.logits(e, self.test_class_embeddings)
 
 

@@ -5,7 +5,16 @@ from .prompts import SINGLE_TEMPLATE, VILD_TEMPLATES, VocabularyInputError, enco
 from .region_encoder import crop_regions, encode_regions, reference_region_embeddings, scale_boxes
 
 __all__ = [
-    "CLIP_VIT_B_32", "build_clip", "load_clip", "save_clip_checkpoint", "SINGLE_TEMPLATE",
-    "VILD_TEMPLATES", "VocabularyInputError", "encode_vocabulary", "crop_regions",
-    "encode_regions", "reference_region_embeddings", "scale_boxes",
+    "CLIP_VIT_B_32",
+    "build_clip",
+    "load_clip",
+    "save_clip_checkpoint",
+    "SINGLE_TEMPLATE",
+    "VILD_TEMPLATES",
+    "VocabularyInputError",
+    "encode_vocabulary",
+    "crop_regions",
+    "encode_regions",
+    "reference_region_embeddings",
+    "scale_boxes",
 ]

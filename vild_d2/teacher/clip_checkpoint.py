@@ -10,9 +10,8 @@ the offline demo world and of the tests; ``save_clip_checkpoint`` writes it so t
 """
 
 import os
-from typing import Dict, Tuple, Union
-
 import warnings
+from typing import Dict, Tuple, Union
 
 import clip
 import clip.clip as clip_module
@@ -43,7 +42,10 @@ def build_clip(seed: int = 0, **shape) -> CLIP:
     ``transformer_width // 64``, so widths must be multiples of 64 to round-trip.
     """
     args = dict(CLIP_VIT_B_32, **shape)
-    if args["transformer_width"] % 64 or args["transformer_heads"] != args["transformer_width"] // 64:
+    if (
+        args["transformer_width"] % 64
+        or args["transformer_heads"] != args["transformer_width"] // 64
+    ):
         raise ValueError(
             f"transformer_width={args['transformer_width']} with transformer_heads="
             f"{args['transformer_heads']}: CLIP checkpoints imply heads = width // 64"
@@ -91,8 +93,7 @@ def load_clip(name_or_path: str, device: Union[str, torch.device] = "cpu"):
             ) from None
     else:
         raise FileNotFoundError(
-            f"CLIP teacher '{name_or_path}' is neither a file nor one of "
-            f"{clip.available_models()}"
+            f"CLIP teacher '{name_or_path}' is neither a file nor one of {clip.available_models()}"
         )
     state_dict = _read_state_dict(path)
     try:

@@ -64,8 +64,14 @@ def precompute_shard(
         seconds, images/s and regions/s.
     """
     dim = int(model.text_projection.shape[1])
-    create_region_store(store_dir, teacher=teacher_name, embed_dim=dim, crop_scales=scales,
-                        num_shards=world_size, extra=extra)
+    create_region_store(
+        store_dir,
+        teacher=teacher_name,
+        embed_dim=dim,
+        crop_scales=scales,
+        num_shards=world_size,
+        extra=extra,
+    )
     mine = worker_images(dataset_dicts, rank, world_size)
     stats = dict(images=0, already_done=0, regions=0, boxes_clipped=0, boxes_dropped=0)
     start = time.perf_counter()
@@ -78,12 +84,16 @@ def precompute_shard(
             try:
                 image = utils.read_image(d["file_name"], format="RGB")
             except Exception as e:
-                raise PrecomputeError(f"image id {d['image_id']}: cannot read {d['file_name']} ({e})") from None
+                raise PrecomputeError(
+                    f"image id {d['image_id']}: cannot read {d['file_name']} ({e})"
+                ) from None
             h, w = image.shape[:2]
             boxes = np.asarray(proposals(d, image), dtype=np.float32).reshape(-1, 4)
             clipped = clip_boxes_xyxy(boxes, (h, w))
             stats["boxes_clipped"] += int((clipped != boxes).any(axis=1).sum())
-            ok = ((clipped[:, 2] - clipped[:, 0]) >= min_box_size) & ((clipped[:, 3] - clipped[:, 1]) >= min_box_size)
+            ok = ((clipped[:, 2] - clipped[:, 0]) >= min_box_size) & (
+                (clipped[:, 3] - clipped[:, 1]) >= min_box_size
+            )
             stats["boxes_dropped"] += int((~ok).sum())
             kept = clipped[ok][:num_regions]
             tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))

@@ -15,7 +15,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-__all__ = ["VILD_TEMPLATES", "SINGLE_TEMPLATE", "fill_template", "encode_vocabulary", "VocabularyInputError"]
+__all__ = [
+    "VILD_TEMPLATES",
+    "SINGLE_TEMPLATE",
+    "fill_template",
+    "encode_vocabulary",
+    "VocabularyInputError",
+]
 
 VILD_TEMPLATES = [
     "There is {article} {} in the scene.",
@@ -153,14 +159,16 @@ def encode_vocabulary(
     prompts = [p for ps in per_class for p in ps]
     device = next(model.parameters()).device
     chunks = []
-    for start in tqdm(range(0, len(prompts), batch_size), desc="text prompts", unit="batch",
-                      disable=not progress):
-        tokens = clip.tokenize(prompts[start:start + batch_size], context_length=model.context_length,
-                               truncate=True).to(device)
+    for start in tqdm(
+        range(0, len(prompts), batch_size), desc="text prompts", unit="batch", disable=not progress
+    ):
+        tokens = clip.tokenize(
+            prompts[start : start + batch_size], context_length=model.context_length, truncate=True
+        ).to(device)
         chunks.append(F.normalize(model.encode_text(tokens).float(), dim=-1).cpu())
     per_prompt = torch.cat(chunks)
     out, start = [], 0
     for ps in per_class:
-        out.append(per_prompt[start:start + len(ps)].mean(dim=0))
+        out.append(per_prompt[start : start + len(ps)].mean(dim=0))
         start += len(ps)
     return F.normalize(torch.stack(out), dim=-1)

@@ -66,12 +66,16 @@ class FileProposals:
         mode = data.get("bbox_mode", BoxMode.XYXY_ABS)
         self.path, self.nms_thresh = path, nms_thresh
         self._by_id: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
-        for i, (image_id, boxes, logits) in enumerate(zip(data["ids"], data["boxes"], data["objectness_logits"])):
+        for i, (image_id, boxes, logits) in enumerate(
+            zip(data["ids"], data["boxes"], data["objectness_logits"])
+        ):
             boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
             logits = np.asarray(logits, dtype=np.float32).reshape(-1)
             if len(boxes) != len(logits):
-                raise ProposalError(f"{path}: image id {image_id} has {len(boxes)} boxes but "
-                                    f"{len(logits)} objectness logits")
+                raise ProposalError(
+                    f"{path}: image id {image_id} has {len(boxes)} boxes but "
+                    f"{len(logits)} objectness logits"
+                )
             boxes = BoxMode.convert(boxes, mode, BoxMode.XYXY_ABS) if len(boxes) else boxes
             key = _id_key(image_id)
             if key in self._by_id:
@@ -82,13 +86,16 @@ class FileProposals:
         """ProposalError naming the first image id that has no proposals in the file."""
         missing = [i for i in image_ids if _id_key(i) not in self._by_id]
         if missing:
-            raise ProposalError(f"{self.path}: no proposals for {len(missing)} image(s), e.g. image id "
-                                f"{missing[0]}")
+            raise ProposalError(
+                f"{self.path}: no proposals for {len(missing)} image(s), e.g. image id {missing[0]}"
+            )
 
     def __call__(self, dataset_dict: dict, image: np.ndarray) -> np.ndarray:
         key = _id_key(dataset_dict["image_id"])
         if key not in self._by_id:
-            raise ProposalError(f"{self.path}: no proposals for image id {dataset_dict['image_id']}")
+            raise ProposalError(
+                f"{self.path}: no proposals for image id {dataset_dict['image_id']}"
+            )
         boxes, logits = self._by_id[key]
         return boxes[nms_order(boxes, logits, self.nms_thresh)]
 
@@ -106,13 +113,17 @@ class RPNProposals:
     """
 
     def __init__(self, cfg):
-        if cfg.SEED >= 0:  # the same initial weights in every worker for weights MODEL.WEIGHTS lacks
+        if (
+            cfg.SEED >= 0
+        ):  # the same initial weights in every worker for weights MODEL.WEIGHTS lacks
             seed_all_rng(cfg.SEED)
         self.model = build_model(cfg).eval()
         if getattr(self.model, "proposal_generator", None) is None:
             raise ProposalError(f"{cfg.MODEL.META_ARCHITECTURE} has no proposal generator (RPN)")
         if not cfg.MODEL.WEIGHTS:
-            logger.warning("MODEL.WEIGHTS is empty: the RPN's proposals are those of random weights")
+            logger.warning(
+                "MODEL.WEIGHTS is empty: the RPN's proposals are those of random weights"
+            )
         DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT

@@ -21,8 +21,14 @@ import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 __all__ = [
-    "CLIP_MEAN", "CLIP_STD", "scale_boxes", "central_squares", "crop_regions", "crop_batch",
-    "encode_regions", "reference_region_embeddings",
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "scale_boxes",
+    "central_squares",
+    "crop_regions",
+    "crop_batch",
+    "encode_regions",
+    "reference_region_embeddings",
 ]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -42,9 +48,15 @@ def scale_boxes(boxes: torch.Tensor, scale, image_size: Tuple[int, int]) -> torc
     cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
     hw, hh = (boxes[:, 2] - boxes[:, 0]) * scale / 2, (boxes[:, 3] - boxes[:, 1]) * scale / 2
     h, w = image_size
-    return torch.stack([
-        (cx - hw).clamp(0, w), (cy - hh).clamp(0, h), (cx + hw).clamp(0, w), (cy + hh).clamp(0, h)
-    ], dim=1)
+    return torch.stack(
+        [
+            (cx - hw).clamp(0, w),
+            (cy - hh).clamp(0, h),
+            (cx + hw).clamp(0, w),
+            (cy + hh).clamp(0, h),
+        ],
+        dim=1,
+    )
 
 
 def central_squares(boxes: torch.Tensor) -> torch.Tensor:
@@ -70,10 +82,14 @@ def crop_regions(
     h, w = image.shape[-2:]
     boxes = boxes.to(image.device, torch.float32)
     all_boxes = torch.cat([scale_boxes(boxes, s, (h, w)) for s in scales])
-    return crop_batch(image.unsqueeze(0), all_boxes, torch.zeros(len(all_boxes), dtype=torch.long), size)
+    return crop_batch(
+        image.unsqueeze(0), all_boxes, torch.zeros(len(all_boxes), dtype=torch.long), size
+    )
 
 
-def crop_batch(images: torch.Tensor, boxes: torch.Tensor, image_index: torch.Tensor, size: int) -> torch.Tensor:
+def crop_batch(
+    images: torch.Tensor, boxes: torch.Tensor, image_index: torch.Tensor, size: int
+) -> torch.Tensor:
     """
     The crop of :func:`crop_regions` for boxes of several same-size images at once.
 
@@ -85,10 +101,21 @@ def crop_batch(images: torch.Tensor, boxes: torch.Tensor, image_index: torch.Ten
     Returns:
         [K, 3, size, size] float: each box's central square, resampled, CLIP-normalised.
     """
-    rois = torch.cat([image_index.to(images.device, torch.float32)[:, None],
-                      central_squares(boxes.to(images.device, torch.float32))], dim=1)
-    crops = roi_align(images.float() / 255.0, rois, output_size=size, spatial_scale=1.0,
-                      sampling_ratio=0, aligned=True)
+    rois = torch.cat(
+        [
+            image_index.to(images.device, torch.float32)[:, None],
+            central_squares(boxes.to(images.device, torch.float32)),
+        ],
+        dim=1,
+    )
+    crops = roi_align(
+        images.float() / 255.0,
+        rois,
+        output_size=size,
+        spatial_scale=1.0,
+        sampling_ratio=0,
+        aligned=True,
+    )
     mean = torch.tensor(CLIP_MEAN, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD, device=images.device).view(1, 3, 1, 1)
     return (crops - mean) / std
@@ -117,17 +144,24 @@ def encode_regions(
     dtype = next(model.visual.parameters()).dtype
     n = len(boxes)
     crops = crop_regions(image.to(device), boxes, scales, model.visual.input_resolution)
-    feats = torch.cat([
-        model.encode_image(crops[i:i + batch_size].to(dtype)).float()
-        for i in range(0, len(crops), batch_size)
-    ]) if n else torch.zeros(0, model.text_projection.shape[1], device=device)
+    feats = (
+        torch.cat(
+            [
+                model.encode_image(crops[i : i + batch_size].to(dtype)).float()
+                for i in range(0, len(crops), batch_size)
+            ]
+        )
+        if n
+        else torch.zeros(0, model.text_projection.shape[1], device=device)
+    )
     summed = feats.view(len(scales), n, -1).sum(dim=0)
     return F.normalize(summed, dim=-1).cpu()
 
 
 @torch.no_grad()
-def reference_region_embeddings(model, preprocess, pil_image, boxes: np.ndarray,
-                                scales: Sequence[float] = (1.0, 1.5)) -> torch.Tensor:
+def reference_region_embeddings(
+    model, preprocess, pil_image, boxes: np.ndarray, scales: Sequence[float] = (1.0, 1.5)
+) -> torch.Tensor:
     """
     The slow path, for verification: per region and scale, ``PIL.Image.crop`` of the
     scaled box and the ``clip`` package's ``preprocess``. Same output as encode_regions.

@@ -27,8 +27,12 @@ __all__ = ["jitter_boxes", "train_clip_on_crops", "zero_shot_accuracy"]
 logger = logging.getLogger(__name__)
 
 
-def jitter_boxes(boxes: torch.Tensor, gen: torch.Generator, shift: float = 0.15,
-                 scale: Sequence[float] = (0.8, 1.25)) -> torch.Tensor:
+def jitter_boxes(
+    boxes: torch.Tensor,
+    gen: torch.Generator,
+    shift: float = 0.15,
+    scale: Sequence[float] = (0.8, 1.25),
+) -> torch.Tensor:
     """
     Args:
         boxes: [n, 4] XYXY pixels.
@@ -48,8 +52,10 @@ def jitter_boxes(boxes: torch.Tensor, gen: torch.Generator, shift: float = 0.15,
     return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1)
 
 
-def _scale_and_clip(boxes: torch.Tensor, scales: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Each box enlarged by its own factor about its centre (as :func:`scale_boxes`), clipped, >= 1 px."""
+def _scale_and_clip(
+    boxes: torch.Tensor, scales: torch.Tensor, height: int, width: int
+) -> torch.Tensor:
+    """Each box enlarged by its own factor about its centre (as :func:`scale_boxes`), clipped."""
     out = scale_boxes(boxes, scales, (height, width))
     out[:, 2] = torch.maximum(out[:, 2], (out[:, 0] + 1).clamp(max=width))
     out[:, 3] = torch.maximum(out[:, 3], (out[:, 1] + 1).clamp(max=height))
@@ -114,7 +120,11 @@ def train_clip_on_crops(
     opt = _adamw(model.parameters(), lr=lr, weight_decay=weight_decay)
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        opt,
+        lambda s: min(1.0, (s + 1) / warmup)
+        * 0.5
+        * (1 + math.cos(math.pi * min(s, steps) / steps)),
+    )
     model.train()
     history, run_loss, run_acc = [], 0.0, 0.0
     size = model.visual.input_resolution
@@ -128,8 +138,12 @@ def train_clip_on_crops(
         b = _scale_and_clip(b, s, height, width)
         crops = crop_batch(stacked[used], b, index, size).to(device)
         targets = all_labels[chosen].to(device)
-        prompts = [fill_template(pick.choice(list(templates)), n.replace("_", " ")) for n in class_names]
-        tokens = clip.tokenize(prompts, context_length=model.context_length, truncate=True).to(device)
+        prompts = [
+            fill_template(pick.choice(list(templates)), n.replace("_", " ")) for n in class_names
+        ]
+        tokens = clip.tokenize(prompts, context_length=model.context_length, truncate=True).to(
+            device
+        )
         img = F.normalize(model.encode_image(crops), dim=-1)
         txt = F.normalize(model.encode_text(tokens), dim=-1)
         logits = model.logit_scale.exp().clamp(max=100) * img @ txt.t()  # [B, C]
@@ -137,7 +151,9 @@ def train_clip_on_crops(
         present = targets.unique()
         positives = targets[None, :] == present[:, None]  # [P, B]
         t2i = logits.t()[present]  # [P, B]
-        loss_t2i = (torch.logsumexp(t2i, dim=1) - torch.logsumexp(t2i.masked_fill(~positives, -1e4), dim=1)).mean()
+        loss_t2i = (
+            torch.logsumexp(t2i, dim=1) - torch.logsumexp(t2i.masked_fill(~positives, -1e4), dim=1)
+        ).mean()
         loss = (loss_i2t + loss_t2i) / 2
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -147,8 +163,14 @@ def train_clip_on_crops(
         run_acc += float((logits.argmax(1) == targets).float().mean())
         if (step + 1) % 50 == 0 or step + 1 == steps:
             k = (step % 50) + 1
-            history.append({"step": step + 1, "loss": run_loss / k, "train_acc": run_acc / k,
-                            "seconds": time.perf_counter() - start})
+            history.append(
+                {
+                    "step": step + 1,
+                    "loss": run_loss / k,
+                    "train_acc": run_acc / k,
+                    "seconds": time.perf_counter() - start,
+                }
+            )
             bar.set_postfix(loss=f"{run_loss / k:.3f}", acc=f"{run_acc / k:.2f}")
             run_loss, run_acc = 0.0, 0.0
     model.eval()
@@ -194,8 +216,15 @@ def zero_shot_accuracy(
     def pct(mask):
         return float(100 * correct[mask].mean()) if mask.any() else float("nan")
 
-    out = {"accuracy": pct(torch.ones_like(novel)), "accuracy_novel": pct(novel),
-           "accuracy_base": pct(~novel), "boxes": int(len(truth)), "novel_boxes": int(novel.sum())}
+    out = {
+        "accuracy": pct(torch.ones_like(novel)),
+        "accuracy_novel": pct(novel),
+        "accuracy_base": pct(~novel),
+        "boxes": int(len(truth)),
+        "novel_boxes": int(novel.sum()),
+    }
     for name, ids in (groups or {}).items():
-        out[f"accuracy_{name}"] = pct(torch.isin(truth, torch.as_tensor(list(ids), dtype=truth.dtype)))
+        out[f"accuracy_{name}"] = pct(
+            torch.isin(truth, torch.as_tensor(list(ids), dtype=truth.dtype))
+        )
     return out

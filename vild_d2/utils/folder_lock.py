@@ -38,8 +38,9 @@ def lock_folder(folder: str, what: str):
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise FolderBusyError(f"{folder} is in use by {holder}; wait for it to end or choose another "
-                              "output folder") from None
+        raise FolderBusyError(
+            f"{folder} is in use by {holder}; wait for it to end or choose another output folder"
+        ) from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()} ({what})\n")

@@ -35,23 +35,38 @@ def pick_images(dataset_name: str, num_images: int) -> List[dict]:
 
     def num_novel(d):
         return sum(a["category_id"] in novel for a in d.get("annotations", []))
+
     order = sorted(range(len(dicts)), key=lambda i: (-num_novel(dicts[i]), i))
     return [dicts[i] for i in order[:num_images]]
 
 
-def _draw(bgr: np.ndarray, boxes, masks, classes: List[int], scores, class_names: Sequence[str],
-          novel: set, scale: float) -> np.ndarray:
+def _draw(
+    bgr: np.ndarray,
+    boxes,
+    masks,
+    classes: List[int],
+    scores,
+    class_names: Sequence[str],
+    novel: set,
+    scale: float,
+) -> np.ndarray:
     """
     One image (RGB array) with boxes [n, 4] XYXY, masks (bitmaps or polygons) and names.
     Masks are drawn as outlines, not filled, so that each object's own colour (in the
     shapes world, half of its class) stays visible.
     """
-    labels = [f"{class_names[c]}{' (novel)' if c in novel else ''}" + (f" {s:.0%}" if s is not None else "")
-              for c, s in zip(classes, scores)]
+    labels = [
+        f"{class_names[c]}{' (novel)' if c in novel else ''}"
+        + (f" {s:.0%}" if s is not None else "")
+        for c, s in zip(classes, scores)
+    ]
     colours = [NOVEL_COLOUR if c in novel else BASE_COLOUR for c in classes]
     vis = Visualizer(bgr[:, :, ::-1], scale=scale)
-    vis.overlay_instances(boxes=boxes if len(classes) else None, labels=labels or None,
-                          assigned_colors=colours or None)
+    vis.overlay_instances(
+        boxes=boxes if len(classes) else None,
+        labels=labels or None,
+        assigned_colors=colours or None,
+    )
     for mask, colour in zip(masks if masks is not None else [], colours):
         polygons = mask if isinstance(mask, list) else GenericMask(mask, *bgr.shape[:2]).polygons
         for poly in polygons:
@@ -64,14 +79,22 @@ def _truth_tiles(dicts: Sequence[dict], images, class_names, novel, scale) -> Li
     tiles = []
     for d, bgr in zip(dicts, images):
         anns = d.get("annotations", [])
-        boxes = np.array([BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns])
-        masks = [a["segmentation"] for a in anns] if all("segmentation" in a for a in anns) else None
+        boxes = np.array(
+            [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns]
+        )
+        masks = (
+            [a["segmentation"] for a in anns] if all("segmentation" in a for a in anns) else None
+        )
         classes = [a["category_id"] for a in anns]
-        tiles.append(_draw(bgr, boxes, masks, classes, [None] * len(anns), class_names, novel, scale))
+        tiles.append(
+            _draw(bgr, boxes, masks, classes, [None] * len(anns), class_names, novel, scale)
+        )
     return tiles
 
 
-def _detection_tiles(cfg, images, class_names, novel, score_threshold, scale, vocabulary=None) -> List[np.ndarray]:
+def _detection_tiles(
+    cfg, images, class_names, novel, score_threshold, scale, vocabulary=None
+) -> List[np.ndarray]:
     """
     The detections of the model of ``cfg`` drawn on each BGR image, as RGB arrays;
     ``vocabulary`` (a :class:`vild_d2.inference.Vocabulary` of the dataset's classes, in
@@ -79,24 +102,43 @@ def _detection_tiles(cfg, images, class_names, novel, score_threshold, scale, vo
     """
     predictor = DefaultPredictor(cfg)  # loads cfg.MODEL.WEIGHTS
     if vocabulary is not None:
-        predictor.model.set_vocabulary(vocabulary.embeddings, vocabulary.base_mask, vocabulary.attribute_embeddings)
+        predictor.model.set_vocabulary(
+            vocabulary.embeddings, vocabulary.base_mask, vocabulary.attribute_embeddings
+        )
     tiles = []
     for bgr in images:
         with torch.no_grad():
             inst = predictor(bgr)["instances"].to("cpu")
         inst = inst[inst.scores >= score_threshold]
         masks = inst.pred_masks.numpy() if inst.has("pred_masks") else None
-        tiles.append(_draw(bgr, inst.pred_boxes.tensor.numpy(), masks, inst.pred_classes.tolist(),
-                           inst.scores.tolist(), class_names, novel, scale))
+        tiles.append(
+            _draw(
+                bgr,
+                inst.pred_boxes.tensor.numpy(),
+                masks,
+                inst.pred_classes.tolist(),
+                inst.scores.tolist(),
+                class_names,
+                novel,
+                scale,
+            )
+        )
     return tiles
 
 
-def draw_detections(models: Sequence[Tuple[str, object]], dataset_name: str, out_path: str,
-                    num_images: int = 4, score_threshold: float = 0.3, scale: float = 2.0) -> str:
+def draw_detections(
+    models: Sequence[Tuple[str, object]],
+    dataset_name: str,
+    out_path: str,
+    num_images: int = 4,
+    score_threshold: float = 0.3,
+    scale: float = 2.0,
+) -> str:
     """
     Run each model on the same ``num_images`` images of ``dataset_name`` (those with the
     most novel objects, :func:`pick_images`) and write one PNG: the ground truth, then a
-    row per model, titled, with boxes, masks and class names of detections scoring at least ``score_threshold``;
+    row per model, titled, with boxes, masks and class names of detections scoring at least
+    ``score_threshold``;
     novel categories are drawn in magenta and named "(novel)".
 
     Args:
@@ -115,10 +157,18 @@ def draw_detections(models: Sequence[Tuple[str, object]], dataset_name: str, out
     rows = []
     titled = [("ground truth", _truth_tiles(dicts, images, names, novel, scale))]
     for title, cfg, *vocabulary in models:
-        titled.append((title, _detection_tiles(cfg, images, names, novel, score_threshold, scale, *vocabulary)))
+        titled.append(
+            (
+                title,
+                _detection_tiles(cfg, images, names, novel, score_threshold, scale, *vocabulary),
+            )
+        )
     for title, tiles in titled:
         height = max(t.shape[0] for t in tiles)
-        tiles = [np.pad(t, ((0, height - t.shape[0]), (0, 4), (0, 0)), constant_values=255) for t in tiles]
+        tiles = [
+            np.pad(t, ((0, height - t.shape[0]), (0, 4), (0, 0)), constant_values=255)
+            for t in tiles
+        ]
         row = np.concatenate(tiles, axis=1)
         strip = Image.new("RGB", (row.shape[1], TITLE_HEIGHT), "white")
         ImageDraw.Draw(strip).text((4, 3), title, fill="black")

@@ -5,7 +5,7 @@ dataset whose files are missing fails with a clear error only when it is used.
 
     shapes_world_{train,val}   shapes_world/annotations/{train,val}.json, shapes_world/{train,val}/
     shapes_world_train_ov      shapes_world_train without the rare (= novel) annotations
-    shapes_world_transfer      shapes_world/annotations/transfer.json: another vocabulary (24 classes)
+    shapes_world_transfer      shapes_world/annotations/transfer.json: another vocabulary (24)
     lvis_v1_train_ov           lvis/lvis_v1_train.json (rare annotations removed), coco/
     lvis_v1_val                detectron2's registration + open-vocabulary metadata
     coco_2017_train_ov         coco/annotations/instances_train2017.json, coco/train2017/ (48 base)
@@ -33,20 +33,30 @@ def register_all_builtin() -> None:
     registered = set(DatasetCatalog.list())
     root = shapes_world_root()
     # (name, split json, remove the novel = rare annotations)
-    for name, split, base_only in (("shapes_world_train", "train", False),
-                                   ("shapes_world_train_ov", "train", True),
-                                   ("shapes_world_val", "val", False),
-                                   ("shapes_world_transfer", "transfer", False)):
+    for name, split, base_only in (
+        ("shapes_world_train", "train", False),
+        ("shapes_world_train_ov", "train", True),
+        ("shapes_world_val", "val", False),
+        ("shapes_world_transfer", "transfer", False),
+    ):
         if name not in registered:
-            register_lvis_format(name, os.path.join(root, "annotations", f"{split}.json"), root,
-                                 novel_frequencies=("r",), remove_novel_annotations=base_only)
+            register_lvis_format(
+                name,
+                os.path.join(root, "annotations", f"{split}.json"),
+                root,
+                novel_frequencies=("r",),
+                remove_novel_annotations=base_only,
+            )
 
     root = datasets_root()
     if "lvis_v1_train_ov" not in registered:
         register_lvis_v1_ov(
             "lvis_v1_train_ov",
             "lvis_v1_val",
-            {split: os.path.join(root, "lvis", f"lvis_v1_{split}.json") for split in ("train", "val")},
+            {
+                split: os.path.join(root, "lvis", f"lvis_v1_{split}.json")
+                for split in ("train", "val")
+            },
             os.path.join(root, "coco"),
         )
     for split, train in (("train", True), ("val", False)):

@@ -17,28 +17,91 @@ from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from .lvis_format import check_box
 
 __all__ = [
-    "COCO_OV_BASE", "COCO_OV_NOVEL", "coco_ov_metadata", "load_coco_ov_json", "register_coco_ov",
+    "COCO_OV_BASE",
+    "COCO_OV_NOVEL",
+    "coco_ov_metadata",
+    "load_coco_ov_json",
+    "register_coco_ov",
 ]
 
 # Category names as in COCO 2017's json.
 COCO_OV_BASE = [
-    "person", "bicycle", "car", "motorcycle", "train", "truck", "boat", "bench", "bird",
-    "horse", "sheep", "bear", "zebra", "giraffe", "backpack", "handbag", "suitcase",
-    "frisbee", "skis", "kite", "surfboard", "bottle", "fork", "spoon", "bowl", "banana",
-    "apple", "sandwich", "orange", "broccoli", "carrot", "pizza", "donut", "chair", "bed",
-    "toilet", "tv", "laptop", "mouse", "remote", "microwave", "oven", "toaster",
-    "refrigerator", "book", "clock", "vase", "toothbrush",
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "train",
+    "truck",
+    "boat",
+    "bench",
+    "bird",
+    "horse",
+    "sheep",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "handbag",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "kite",
+    "surfboard",
+    "bottle",
+    "fork",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "pizza",
+    "donut",
+    "chair",
+    "bed",
+    "toilet",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "microwave",
+    "oven",
+    "toaster",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "toothbrush",
 ]
 COCO_OV_NOVEL = [
-    "airplane", "bus", "cat", "dog", "cow", "elephant", "umbrella", "tie", "snowboard",
-    "skateboard", "cup", "knife", "cake", "couch", "keyboard", "sink", "scissors",
+    "airplane",
+    "bus",
+    "cat",
+    "dog",
+    "cow",
+    "elephant",
+    "umbrella",
+    "tie",
+    "snowboard",
+    "skateboard",
+    "cup",
+    "knife",
+    "cake",
+    "couch",
+    "keyboard",
+    "sink",
+    "scissors",
 ]
 
 
 def coco_ov_metadata() -> Dict[str, object]:
     """thing_classes (65, COCO id order), thing_dataset_id_to_contiguous_id, novel_class_ids."""
     wanted = set(COCO_OV_BASE) | set(COCO_OV_NOVEL)
-    cats = sorted((c for c in COCO_CATEGORIES if c["isthing"] and c["name"] in wanted), key=lambda c: c["id"])
+    cats = sorted(
+        (c for c in COCO_CATEGORIES if c["isthing"] and c["name"] in wanted), key=lambda c: c["id"]
+    )
     assert len(cats) == 65, "detectron2's COCO category names changed"
     novel = set(COCO_OV_NOVEL)
     return {
@@ -57,7 +120,9 @@ def load_coco_ov_json(json_file: str, image_root: str, keep_novel: bool) -> List
     meta = coco_ov_metadata()
     id_map = meta["thing_dataset_id_to_contiguous_id"]
     novel = set(meta["novel_class_ids"])
-    dicts = load_coco_json(json_file, image_root, extra_annotation_keys=["id"])  # no name: COCO ids kept
+    dicts = load_coco_json(
+        json_file, image_root, extra_annotation_keys=["id"]
+    )  # no name: COCO ids kept
     for d in dicts:
         annos = []
         for a in d.get("annotations", []):
@@ -76,8 +141,12 @@ def register_coco_ov(name: str, json_file: str, image_root: str, train: bool) ->
     ``source_json_file``, not ``json_file``: evaluation must use the 65-category ground
     truth, which COCOEvaluator derives from the registered dicts.
     """
-    DatasetCatalog.register(name, lambda: load_coco_ov_json(json_file, image_root, keep_novel=not train))
+    DatasetCatalog.register(
+        name, lambda: load_coco_ov_json(json_file, image_root, keep_novel=not train)
+    )
     MetadataCatalog.get(name).set(
-        source_json_file=json_file, image_root=image_root, evaluator_type="coco_ov",
+        source_json_file=json_file,
+        image_root=image_root,
+        evaluator_type="coco_ov",
         **coco_ov_metadata(),
     )

@@ -20,8 +20,13 @@ from detectron2.structures import BoxMode
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "load_image_list", "load_lvis_format_json", "register_lvis_format", "lvis_format_metadata", "remove_annotations_of",
-    "check_box", "DatasetFormatError",
+    "load_image_list",
+    "load_lvis_format_json",
+    "register_lvis_format",
+    "lvis_format_metadata",
+    "remove_annotations_of",
+    "check_box",
+    "DatasetFormatError",
 ]
 
 REQUIRED_KEYS = {
@@ -46,7 +51,9 @@ def _read_json(json_file: str) -> dict:
         with open(json_file, encoding="utf-8") as f:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetFormatError(f"{json_file}: not valid JSON (truncated or garbage?): {e}") from None
+        raise DatasetFormatError(
+            f"{json_file}: not valid JSON (truncated or garbage?): {e}"
+        ) from None
     if not isinstance(data, dict):
         raise DatasetFormatError(f"{json_file}: holds a JSON {type(data).__name__}, not an object")
     for section, keys in REQUIRED_KEYS.items():
@@ -107,8 +114,14 @@ def load_image_list(json_file: str, image_root: str) -> List[dict]:
         missing = [k for k in REQUIRED_KEYS["images"] if k not in img]
         if missing:
             raise DatasetFormatError(f"{json_file}: image id={img.get('id')} lacks {missing}")
-        out.append({"file_name": _image_path(image_root, img), "image_id": img["id"],
-                    "height": img["height"], "width": img["width"]})
+        out.append(
+            {
+                "file_name": _image_path(image_root, img),
+                "image_id": img["id"],
+                "height": img["height"],
+                "width": img["width"],
+            }
+        )
     return out
 
 
@@ -116,11 +129,16 @@ def check_box(json_file: str, ann: dict) -> None:
     """Refuse a bbox that is not 4 finite numbers with positive width and height (XYWH)."""
     box = ann["bbox"]
     ok = isinstance(box, (list, tuple)) and len(box) == 4
-    ok = ok and all(isinstance(v, (int, float)) and math.isfinite(v) for v in box) and box[2] > 0 and box[3] > 0
+    ok = (
+        ok
+        and all(isinstance(v, (int, float)) and math.isfinite(v) for v in box)
+        and box[2] > 0
+        and box[3] > 0
+    )
     if not ok:
         raise DatasetFormatError(
-            f"{json_file}: annotation id={ann['id']} has bbox {box!r}; expected [x, y, width, height] "
-            "with width and height > 0"
+            f"{json_file}: annotation id={ann['id']} has bbox {box!r}; expected [x, y, width,"
+            " height] with width and height > 0"
         )
 
 
@@ -182,10 +200,13 @@ def load_lvis_format_json(json_file: str, image_root: str) -> List[dict]:
                 "iscrowd": 0,
             }
             if "segmentation" in ann:
-                if isinstance(ann["segmentation"], dict):  # RLE (e.g. a crowd region converted from COCO)
+                if isinstance(
+                    ann["segmentation"], dict
+                ):  # RLE (e.g. a crowd region converted from COCO)
                     raise DatasetFormatError(
-                        f"{json_file}: annotation id={ann['id']} has an RLE segmentation; LVIS-format "
-                        "files here hold polygons (convert it, or drop the annotation)"
+                        f"{json_file}: annotation id={ann['id']} has an RLE segmentation;"
+                        " LVIS-format files here hold polygons (convert it, or drop the"
+                        " annotation)"
                     )
                 polygons = [p for p in ann["segmentation"] if len(p) % 2 == 0 and len(p) >= 6]
                 if not polygons:
@@ -227,7 +248,10 @@ def register_lvis_format(
     )
     extra = {"novel_frequencies": list(novel_frequencies)} if novel_frequencies else {}
     MetadataCatalog.get(name).set(
-        json_file=json_file, image_root=image_root, evaluator_type="lvis", **extra,
+        json_file=json_file,
+        image_root=image_root,
+        evaluator_type="lvis",
+        **extra,
         **(metadata or {}),
     )
 
@@ -250,7 +274,9 @@ def _load_and_set_metadata(
     return dicts
 
 
-def novel_ids_by_frequency(class_frequency: Sequence[str], novel_frequencies: Sequence[str]) -> List[int]:
+def novel_ids_by_frequency(
+    class_frequency: Sequence[str], novel_frequencies: Sequence[str]
+) -> List[int]:
     """Contiguous ids of the classes whose LVIS frequency is one of ``novel_frequencies``."""
     return [i for i, f in enumerate(class_frequency) if f in novel_frequencies]
 
@@ -264,4 +290,6 @@ def ensure_lvis_metadata(name: str) -> None:
     if not hasattr(meta, "thing_classes"):
         meta.set(**lvis_format_metadata(_read_json(meta.json_file)["categories"]))
     if hasattr(meta, "novel_frequencies") and not hasattr(meta, "novel_class_ids"):
-        meta.set(novel_class_ids=novel_ids_by_frequency(meta.class_frequency, meta.novel_frequencies))
+        meta.set(
+            novel_class_ids=novel_ids_by_frequency(meta.class_frequency, meta.novel_frequencies)
+        )

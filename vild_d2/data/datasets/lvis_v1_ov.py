@@ -35,7 +35,9 @@ def load_lvis_v1_train_ov(json_file: str, image_root: str) -> List[dict]:
     return remove_annotations_of(dicts, lvis_v1_ov_metadata()["novel_class_ids"])
 
 
-def register_lvis_v1_ov(train_name: str, val_name: str, json_files: Dict[str, str], image_root: str) -> None:
+def register_lvis_v1_ov(
+    train_name: str, val_name: str, json_files: Dict[str, str], image_root: str
+) -> None:
     """
     Register ``train_name`` (rare annotations removed) and give ``val_name`` (all
     categories) the open-vocabulary metadata; ``val_name`` is registered with vild_d2's
@@ -49,7 +51,9 @@ def register_lvis_v1_ov(train_name: str, val_name: str, json_files: Dict[str, st
         json_file=json_files["train"], image_root=image_root, evaluator_type="lvis", **meta
     )
     if val_name not in DatasetCatalog.list():
-        DatasetCatalog.register(val_name, lambda: load_lvis_format_json(json_files["val"], image_root))
+        DatasetCatalog.register(
+            val_name, lambda: load_lvis_format_json(json_files["val"], image_root)
+        )
         MetadataCatalog.get(val_name).set(
             json_file=json_files["val"], image_root=image_root, evaluator_type="lvis"
         )

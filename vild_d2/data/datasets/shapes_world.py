@@ -47,9 +47,21 @@ from shapely.geometry import Polygon
 from shapely.geometry import box as shapely_box
 
 __all__ = [
-    "SHAPES", "COLOURS", "WORLD_VERSION", "ShapesWorldSpec", "generate_shapes_world", "category_names",
-    "designed_novel_ids", "concept_novel_ids", "novel_kinds", "render_scene", "scene_categories",
-    "scene_plan", "spec_from_json", "TRANSFER_COLOURS", "transfer_category_names",
+    "SHAPES",
+    "COLOURS",
+    "WORLD_VERSION",
+    "ShapesWorldSpec",
+    "generate_shapes_world",
+    "category_names",
+    "designed_novel_ids",
+    "concept_novel_ids",
+    "novel_kinds",
+    "render_scene",
+    "scene_categories",
+    "scene_plan",
+    "spec_from_json",
+    "TRANSFER_COLOURS",
+    "transfer_category_names",
     "generate_transfer_split",
 ]
 
@@ -58,8 +70,13 @@ WORLD_VERSION = 3
 
 
 def _heart(n: int = 40) -> List[Tuple[float, float]]:
-    pts = [(16 * math.sin(t) ** 3, -(13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)))
-           for t in (2 * math.pi * k / n for k in range(n))]
+    pts = [
+        (
+            16 * math.sin(t) ** 3,
+            -(13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)),
+        )
+        for t in (2 * math.pi * k / n for k in range(n))
+    ]
     cy = (max(y for _, y in pts) + min(y for _, y in pts)) / 2
     r = max(math.hypot(x, y - cy) for x, y in pts)
     return [(x / r, (y - cy) / r) for x, y in pts]
@@ -71,16 +88,38 @@ SHAPES: Dict[str, List[Tuple[float, float]]] = {
     "square": [(-0.8, -0.8), (0.8, -0.8), (0.8, 0.8), (-0.8, 0.8)],
     "triangle": [(0.0, -1.0), (0.87, 0.5), (-0.87, 0.5)],
     "star": [
-        ((1.0 if k % 2 == 0 else 0.45) * math.sin(math.pi * k / 5),
-         -(1.0 if k % 2 == 0 else 0.45) * math.cos(math.pi * k / 5))
+        (
+            (1.0 if k % 2 == 0 else 0.45) * math.sin(math.pi * k / 5),
+            -(1.0 if k % 2 == 0 else 0.45) * math.cos(math.pi * k / 5),
+        )
         for k in range(10)
     ],
-    "cross": [(-0.3, -1), (0.3, -1), (0.3, -0.3), (1, -0.3), (1, 0.3), (0.3, 0.3), (0.3, 1),
-              (-0.3, 1), (-0.3, 0.3), (-1, 0.3), (-1, -0.3), (-0.3, -0.3)],
+    "cross": [
+        (-0.3, -1),
+        (0.3, -1),
+        (0.3, -0.3),
+        (1, -0.3),
+        (1, 0.3),
+        (0.3, 0.3),
+        (0.3, 1),
+        (-0.3, 1),
+        (-0.3, 0.3),
+        (-1, 0.3),
+        (-1, -0.3),
+        (-0.3, -0.3),
+    ],
     "hexagon": [(math.cos(math.pi * k / 3), math.sin(math.pi * k / 3)) for k in range(6)],
     # the default concept shapes (no base category has them)
     "heart": _heart(),
-    "arrow": [(-1.0, -0.28), (0.15, -0.28), (0.15, -0.7), (1.0, 0.0), (0.15, 0.7), (0.15, 0.28), (-1.0, 0.28)],
+    "arrow": [
+        (-1.0, -0.28),
+        (0.15, -0.28),
+        (0.15, -0.7),
+        (1.0, 0.0),
+        (0.15, 0.7),
+        (0.15, 0.28),
+        (-1.0, 0.28),
+    ],
 }
 BASE_SHAPES = ("circle", "square", "triangle", "star", "cross", "hexagon")
 
@@ -105,7 +144,9 @@ class ShapesWorldSpec:
     image_size: int = 128
     objects_per_image: Tuple[int, int] = (2, 5)  # inclusive range
     object_size: Tuple[int, int] = (14, 40)  # radius range, pixels
-    max_occlusion: float = 0.35  # at most this fraction of an object hidden by later ones; 0: none touch
+    max_occlusion: float = (
+        0.35  # at most this fraction of an object hidden by later ones; 0: none touch
+    )
     max_tilt: float = 180.0  # degrees: objects are rotated uniformly in [-max_tilt, max_tilt]
     textured: bool = True  # textured backgrounds (else flat colour + noise)
     num_novel: int = 10  # compositional novel categories (new pairs of base shapes and colours)
@@ -113,8 +154,14 @@ class ShapesWorldSpec:
     base_zipf: float = 0.8  # base categories' training frequency ~ rank^-base_zipf
     shapes: Sequence[str] = BASE_SHAPES  # shapes of the base (and compositional novel) categories
     colours: Sequence[str] = tuple(COLOURS)
-    concept_shapes: Sequence[str] = ("heart", "arrow")  # new concepts: all their categories are novel
-    concept_unannotated_images: Tuple[int, int] = (8, 14)  # training images with an unannotated object, per concept category
+    concept_shapes: Sequence[str] = (
+        "heart",
+        "arrow",
+    )  # new concepts: all their categories are novel
+    concept_unannotated_images: Tuple[int, int] = (
+        8,
+        14,
+    )  # training images with an unannotated object, per concept category
     version: int = WORLD_VERSION  # of the generator that wrote the world
 
 
@@ -160,12 +207,19 @@ def designed_novel_ids(spec: ShapesWorldSpec) -> List[int]:
     n_shapes, n_colours = len(spec.shapes), len(spec.colours)
     per = math.ceil(spec.num_novel / n_shapes) if spec.num_novel else 0
     if spec.num_novel and (per >= n_colours or per * math.ceil(n_shapes / n_colours) >= n_shapes):
-        raise ValueError(f"num_novel={spec.num_novel} leaves some shape or colour without a base category")
+        raise ValueError(
+            f"num_novel={spec.num_novel} leaves some shape or colour without a base category"
+        )
     rng = np.random.default_rng([spec.seed, 1])  # independent of the rendering stream
     shape_order, colour_order = rng.permutation(n_shapes), rng.permutation(n_colours)
     step = n_colours // per if per else 1
-    return sorted(int(shape_order[n % n_shapes] * n_colours + colour_order[(n % n_shapes + (n // n_shapes) * step) % n_colours])
-                  for n in range(spec.num_novel))
+    return sorted(
+        int(
+            shape_order[n % n_shapes] * n_colours
+            + colour_order[(n % n_shapes + (n // n_shapes) * step) % n_colours]
+        )
+        for n in range(spec.num_novel)
+    )
 
 
 def _polygon(shape: str, cx: float, cy: float, radius: float, angle: float) -> List[float]:
@@ -191,10 +245,14 @@ def _background(rng: np.random.Generator, size: int, textured: bool) -> Image.Im
         elif kind == 1:
             pattern = 0.5 * np.sin(2 * math.pi * freq * along)
         elif kind == 2:
-            pattern = 0.5 * np.sign(np.sin(2 * math.pi * freq * xx) * np.sin(2 * math.pi * freq * yy))
+            pattern = 0.5 * np.sign(
+                np.sin(2 * math.pi * freq * xx) * np.sin(2 * math.pi * freq * yy)
+            )
         else:
             coarse = rng.uniform(-0.5, 0.5, size=(max(2, size // 16),) * 2)
-            pattern = np.asarray(Image.fromarray(coarse.astype(np.float32)).resize((size, size), Image.BILINEAR))
+            pattern = np.asarray(
+                Image.fromarray(coarse.astype(np.float32)).resize((size, size), Image.BILINEAR)
+            )
         tint = 1 + rng.uniform(-0.3, 0.3, size=3)
         pixels += rng.uniform(20, 50) * pattern[..., None] * tint
     pixels += rng.normal(0, 10 if not textured else 8, size=(size, size, 3))
@@ -228,7 +286,9 @@ def render_scene(rng: np.random.Generator, spec: ShapesWorldSpec, categories: Se
             r = float(rng.uniform(*spec.object_size))
             cx, cy = rng.uniform(r, size - r, size=2)
             colour, shape = names[cat].split(" ")
-            flat = _polygon(shape, cx, cy, r, math.radians(float(rng.uniform(-spec.max_tilt, spec.max_tilt))))
+            flat = _polygon(
+                shape, cx, cy, r, math.radians(float(rng.uniform(-spec.max_tilt, spec.max_tilt)))
+            )
             poly = Polygon(list(zip(flat[0::2], flat[1::2]))).buffer(0).intersection(frame)
             if spec.max_occlusion <= 0:
                 ok = all(poly.distance(p[1]) >= 2 for p in placed)
@@ -256,17 +316,23 @@ def render_scene(rng: np.random.Generator, spec: ShapesWorldSpec, categories: Se
         y0 = min(p.bounds[1] for p in parts)
         x1 = max(p.bounds[2] for p in parts)
         y1 = max(p.bounds[3] for p in parts)
-        objects.append({
-            "category": int(cat),
-            "index": index,
-            "polygons": [[round(v, 2) for xy in list(p.exterior.coords)[:-1] for v in xy] for p in parts],
-            "bbox": [x0, y0, x1 - x0, y1 - y0],
-            "area": float(sum(p.area for p in parts)),
-        })
+        objects.append(
+            {
+                "category": int(cat),
+                "index": index,
+                "polygons": [
+                    [round(v, 2) for xy in list(p.exterior.coords)[:-1] for v in xy] for p in parts
+                ],
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "area": float(sum(p.area for p in parts)),
+            }
+        )
     return img, objects
 
 
-def scene_plan(rng, spec: ShapesWorldSpec, num_images: int, long_tailed: bool) -> List[List[Tuple[int, bool]]]:
+def scene_plan(
+    rng, spec: ShapesWorldSpec, num_images: int, long_tailed: bool
+) -> List[List[Tuple[int, bool]]]:
     """
     Per image, its objects as (category index into :func:`category_names`, annotated).
     Uniform (every object annotated) or the long-tailed training split: base categories
@@ -281,7 +347,10 @@ def scene_plan(rng, spec: ShapesWorldSpec, num_images: int, long_tailed: bool) -
     novel = sorted(novel_kinds(spec))
     base = np.array([c for c in range(k) if c not in novel])
     weights = (rng.permutation(len(base)) + 1.0) ** -spec.base_zipf
-    plan = [[(c, True) for c in rng.choice(base, size=n, p=weights / weights.sum()).tolist()] for n in counts]
+    plan = [
+        [(c, True) for c in rng.choice(base, size=n, p=weights / weights.sum()).tolist()]
+        for n in counts
+    ]
     taken = set()
     for cat in novel:
         lo, hi = spec.novel_train_images
@@ -294,16 +363,22 @@ def scene_plan(rng, spec: ShapesWorldSpec, num_images: int, long_tailed: bool) -
         lo, hi = spec.concept_unannotated_images
         for cat in concept_novel_ids(spec):
             for i in rng.permutation(num_images)[: int(rng.integers(lo, hi + 1))]:
-                plan[i].insert(int(rng.integers(len(plan[i]) + 1)), (cat, False))  # drawn among the others
+                plan[i].insert(
+                    int(rng.integers(len(plan[i]) + 1)), (cat, False)
+                )  # drawn among the others
     return plan
 
 
-def scene_categories(rng, spec: ShapesWorldSpec, num_images: int, long_tailed: bool) -> List[List[int]]:
+def scene_categories(
+    rng, spec: ShapesWorldSpec, num_images: int, long_tailed: bool
+) -> List[List[int]]:
     """:func:`scene_plan` without the annotated flags: per image, its objects' categories."""
     return [[c for c, _ in objects] for objects in scene_plan(rng, spec, num_images, long_tailed)]
 
 
-def _render_split(rng, spec: ShapesWorldSpec, num_images: int, root: str, split: str) -> Tuple[List[dict], List[dict]]:
+def _render_split(
+    rng, spec: ShapesWorldSpec, num_images: int, root: str, split: str
+) -> Tuple[List[dict], List[dict]]:
     os.makedirs(os.path.join(root, split), exist_ok=True)
     images, annotations = [], []
     num_cats = len(category_names(spec))
@@ -316,30 +391,34 @@ def _render_split(rng, spec: ShapesWorldSpec, num_images: int, root: str, split:
                 unannotated.add(obj["category"] + 1)
                 continue
             shown.add(obj["category"] + 1)
-            annotations.append({
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": obj["category"] + 1,
-                "bbox": obj["bbox"],
-                "area": obj["area"],
-                "segmentation": obj["polygons"],
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": obj["category"] + 1,
+                    "bbox": obj["bbox"],
+                    "area": obj["area"],
+                    "segmentation": obj["polygons"],
+                }
+            )
         file_name = f"{split}/{image_id:06d}.png"
         img.save(os.path.join(root, file_name))
         # val is exhaustively annotated: every absent category is a verified negative
         negatives = [c for c in range(1, num_cats + 1) if c not in shown] if split == "val" else []
-        images.append({
-            "id": image_id,
-            "file_name": file_name,
-            "height": spec.image_size,
-            "width": spec.image_size,
-            "license": 1,
-            "flickr_url": "",
-            "coco_url": "",
-            "date_captured": "",
-            "neg_category_ids": negatives,
-            "not_exhaustive_category_ids": sorted(unannotated - shown),
-        })
+        images.append(
+            {
+                "id": image_id,
+                "file_name": file_name,
+                "height": spec.image_size,
+                "width": spec.image_size,
+                "license": 1,
+                "flickr_url": "",
+                "coco_url": "",
+                "date_captured": "",
+                "neg_category_ids": negatives,
+                "not_exhaustive_category_ids": sorted(unannotated - shown),
+            }
+        )
     return images, annotations
 
 
@@ -358,7 +437,9 @@ def _frequencies(train_anns: List[dict], num_cats: int, rare: Sequence[int]) -> 
     for ann in train_anns:
         image_sets[ann["category_id"] - 1].add(ann["image_id"])
     out = ["r" if i in set(rare) else "" for i in range(num_cats)]
-    order = sorted((i for i in range(num_cats) if not out[i]), key=lambda i: (len(image_sets[i]), i))
+    order = sorted(
+        (i for i in range(num_cats) if not out[i]), key=lambda i: (len(image_sets[i]), i)
+    )
     shares = dict(LVIS_FREQUENCY_SHARES)
     num_common = round(len(order) * shares["c"] / (shares["c"] + shares["f"]))
     for rank, i in enumerate(order):
@@ -372,7 +453,12 @@ TRANSFER_COLOURS = ("blue", "red", "yellow")
 
 def transfer_category_names(spec: ShapesWorldSpec) -> List[str]:
     """The transfer dataset's categories in id order (a subset of the world's, reordered)."""
-    return [f"{c} {s}" for c in TRANSFER_COLOURS if c in spec.colours for s in (*spec.shapes, *spec.concept_shapes)]
+    return [
+        f"{c} {s}"
+        for c in TRANSFER_COLOURS
+        if c in spec.colours
+        for s in (*spec.shapes, *spec.concept_shapes)
+    ]
 
 
 def generate_transfer_split(root: str, num_images: int) -> str:
@@ -404,17 +490,29 @@ def generate_transfer_split(root: str, num_images: int) -> str:
     for a in anns:
         shown.setdefault(a["image_id"], set()).add(a["category_id"])
     for img in images:
-        img["neg_category_ids"] = [c for c in range(1, len(vocabulary) + 1) if c not in shown.get(img["id"], set())]
+        img["neg_category_ids"] = [
+            c for c in range(1, len(vocabulary) + 1) if c not in shown.get(img["id"], set())
+        ]
         img["not_exhaustive_category_ids"] = []
     categories = []
     for k, name in enumerate(vocabulary):
         cat_anns = [a for a in anns if a["category_id"] == k + 1]
-        categories.append({**world_categories[name], "id": k + 1, "instance_count": len(cat_anns),
-                           "image_count": len({a["image_id"] for a in cat_anns})})
+        categories.append(
+            {
+                **world_categories[name],
+                "id": k + 1,
+                "instance_count": len(cat_anns),
+                "image_count": len({a["image_id"] for a in cat_anns}),
+            }
+        )
     data = {
-        "info": {"description": f"shapes world v{spec.version} (transfer: {len(vocabulary)} categories of "
-                                f"colours {', '.join(TRANSFER_COLOURS)}), seed {spec.seed}",
-                 "spec": asdict(spec)},
+        "info": {
+            "description": (
+                f"shapes world v{spec.version} (transfer: {len(vocabulary)} categories of "
+                f"colours {', '.join(TRANSFER_COLOURS)}), seed {spec.seed}"
+            ),
+            "spec": asdict(spec),
+        },
         "licenses": [{"id": 1, "name": "CC0", "url": ""}],
         "images": images,
         "annotations": anns,
@@ -464,10 +562,12 @@ def generate_shapes_world(root: str, spec: ShapesWorldSpec = ShapesWorldSpec()) 
             for i, name in enumerate(names)
         ]
         data = {
-            "info": {"description": f"shapes world v{spec.version} ({split}), seed {spec.seed}",
-                     "designed_novel": [names[i] for i in designed_novel_ids(spec)],
-                     "concept_novel": [names[i] for i in concept_novel_ids(spec)],
-                     "spec": asdict(spec)},
+            "info": {
+                "description": f"shapes world v{spec.version} ({split}), seed {spec.seed}",
+                "designed_novel": [names[i] for i in designed_novel_ids(spec)],
+                "concept_novel": [names[i] for i in concept_novel_ids(spec)],
+                "spec": asdict(spec),
+            },
             "licenses": [{"id": 1, "name": "CC0", "url": ""}],
             "images": images,
             "annotations": anns,

@@ -8,6 +8,11 @@ from .reader import ImageRegions, RegionStore
 from .writer import ShardWriter, create_region_store, finalize_region_store
 
 __all__ = [
-    "FORMAT_VERSION", "RegionStoreError", "ImageRegions", "RegionStore", "ShardWriter",
-    "create_region_store", "finalize_region_store",
+    "FORMAT_VERSION",
+    "RegionStoreError",
+    "ImageRegions",
+    "RegionStore",
+    "ShardWriter",
+    "create_region_store",
+    "finalize_region_store",
 ]

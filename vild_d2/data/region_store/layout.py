@@ -29,9 +29,21 @@ from typing import Dict
 import numpy as np
 
 __all__ = [
-    "FORMAT_NAME", "FORMAT_VERSION", "MANIFEST", "INDEX_DTYPE", "EMBEDDING_DTYPE",
-    "BOX_DTYPE", "RegionStoreError", "shard_name", "shard_files", "read_manifest",
-    "region_crc32", "file_digest", "read_index", "store_provenance", "provenance_mismatch",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "INDEX_DTYPE",
+    "EMBEDDING_DTYPE",
+    "BOX_DTYPE",
+    "RegionStoreError",
+    "shard_name",
+    "shard_files",
+    "read_manifest",
+    "region_crc32",
+    "file_digest",
+    "read_index",
+    "store_provenance",
+    "provenance_mismatch",
 ]
 
 FORMAT_NAME = "vild_d2.region_store"
@@ -39,14 +51,16 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 EMBEDDING_DTYPE = np.dtype("<f2")
 BOX_DTYPE = np.dtype("<f4")
-INDEX_DTYPE = np.dtype([
-    ("image_id", "<i8"),   # dataset image id
-    ("start", "<i8"),      # first region row in the data files
-    ("count", "<i4"),      # number of regions
-    ("height", "<i4"),     # original image height, pixels
-    ("width", "<i4"),      # original image width, pixels
-    ("crc32", "<u4"),      # zlib.crc32 of the image's box bytes then embedding bytes
-])
+INDEX_DTYPE = np.dtype(
+    [
+        ("image_id", "<i8"),  # dataset image id
+        ("start", "<i8"),  # first region row in the data files
+        ("count", "<i4"),  # number of regions
+        ("height", "<i4"),  # original image height, pixels
+        ("width", "<i4"),  # original image width, pixels
+        ("crc32", "<u4"),  # zlib.crc32 of the image's box bytes then embedding bytes
+    ]
+)
 # Header fields that must agree when a writer re-opens an existing store.
 HEADER_KEYS = ("format", "format_version", "teacher", "embed_dim", "crop_scales", "num_shards")
 
@@ -73,15 +87,22 @@ def shard_files(store_dir: str, name: str) -> Dict[str, str]:
 
 def store_provenance(manifest: dict) -> dict:
     """What every shard's header must hold for a store with this manifest."""
-    return {"teacher": manifest["teacher"], "embed_dim": manifest["embed_dim"],
-            "crop_scales": manifest["crop_scales"], **manifest.get("extra", {})}
+    return {
+        "teacher": manifest["teacher"],
+        "embed_dim": manifest["embed_dim"],
+        "crop_scales": manifest["crop_scales"],
+        **manifest.get("extra", {}),
+    }
 
 
 def provenance_mismatch(found: dict, wanted: dict) -> str:
     """'' if equal, else "KEY = found, but ... KEY = wanted" for the first differing key."""
     for key in sorted(set(found) | set(wanted)):
         if found.get(key) != wanted.get(key):
-            return f"{key} = {found.get(key)!r}, but the store's settings have {key} = {wanted.get(key)!r}"
+            return (
+                f"{key} = {found.get(key)!r}, but the store's settings have {key} ="
+                f" {wanted.get(key)!r}"
+            )
     return ""
 
 
@@ -116,13 +137,17 @@ def read_index(path: str, where: str) -> np.ndarray:
     except (OSError, ValueError) as e:
         raise RegionStoreError(f"{where}: index {path} cannot be read ({e})")
     if index.dtype != INDEX_DTYPE or index.ndim != 1:
-        raise RegionStoreError(f"{where}: index {path} has dtype {index.dtype}, expected {INDEX_DTYPE}")
+        raise RegionStoreError(
+            f"{where}: index {path} has dtype {index.dtype}, expected {INDEX_DTYPE}"
+        )
     return index
 
 
 def region_crc32(boxes: np.ndarray, embeddings: np.ndarray) -> int:
     """Checksum of one image's regions as stored (boxes bytes, then embedding bytes)."""
-    return zlib.crc32(np.ascontiguousarray(embeddings).data, zlib.crc32(np.ascontiguousarray(boxes).data))
+    return zlib.crc32(
+        np.ascontiguousarray(embeddings).data, zlib.crc32(np.ascontiguousarray(boxes).data)
+    )
 
 
 def file_digest(path: str, chunk_bytes: int = 1 << 24) -> str:

@@ -10,8 +10,18 @@ import numpy as np
 from tqdm import tqdm
 
 from .layout import (
-    BOX_DTYPE, EMBEDDING_DTYPE, MANIFEST, RegionStoreError, file_digest, provenance_mismatch, read_index,
-    read_manifest, region_crc32, shard_files, shard_name, store_provenance,
+    BOX_DTYPE,
+    EMBEDDING_DTYPE,
+    MANIFEST,
+    RegionStoreError,
+    file_digest,
+    provenance_mismatch,
+    read_index,
+    read_manifest,
+    region_crc32,
+    shard_files,
+    shard_name,
+    store_provenance,
 )
 
 __all__ = ["RegionStore", "ImageRegions"]
@@ -20,10 +30,10 @@ __all__ = ["RegionStore", "ImageRegions"]
 class ImageRegions(NamedTuple):
     """One image's regions, as stored (read-only views of the memory-mapped files)."""
 
-    boxes: np.ndarray       # [n, 4] float32, XYXY in original image pixels
+    boxes: np.ndarray  # [n, 4] float32, XYXY in original image pixels
     embeddings: np.ndarray  # [n, D] float16, the teacher's unit-norm embeddings
-    height: int             # original image height the boxes refer to, pixels
-    width: int              # original image width, pixels
+    height: int  # original image height the boxes refer to, pixels
+    width: int  # original image width, pixels
 
 
 class RegionStore:
@@ -80,8 +90,9 @@ class RegionStore:
                 mismatch = provenance_mismatch(json.load(f), store_provenance(self.manifest))
             if mismatch:
                 raise RegionStoreError(
-                    f"{where} was written with {mismatch}: its regions come from another teacher or other "
-                    "proposals than the manifest says (was the manifest rewritten?); recompute the store"
+                    f"{where} was written with {mismatch}: its regions come from another teacher or"
+                    " other proposals than the manifest says (was the manifest rewritten?);"
+                    " recompute the store"
                 )
         index = read_index(files["index"], where)
         regions = int(entry["num_regions"])
@@ -93,7 +104,10 @@ class RegionStore:
             or (index["count"] < 0).any()
         ):
             raise RegionStoreError(f"{where}: its index does not match its manifest entry")
-        if entry["files"]["embeddings"]["bytes"] != regions * self.embed_dim * EMBEDDING_DTYPE.itemsize:
+        if (
+            entry["files"]["embeddings"]["bytes"]
+            != regions * self.embed_dim * EMBEDDING_DTYPE.itemsize
+        ):
             raise RegionStoreError(
                 f"{where}: embeddings file size does not match {regions} regions x D = "
                 f"{self.embed_dim} (was it written with another D?)"
@@ -146,7 +160,9 @@ class RegionStore:
                 emb = np.zeros((0, self.embed_dim), EMBEDDING_DTYPE)
                 boxes = np.zeros((0, 4), BOX_DTYPE)
             else:
-                emb = np.memmap(files["embeddings"], EMBEDDING_DTYPE, "r", shape=(regions, self.embed_dim))
+                emb = np.memmap(
+                    files["embeddings"], EMBEDDING_DTYPE, "r", shape=(regions, self.embed_dim)
+                )
                 boxes = np.memmap(files["boxes"], BOX_DTYPE, "r", shape=(regions, 4))
             self._maps[shard] = (boxes, emb)
         return self._maps[shard]
@@ -170,9 +186,9 @@ class RegionStore:
         boxes, emb = boxes[start:stop], emb[start:stop]
         if check and region_crc32(boxes, emb) != int(rec["crc32"]):
             raise RegionStoreError(
-                f"region store {self.store_dir}, shard {self.shard_names[self._shard_of_row[row]]}, image id "
-                f"{image_id}: regions fail their crc32 checksum (the store is corrupted; "
-                f"python tools/region_store.py verify {self.store_dir} checks it all)"
+                f"region store {self.store_dir}, shard {self.shard_names[self._shard_of_row[row]]},"
+                f" image id {image_id}: regions fail their crc32 checksum (the store is corrupted;"
+                f" python tools/region_store.py verify {self.store_dir} checks it all)"
             )
         return ImageRegions(boxes, emb, int(rec["height"]), int(rec["width"]))
 
@@ -196,13 +212,17 @@ class RegionStore:
             for key in ("embeddings", "boxes", "index"):
                 if file_digest(files[key]) != entry["files"][key]["sha256"]:
                     raise RegionStoreError(
-                        f"region store {self.store_dir}, shard {name}: {os.path.basename(files[key])} "
-                        "fails its sha256 checksum (corrupted or modified)"
+                        f"region store {self.store_dir}, shard {name}:"
+                        f" {os.path.basename(files[key])} fails its sha256 checksum (corrupted or"
+                        " modified)"
                     )
         for row in tqdm(range(len(self)), desc="images", unit="img", disable=not progress):
             image_id = int(self._index[row]["image_id"])
             r = self.get(image_id, check=False)
-            where = f"region store {self.store_dir}, shard {self.shard_names[self._shard_of_row[row]]}, image id {image_id}"
+            where = (
+                f"region store {self.store_dir}, shard {self.shard_names[self._shard_of_row[row]]},"
+                f" image id {image_id}"
+            )
             if region_crc32(r.boxes, r.embeddings) != int(self._index[row]["crc32"]):
                 raise RegionStoreError(f"{where}: regions fail their crc32 checksum")
             if not (np.isfinite(r.embeddings).all() and np.isfinite(r.boxes).all()):
@@ -217,7 +237,9 @@ class RegionStore:
             for k, p in shard_files(self.store_dir, n).items()
             if os.path.exists(p)
         ) + os.path.getsize(os.path.join(self.store_dir, MANIFEST))
-        raw = self.num_regions * (self.embed_dim * EMBEDDING_DTYPE.itemsize + 4 * BOX_DTYPE.itemsize)
+        raw = self.num_regions * (
+            self.embed_dim * EMBEDDING_DTYPE.itemsize + 4 * BOX_DTYPE.itemsize
+        )
         counts = self._index["count"]
         return {
             "store": self.store_dir,

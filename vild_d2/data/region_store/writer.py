@@ -26,9 +26,22 @@ import numpy as np
 
 from ...utils.atomic_io import atomic_save_npy, atomic_write_json
 from .layout import (
-    BOX_DTYPE, EMBEDDING_DTYPE, FORMAT_NAME, FORMAT_VERSION, HEADER_KEYS, INDEX_DTYPE, MANIFEST,
-    RegionStoreError, file_digest, provenance_mismatch, read_index, read_manifest, region_crc32, shard_files,
-    shard_name, store_provenance,
+    BOX_DTYPE,
+    EMBEDDING_DTYPE,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    HEADER_KEYS,
+    INDEX_DTYPE,
+    MANIFEST,
+    RegionStoreError,
+    file_digest,
+    provenance_mismatch,
+    read_index,
+    read_manifest,
+    region_crc32,
+    shard_files,
+    shard_name,
+    store_provenance,
 )
 
 __all__ = ["create_region_store", "ShardWriter", "finalize_region_store"]
@@ -142,19 +155,24 @@ class ShardWriter:
             mismatch = provenance_mismatch(found, provenance)
             if mismatch:
                 raise RegionStoreError(
-                    f"{self.where} was written with {mismatch}: its regions come from another teacher or "
-                    "other proposals; use a new folder (or the same teacher, proposals and settings to resume)"
+                    f"{self.where} was written with {mismatch}: its regions come from another"
+                    " teacher or other proposals; use a new folder (or the same teacher, proposals"
+                    " and settings to resume)"
                 )
         elif len(self._index):
             raise RegionStoreError(
-                f"{self.where} holds regions but no {os.path.basename(path)}: what made them is unknown "
-                "(a store of an older version, or the header was deleted); use a new folder"
+                f"{self.where} holds regions but no {os.path.basename(path)}: what made them is"
+                " unknown (a store of an older version, or the header was deleted); use a new"
+                " folder"
             )
         else:
             atomic_write_json(path, provenance)
 
     def _drop_uncommitted_tail(self) -> None:
-        widths = {"embeddings": self.embed_dim * EMBEDDING_DTYPE.itemsize, "boxes": 4 * BOX_DTYPE.itemsize}
+        widths = {
+            "embeddings": self.embed_dim * EMBEDDING_DTYPE.itemsize,
+            "boxes": 4 * BOX_DTYPE.itemsize,
+        }
         for key, width in widths.items():
             path, committed = self.files[key], self._num_regions * width
             size = os.path.getsize(path) if os.path.exists(path) else 0
@@ -166,7 +184,9 @@ class ShardWriter:
                 )
             with open(path, "ab") as f:
                 if size > committed:
-                    logger.info(f"{self.where}: dropping {size - committed} uncommitted bytes of {path}")
+                    logger.info(
+                        f"{self.where}: dropping {size - committed} uncommitted bytes of {path}"
+                    )
                     f.truncate(committed)
 
     @property
@@ -189,7 +209,9 @@ class ShardWriter:
         image_id = int(image_id)
         where = f"{self.where}, image id {image_id}"
         if image_id in self:
-            raise RegionStoreError(f"{where}: this image id was already written (duplicate image id)")
+            raise RegionStoreError(
+                f"{where}: this image id was already written (duplicate image id)"
+            )
         boxes = np.asarray(boxes, dtype=np.float64)
         embeddings = np.asarray(embeddings)
         if boxes.ndim != 2 or boxes.shape[1] != 4:
@@ -224,7 +246,10 @@ class ShardWriter:
             return
         rows = []
         start = self._num_regions
-        with open(self.files["embeddings"], "ab") as f_emb, open(self.files["boxes"], "ab") as f_box:
+        with (
+            open(self.files["embeddings"], "ab") as f_emb,
+            open(self.files["boxes"], "ab") as f_box,
+        ):
             for image_id, boxes, emb, height, width in self._pending:
                 f_emb.write(emb.tobytes())
                 f_box.write(boxes.tobytes())
@@ -296,7 +321,9 @@ def finalize_region_store(store_dir: str) -> dict:
         )
     owner: Dict[int, str] = {}
     for name in names:
-        index = read_index(shard_files(store_dir, name)["index"], f"region store {store_dir}, shard {name}")
+        index = read_index(
+            shard_files(store_dir, name)["index"], f"region store {store_dir}, shard {name}"
+        )
         for image_id in index["image_id"].tolist():
             if image_id in owner:
                 raise RegionStoreError(
