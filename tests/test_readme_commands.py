@@ -1,5 +1,6 @@
 """The READMEs' commands run in the project's environment (issue 13, item 13)."""
 
+import glob
 import os
 import re
 
@@ -7,7 +8,9 @@ import pytest
 
 from .conftest import ROOT
 
-READMES = ["README.md", "datasets/README.md"]
+READMES = ["README.md", "datasets/README.md"] + sorted(
+    os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md"))
+)
 # a command of this project run with a bare `python` (which has no detectron2)
 BARE = re.compile(r"(^|[\s`(])python\s+(train_net\.py|tools/|datasets/|demo/)")
 
