@@ -31,6 +31,7 @@ def test_run_all_writes_every_benchmark(tmp_path):
         "benchmark_export.py",
         "benchmark_region_precompute.py",
         "benchmark_region_store.py",
+        "benchmark_workers.py",
     ):
         assert f"tools/benchmarks/{name}" in text
     for row in (
@@ -38,6 +39,7 @@ def test_run_all_writes_every_benchmark(tmp_path):
         "vs ViLD-text",
         "scripted / eager",
         "CLIP on cropped regions",
+        "| ViLD training, s per iteration",
         "crc32",
     ):
         assert row in text, row

@@ -58,6 +58,12 @@ BENCHMARKS = [
         ["--images", "2", "--regions", "4"],
     ),
     (
+        "Two CPU workers vs one: the region tool and ViLD training",
+        "benchmark_workers.py",
+        [],
+        ["--images", "4", "--regions", "4", "--iters", "4"],
+    ),
+    (
         "Region store: size, mapper time, read with its crc32 check",
         "benchmark_region_store.py",
         [],
