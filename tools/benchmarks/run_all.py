@@ -72,6 +72,16 @@ BENCHMARKS = [
 ]
 
 
+def _markdown(text: str) -> str:
+    """A benchmark's output as markdown: a blank line before each table so that it renders."""
+    out = []
+    for line in text.strip().splitlines():
+        if line.startswith("|") and out and out[-1].strip() and not out[-1].startswith("|"):
+            out.append("")
+        out.append(line)
+    return "\n".join(out)
+
+
 def machine() -> str:
     import torch
 
@@ -115,9 +125,7 @@ def main() -> int:
             env=dict(os.environ, PYTHONWARNINGS="ignore"),
         )
         seconds = time.time() - t0
-        body = "\n".join(
-            line for line in proc.stdout.splitlines() if line.strip() or line == ""
-        ).strip()
+        body = _markdown(proc.stdout)
         if proc.returncode != 0:
             failed.append(script)
             body += "\n\nFAILED:\n" + "\n".join(proc.stderr.strip().splitlines()[-10:])
