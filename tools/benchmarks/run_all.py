@@ -19,6 +19,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+# how the commands are shown: this interpreter, relative to the checkout when inside it
+PYTHON = (
+    os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(ROOT + os.sep) else "python"
+)
 
 # (title, script, full arguments, --quick arguments)
 BENCHMARKS = [
@@ -130,7 +134,7 @@ def main() -> int:
             failed.append(script)
             body += "\n\nFAILED:\n" + "\n".join(proc.stderr.strip().splitlines()[-10:])
         print(f"   {'failed' if proc.returncode else 'done'} in {seconds:.0f}s", flush=True)
-        shown = " ".join(["python", f"tools/benchmarks/{script}", *extra])
+        shown = " ".join([PYTHON, f"tools/benchmarks/{script}", *extra])
         sections.append(f"## {title}\n\n`{shown}` ({seconds:.0f} s)\n\n{body}\n")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     tmp = args.output + ".tmp"
