@@ -101,18 +101,6 @@ def expand_inputs(patterns):
     return paths
 
 
-def check_images(paths):
-    """Open each image's header; ValueError naming the first unreadable one."""
-    from PIL import Image
-
-    for path in paths:
-        try:
-            with Image.open(path) as im:
-                im.verify()
-        except Exception as e:  # PIL raises many kinds for a file that is not an image
-            raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
-
-
 def resolve_vocabulary(args, cfg, embed_dim: int, device: str):
     from vild_d2.inference.vocabularies import (
         Vocabulary,
@@ -176,13 +164,14 @@ def main(argv=None) -> int:
 
     import vild_d2  # noqa: F401  (first: registers datasets, imports detectron2 quietly)
     from vild_d2.config import ConfigError, load_config
+    from vild_d2.data.image_check import check_images
     from vild_d2.inference import OpenVocabularyPredictor
     from vild_d2.modeling.text_embeddings import VocabularyError
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         paths = expand_inputs(args.input)
-        check_images(paths)
+        check_images([{"file_name": p} for p in paths], what="input images")  # all bad ones named
         if args.confidence_threshold < 0 or args.confidence_threshold > 1:
             raise ValueError(f"--confidence-threshold {args.confidence_threshold} is not in [0, 1]")
         cfg = None

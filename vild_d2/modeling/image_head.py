@@ -18,12 +18,21 @@ class ImageEmbeddingHead(nn.Module):
     vocabulary.
     """
 
-    def __init__(self, cfg, pooled_shape: ShapeSpec):
+    def __init__(self, cfg, pooled_shape: ShapeSpec, text_classifier: ZeroShotClassifier):
+        """``text_classifier``: the text head's, whose vocabularies and τ this head shares."""
         super().__init__()
         self.box_head = build_box_head(cfg, pooled_shape)
         out = self.box_head.output_shape
         size = out.channels * (out.width or 1) * (out.height or 1)
-        self.classifier = ZeroShotClassifier(cfg, size, use_background=False)
+        self.classifier = ZeroShotClassifier(
+            size,
+            train_class_embeddings=text_classifier.train_class_embeddings,
+            test_class_embeddings=text_classifier.test_class_embeddings,
+            train_base_mask=text_classifier.train_base_mask,
+            test_base_mask=text_classifier.test_base_mask,
+            temperature=text_classifier.temperature,
+            use_background=False,
+        )
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # checkpoints written before the classifier was its own module

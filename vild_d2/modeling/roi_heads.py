@@ -70,7 +70,9 @@ class ViLDROIHeads(StandardROIHeads):
             channels = [input_shape[f].channels for f in cfg.MODEL.ROI_HEADS.IN_FEATURES][0]
             res = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
             ret["image_head"] = ImageEmbeddingHead(
-                cfg, ShapeSpec(channels=channels, height=res, width=res)
+                cfg,
+                ShapeSpec(channels=channels, height=res, width=res),
+                ret["box_predictor"].classifier,
             )
         return ret
 
