@@ -94,5 +94,8 @@ def _cpu_worker(
     comm.synchronize()
     try:
         main_func(*args)
+        # every rank done before the group goes away: a rank that destroyed it while another
+        # was still finishing aborted in gloo ("terminate called without an active exception")
+        comm.synchronize()
     finally:
         dist.destroy_process_group()
