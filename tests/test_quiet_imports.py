@@ -14,6 +14,7 @@ ENTRY_POINTS = [
     "tools/precompute_text_embeddings.py",
     "tools/region_store.py",
     "tools/train_world_teacher.py",
+    "tools/pretrain_world_detector.py",
     "tools/run_world_pipeline.py",
     "datasets/prepare_shapes_world.py",
     "tools/export_model.py",

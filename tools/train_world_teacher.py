@@ -48,17 +48,26 @@ def _xyxy(xywh_boxes) -> torch.Tensor:
     ).reshape(-1, 4)
 
 
-def teacher_objects(spec, num_images: int, seed: int):
+def teacher_objects(spec, num_images: int, seed: int, categories=None, stream: int = 2):
     """
     The teacher's own images (the world's renderer, all categories uniform, a random
     stream the dataset never uses), as image tensors [3, H, W] uint8, boxes [n, 4] XYXY
-    and category indices [n].
+    and category indices [n]. ``categories``: draw only these (uniform), e.g. the base ones;
+    ``stream``: another value gives other images.
     """
     from vild_d2.data.datasets.shapes_world import render_scene, scene_categories
 
-    rng = np.random.default_rng([spec.seed, 2, seed])
+    rng = np.random.default_rng([spec.seed, stream, seed])
+    if categories is None:
+        plan = scene_categories(rng, spec, num_images, long_tailed=False)
+    else:
+        low, high = spec.objects_per_image
+        plan = [
+            rng.choice(list(categories), size=int(rng.integers(low, high + 1))).tolist()
+            for _ in range(num_images)
+        ]
     images, boxes, labels = [], [], []
-    for cats in scene_categories(rng, spec, num_images, long_tailed=False):
+    for cats in plan:
         img, objects = render_scene(rng, spec, cats)
         images.append(torch.from_numpy(np.asarray(img).transpose(2, 0, 1).copy()))
         boxes.append(_xyxy([o["bbox"] for o in objects]))
@@ -84,6 +93,23 @@ def val_objects(json_file: str, image_root: str):
     return images, boxes, labels
 
 
+def world_annotations(world: str, tool: str):
+    """
+    (train.json, val.json) of the shapes world under ``world``; None, after a one-line
+    error on stderr that names the missing file, when the world is not there.
+    """
+    paths = tuple(os.path.join(world, "annotations", f"{s}.json") for s in ("train", "val"))
+    for path in paths:
+        if not os.path.isfile(path):
+            print(
+                f"{tool}: error: {path} not found (generate the world first: "
+                "datasets/prepare_shapes_world.py)",
+                file=sys.stderr,
+            )
+            return None
+    return paths
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -104,16 +130,10 @@ def main(argv=None) -> int:
     from vild_d2.teacher.train_contrastive import train_clip_on_crops, zero_shot_accuracy
     from vild_d2.utils.atomic_io import atomic_write_json
 
-    train_json = os.path.join(args.world, "annotations", "train.json")
-    val_json = os.path.join(args.world, "annotations", "val.json")
-    for path in (train_json, val_json):
-        if not os.path.isfile(path):
-            print(
-                f"train_world_teacher.py: error: {path} not found (generate the world first: "
-                "datasets/prepare_shapes_world.py)",
-                file=sys.stderr,
-            )
-            return 2
+    found = world_annotations(args.world, "train_world_teacher.py")
+    if found is None:
+        return 2
+    train_json, val_json = found
     spec = spec_from_json(train_json)
     names = category_names(spec)
     kinds = novel_kinds(spec)

@@ -22,7 +22,12 @@ from tqdm import tqdm
 from .prompts import VILD_TEMPLATES, encode_vocabulary, fill_template
 from .region_encoder import crop_batch, encode_regions, scale_boxes
 
-__all__ = ["jitter_boxes", "train_clip_on_crops", "zero_shot_accuracy"]
+__all__ = [
+    "jitter_boxes",
+    "AdamWSteps",
+    "train_clip_on_crops",
+    "zero_shot_accuracy",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +78,49 @@ def _adamw(params, **kwargs) -> torch.optim.AdamW:
         return torch.optim.AdamW(params, **kwargs)
 
 
+class AdamWSteps:
+    """
+    AdamW (:func:`_adamw`) over ``steps`` steps with a cosine schedule and a 5% linear
+    warm-up, and the training curve: the mean loss and training top-1 of every ``every``
+    steps (and of the last ones) with the seconds since the start, shown on ``bar``.
+    """
+
+    def __init__(self, params, steps: int, lr: float, weight_decay: float, bar, every: int = 50):
+        self.opt = _adamw(params, lr=lr, weight_decay=weight_decay)
+        warmup = max(1, steps // 20)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt,
+            lambda s: min(1.0, (s + 1) / warmup)
+            * 0.5
+            * (1 + math.cos(math.pi * min(s, steps) / steps)),
+        )
+        self.steps, self.bar, self.every = steps, bar, every
+        self.history: List[Dict[str, float]] = []
+        self._loss = self._acc = 0.0
+        self._start = time.perf_counter()
+
+    def take(self, step: int, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor):
+        """One optimiser step on ``loss`` (step ``step``, 0-based), recorded with the top-1."""
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        self._loss += float(loss.detach())
+        self._acc += float((logits.argmax(1) == targets).float().mean())
+        if (step + 1) % self.every == 0 or step + 1 == self.steps:
+            k = (step % self.every) + 1
+            self.history.append(
+                {
+                    "step": step + 1,
+                    "loss": self._loss / k,
+                    "train_acc": self._acc / k,
+                    "seconds": time.perf_counter() - self._start,
+                }
+            )
+            self.bar.set_postfix(loss=f"{self._loss / k:.3f}", acc=f"{self._acc / k:.2f}")
+            self._loss = self._acc = 0.0
+
+
 def train_clip_on_crops(
     model,
     images: List[torch.Tensor],
@@ -117,19 +165,10 @@ def train_clip_on_crops(
     all_labels = torch.cat(labels)
     if len(owners) == 0:
         raise ValueError("no labelled boxes to train on")
-    opt = _adamw(model.parameters(), lr=lr, weight_decay=weight_decay)
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: min(1.0, (s + 1) / warmup)
-        * 0.5
-        * (1 + math.cos(math.pi * min(s, steps) / steps)),
-    )
     model.train()
-    history, run_loss, run_acc = [], 0.0, 0.0
     size = model.visual.input_resolution
-    start = time.perf_counter()
     bar = tqdm(range(steps), desc="teacher", unit="step", disable=not progress)
+    training = AdamWSteps(model.parameters(), steps, lr, weight_decay, bar)
     for step in bar:
         chosen = torch.randint(len(owners), (batch_size,), generator=gen)
         used, index = owners[chosen].unique(return_inverse=True)
@@ -155,26 +194,9 @@ def train_clip_on_crops(
             torch.logsumexp(t2i, dim=1) - torch.logsumexp(t2i.masked_fill(~positives, -1e4), dim=1)
         ).mean()
         loss = (loss_i2t + loss_t2i) / 2
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        run_loss += float(loss.detach())
-        run_acc += float((logits.argmax(1) == targets).float().mean())
-        if (step + 1) % 50 == 0 or step + 1 == steps:
-            k = (step % 50) + 1
-            history.append(
-                {
-                    "step": step + 1,
-                    "loss": run_loss / k,
-                    "train_acc": run_acc / k,
-                    "seconds": time.perf_counter() - start,
-                }
-            )
-            bar.set_postfix(loss=f"{run_loss / k:.3f}", acc=f"{run_acc / k:.2f}")
-            run_loss, run_acc = 0.0, 0.0
+        training.take(step, loss, logits, targets)
     model.eval()
-    return history
+    return training.history
 
 
 @torch.no_grad()

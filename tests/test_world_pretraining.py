@@ -1,0 +1,138 @@
+"""RoI-classification pretraining: base labels only, learns, and loads into the detector."""
+
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+from vild_d2.config import load_config
+from vild_d2.engine.roi_pretraining import RoIClassifier, pretrain_roi_classifier, roi_top1_accuracy
+
+from .conftest import ROOT
+
+BASE_CONFIG = os.path.join(ROOT, "configs", "shapes_world", "base_R_18_FPN_tiny.yaml")
+
+
+def _two_colour_images():
+    """64x64 images: a red (class 0) or a blue (class 1) rectangle on grey, 12 of each."""
+    images, boxes, labels = [], [], []
+    for i in range(24):
+        img = torch.full((3, 64, 64), 128, dtype=torch.uint8)
+        x0, y0, w, h = 8 + (i % 5) * 4, 10 + (i % 3) * 6, 20 + (i % 4) * 4, 16 + (i % 3) * 6
+        colour = [220, 40, 40] if i % 2 == 0 else [40, 80, 220]
+        img[:, y0 : y0 + h, x0 : x0 + w] = torch.tensor(colour, dtype=torch.uint8)[:, None, None]
+        images.append(img)
+        boxes.append(torch.tensor([[x0, y0, x0 + w, y0 + h]], dtype=torch.float32))
+        labels.append(torch.tensor([i % 2]))
+    return images, boxes, labels
+
+
+def test_pretraining_learns_through_the_detectors_own_path():
+    torch.manual_seed(0)
+    cfg = load_config(BASE_CONFIG, ["MODEL.DEVICE", "cpu"])
+    model = RoIClassifier(cfg, num_classes=2)
+    images, boxes, labels = _two_colour_images()
+    before = {k: v.clone() for k, v in model.detector_state_dict().items()}
+    history = pretrain_roi_classifier(
+        model, images, boxes, labels, steps=60, batch_size=8, crop_size=32, progress=False
+    )
+    assert history[-1]["train_acc"] > 0.9 and history[-1]["loss"] < history[0]["loss"]
+    assert roi_top1_accuracy(model, images, boxes, labels) >= 90.0
+    after = model.detector_state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    # labels of -1 (novel) are not scored
+    skipped = [torch.full_like(lab, -1) for lab in labels]
+    assert roi_top1_accuracy(model, images, boxes, skipped) == 0.0
+
+
+def test_tool_renders_base_only_and_its_checkpoint_loads_into_the_detector(tiny_lvis, tmp_path):
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    out = tmp_path / "pretrain" / "model.pth"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "tools", "pretrain_world_detector.py"),
+            "--world",
+            tiny_lvis["root"],
+            "--config-file",
+            BASE_CONFIG,
+            "--output",
+            str(out),
+            "--images",
+            "12",
+            "--steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--crop-size",
+            "32",
+            "MODEL.DEVICE",
+            "cpu",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "top-1 on shapes_world_val's base objects" in proc.stdout
+    info = json.load(open(out.with_suffix(".json")))
+    assert 0.0 <= info["val_base_top1"] <= 100.0 and info["history"][-1]["step"] == 2
+    saved = torch.load(str(out), map_location="cpu")["model"]
+    cfg = load_config(BASE_CONFIG, ["MODEL.DEVICE", "cpu"])
+    detector = build_model(cfg)
+    expected = [
+        k
+        for k in detector.state_dict()
+        if k.startswith("backbone.") or k.startswith("roi_heads.box_head.")
+    ]
+    assert sorted(saved) == sorted(expected)
+    DetectionCheckpointer(detector).load(str(out))
+    loaded = detector.state_dict()
+    assert all(torch.equal(loaded[k], saved[k]) for k in expected)
+    assert not list(tmp_path.glob("pretrain/.*.tmp"))  # atomic writes leave nothing behind
+
+
+def test_base_scenes_hold_no_novel_category():
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    try:
+        from train_world_teacher import teacher_objects
+    finally:
+        sys.path.pop(0)
+    from vild_d2.data.datasets.shapes_world import ShapesWorldSpec, category_names, novel_kinds
+
+    spec = ShapesWorldSpec(seed=0)
+    base = [c for c in range(len(category_names(spec))) if c not in novel_kinds(spec)]
+    _, boxes, labels = teacher_objects(spec, 30, seed=0, categories=base, stream=3)
+    drawn = set(torch.cat(labels).tolist())
+    assert drawn <= set(base) and len(drawn) > 10
+    # the teacher's stream is unchanged by the new arguments
+    a = teacher_objects(spec, 3, seed=0)[2]
+    b = teacher_objects(spec, 3, seed=0, stream=2)[2]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_tool_names_a_missing_world(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "tools", "pretrain_world_detector.py"),
+            "--world",
+            str(tmp_path / "nowhere"),
+            "--config-file",
+            BASE_CONFIG,
+            "--output",
+            str(tmp_path / "m.pth"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "nowhere" in proc.stderr and "not found" in proc.stderr
+    assert not (tmp_path / "m.pth").exists()
