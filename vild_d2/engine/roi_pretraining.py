@@ -21,7 +21,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes
 from tqdm import tqdm
 
-from ..teacher.region_encoder import CLIP_MEAN, CLIP_STD, central_squares, crop_batch
+from ..teacher.region_encoder import central_squares, crop_batch
 from ..teacher.train_contrastive import AdamWSteps, _scale_and_clip, jitter_boxes
 
 __all__ = ["RoIClassifier", "pretrain_roi_classifier", "roi_top1_accuracy"]
@@ -69,14 +69,6 @@ class RoIClassifier(nn.Module):
         state = {f"backbone.{k}": v for k, v in self.backbone.state_dict().items()}
         state.update({f"roi_heads.box_head.{k}": v for k, v in self.box_head.state_dict().items()})
         return state
-
-
-def _crops_rgb(images, boxes, index, size) -> torch.Tensor:
-    """The teacher's crops (CLIP-normalised) brought back to RGB in [0, 255]."""
-    crops = crop_batch(images, boxes, index, size)
-    mean = torch.tensor(CLIP_MEAN, device=crops.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=crops.device).view(1, 3, 1, 1)
-    return (crops * std + mean) * 255.0
 
 
 def _object_in_crop(objects: torch.Tensor, crops: torch.Tensor, size: int) -> torch.Tensor:
@@ -134,7 +126,9 @@ def pretrain_roi_classifier(
         used, index = owners[chosen].unique(return_inverse=True)
         enlarge = context[0] + (context[1] - context[0]) * torch.rand(batch_size, generator=gen)
         crops = _scale_and_clip(jitter_boxes(all_boxes[chosen], gen), enlarge, height, width)
-        x = model.normalize(_crops_rgb(stacked[used], crops, index, crop_size)).to(device)
+        x = model.normalize(
+            crop_batch(stacked[used], crops, index, crop_size, normalize=False) * 255.0
+        ).to(device)
         rois = _object_in_crop(all_boxes[chosen], crops, crop_size).to(device)
         logits = model(x, list(rois[:, None, :]))
         targets = all_labels[chosen].to(device)

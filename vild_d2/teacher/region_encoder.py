@@ -88,7 +88,11 @@ def crop_regions(
 
 
 def crop_batch(
-    images: torch.Tensor, boxes: torch.Tensor, image_index: torch.Tensor, size: int
+    images: torch.Tensor,
+    boxes: torch.Tensor,
+    image_index: torch.Tensor,
+    size: int,
+    normalize: bool = True,
 ) -> torch.Tensor:
     """
     The crop of :func:`crop_regions` for boxes of several same-size images at once.
@@ -97,6 +101,7 @@ def crop_batch(
         images: [N, 3, H, W] RGB, uint8 or float in [0, 255].
         boxes: [K, 4] XYXY pixels (already scaled and clipped).
         image_index: [K] which image each box is in.
+        normalize: CLIP-normalise the crops (else RGB in [0, 1]).
 
     Returns:
         [K, 3, size, size] float: each box's central square, resampled, CLIP-normalised.
@@ -116,6 +121,8 @@ def crop_batch(
         sampling_ratio=0,
         aligned=True,
     )
+    if not normalize:
+        return crops
     mean = torch.tensor(CLIP_MEAN, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD, device=images.device).view(1, 3, 1, 1)
     return (crops - mean) / std
