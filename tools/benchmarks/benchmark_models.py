@@ -1,6 +1,8 @@
 """The randomly initialised tiny models the inference benchmarks compare (shared by them)."""
 
+import atexit
 import os
+import shutil
 import tempfile
 from typing import List, Tuple
 
@@ -18,7 +20,9 @@ def tiny_model_opts(
     Returns:
         (overrides for every model, the extra ones of ViLD models).
     """
-    vocab = os.path.join(tempfile.mkdtemp(), "vocab.npy")
+    tmp = tempfile.mkdtemp()
+    atexit.register(shutil.rmtree, tmp, True)  # the benchmark process reads it until it ends
+    vocab = os.path.join(tmp, "vocab.npy")
     np.save(vocab, np.random.default_rng(0).normal(size=(classes, embed_dim)).astype(np.float32))
     common = [
         "MODEL.DEVICE",

@@ -51,79 +51,82 @@ def main() -> None:
     from vild_d2.data.datasets import ShapesWorldSpec, generate_shapes_world
     from vild_d2.teacher import build_clip, save_clip_checkpoint
 
-    tmp = tempfile.mkdtemp()
-    generate_shapes_world(
-        os.path.join(tmp, "data", "shapes_world"),
-        ShapesWorldSpec(seed=5, num_train=args.images, num_val=2, image_size=128),
-    )
-    teacher = os.path.join(tmp, "clip.pt")
-    save_clip_checkpoint(build_clip(seed=0), teacher)  # ViT-B/32's shape: D = 512
-    text = os.path.join(tmp, "text.npy")
-    np.save(text, np.random.default_rng(0).normal(size=(48, 512)).astype(np.float32))
-    env = dict(os.environ, DETECTRON2_DATASETS=os.path.join(tmp, "data"), PYTHONWARNINGS="ignore")
-    py = sys.executable
-    rpn = os.path.join(ROOT, "configs", "shapes_world", "rpn_R_18_FPN_tiny.yaml")
-    vild = os.path.join(ROOT, "configs", "shapes_world", "vild_R_18_FPN_tiny.yaml")
+    # The run writes ~0.7 GB (two region stores, two trainings): removed when it ends.
+    with tempfile.TemporaryDirectory() as tmp:
+        generate_shapes_world(
+            os.path.join(tmp, "data", "shapes_world"),
+            ShapesWorldSpec(seed=5, num_train=args.images, num_val=2, image_size=128),
+        )
+        teacher = os.path.join(tmp, "clip.pt")
+        save_clip_checkpoint(build_clip(seed=0), teacher)  # ViT-B/32's shape: D = 512
+        text = os.path.join(tmp, "text.npy")
+        np.save(text, np.random.default_rng(0).normal(size=(48, 512)).astype(np.float32))
+        env = dict(
+            os.environ, DETECTRON2_DATASETS=os.path.join(tmp, "data"), PYTHONWARNINGS="ignore"
+        )
+        py = sys.executable
+        rpn = os.path.join(ROOT, "configs", "shapes_world", "rpn_R_18_FPN_tiny.yaml")
+        vild = os.path.join(ROOT, "configs", "shapes_world", "vild_R_18_FPN_tiny.yaml")
 
-    region_s, iter_s = {}, {}
-    for workers in (1, 2):
-        store = os.path.join(tmp, f"store{workers}")
-        region_s[workers] = _run(
-            [
-                py,
-                os.path.join(ROOT, "tools", "precompute_region_embeddings.py"),
-                "--teacher",
-                teacher,
-                "--dataset",
-                "shapes_world_train_ov",
-                "--config-file",
-                rpn,
-                "--allow-untrained-rpn",
-                "--output",
-                store,
-                "--num-regions",
-                str(args.regions),
-                "--device",
-                "cpu",
-                "--num-gpus",
-                str(workers),
-            ],
-            env,
-        )
-    for workers in (1, 2):
-        out = os.path.join(tmp, f"train{workers}")
-        _run(
-            [
-                py,
-                os.path.join(ROOT, "train_net.py"),
-                "--num-gpus",
-                str(workers),
-                "--config-file",
-                vild,
-                "MODEL.DEVICE",
-                "cpu",
-                "MODEL.VILD.EMBED_DIM",
-                "512",
-                "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS",
-                text,
-                "MODEL.VILD.NUM_DISTILL_REGIONS",
-                str(args.regions),
-                "DATASETS.REGION_STORE_TRAIN",
-                os.path.join(tmp, "store1"),
-                "DATASETS.TEST",
-                "()",
-                "SOLVER.IMS_PER_BATCH",
-                "4",
-                "SOLVER.MAX_ITER",
-                str(args.iters),
-                "DATALOADER.NUM_WORKERS",
-                "0",
-                "OUTPUT_DIR",
-                out,
-            ],
-            env,
-        )
-        iter_s[workers] = _seconds_per_iter(out)
+        region_s, iter_s = {}, {}
+        for workers in (1, 2):
+            store = os.path.join(tmp, f"store{workers}")
+            region_s[workers] = _run(
+                [
+                    py,
+                    os.path.join(ROOT, "tools", "precompute_region_embeddings.py"),
+                    "--teacher",
+                    teacher,
+                    "--dataset",
+                    "shapes_world_train_ov",
+                    "--config-file",
+                    rpn,
+                    "--allow-untrained-rpn",
+                    "--output",
+                    store,
+                    "--num-regions",
+                    str(args.regions),
+                    "--device",
+                    "cpu",
+                    "--num-gpus",
+                    str(workers),
+                ],
+                env,
+            )
+        for workers in (1, 2):
+            out = os.path.join(tmp, f"train{workers}")
+            _run(
+                [
+                    py,
+                    os.path.join(ROOT, "train_net.py"),
+                    "--num-gpus",
+                    str(workers),
+                    "--config-file",
+                    vild,
+                    "MODEL.DEVICE",
+                    "cpu",
+                    "MODEL.VILD.EMBED_DIM",
+                    "512",
+                    "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS",
+                    text,
+                    "MODEL.VILD.NUM_DISTILL_REGIONS",
+                    str(args.regions),
+                    "DATASETS.REGION_STORE_TRAIN",
+                    os.path.join(tmp, "store1"),
+                    "DATASETS.TEST",
+                    "()",
+                    "SOLVER.IMS_PER_BATCH",
+                    "4",
+                    "SOLVER.MAX_ITER",
+                    str(args.iters),
+                    "DATALOADER.NUM_WORKERS",
+                    "0",
+                    "OUTPUT_DIR",
+                    out,
+                ],
+                env,
+            )
+            iter_s[workers] = _seconds_per_iter(out)
 
     print(f"\n{args.images} images of 128x128, M={args.regions}, D=512, {os.cpu_count()} cores\n")
     print("| job | 1 worker | 2 workers | 2 / 1 |")
