@@ -66,6 +66,23 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
     rare = [c["name"] for c in cats if c["frequency"] == "r"]
     assert rare and set(rare) <= set(names)
 
+    # the RoI-classification pretraining (base categories only) the base detector starts from
+    pretrain = json.loads((out / "pretrain" / "roi_classifier.json").read_text())
+    assert pretrain["base_classes"] == 26 and len(pretrain["history"]) > 0
+    assert 0.0 <= pretrain["val_base_top1"] <= 100.0
+    base_config = (out / "base" / "config.yaml").read_text()
+    assert str(out / "pretrain" / "roi_classifier.pth") in base_config
+
+    # the ViLD heads' tau is 1 / the teacher's logit scale (CLIP's 100 gives the paper's 0.01)
+    import yaml
+
+    from vild_d2.teacher import load_clip
+
+    scale = load_clip(str(world / "teacher" / "clip_world.pt"))[0].logit_scale.detach().exp().item()
+    for key in MODELS[:3]:
+        trained = yaml.safe_load((out / key / "config.yaml").read_text())
+        assert abs(trained["MODEL"]["VILD"]["TEMPERATURE"] * scale - 1) < 1e-3
+
     # the base detector (everyone's initialisation) and its RPN's recall of novel and base objects
     assert (out / "base" / "model_final.pth").is_file()
     rpn = json.loads((out / "rpn" / "eval_results.json").read_text())
@@ -153,6 +170,7 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
     for stage in (
         "data",
         "teacher",
+        "pretrain",
         "base",
         "rpn",
         "text",

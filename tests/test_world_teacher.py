@@ -4,8 +4,14 @@ import json
 import os
 
 import torch
+from torchvision.ops import box_iou
 
-from vild_d2.teacher.train_contrastive import jitter_boxes, train_clip_on_crops, zero_shot_accuracy
+from vild_d2.teacher.train_contrastive import (
+    background_boxes,
+    jitter_boxes,
+    train_clip_on_crops,
+    zero_shot_accuracy,
+)
 
 from .conftest import ROOT
 
@@ -18,6 +24,22 @@ def test_jitter_stays_within_its_ranges():
     assert (h >= 20 * 0.8 - 1e-4).all() and (h <= 20 * 1.25 + 1e-4).all()
     cx = (out[:, 0] + out[:, 2]) / 2
     assert (cx - 30).abs().max() <= 4 + 1e-4 and (cx - 30).abs().max() > 2  # moved, by <= 10% of w
+
+
+def test_background_boxes_hold_no_object_and_stay_in_the_image():
+    gen = torch.Generator().manual_seed(0)
+    objects = [
+        torch.tensor([[10.0, 10.0, 50.0, 50.0], [60.0, 20.0, 100.0, 60.0]]),
+        torch.zeros(0, 4),
+    ]
+    owners = torch.tensor([0, 1] * 100)
+    out = background_boxes(objects, owners, (12.0, 40.0), 96, 128, gen, max_iou=0.3)
+    assert out.shape == (200, 4)
+    assert (out[:, :2] >= 0).all() and (out[:, 2] <= 128).all() and (out[:, 3] <= 96).all()
+    sides = out[:, 2:] - out[:, :2]
+    assert (sides >= 12 - 1e-4).all() and (sides <= 40 + 1e-4).all()
+    assert (box_iou(out[owners == 0], objects[0]).max(dim=1).values < 0.3).all()
+    assert len({tuple(b) for b in out.tolist()}) == 200  # drawn, not one fixed box
 
 
 def _two_colour_world():
@@ -55,6 +77,30 @@ def test_contrastive_training_learns_and_zero_shot_uses_the_region_path(tiny_cli
     after = zero_shot_accuracy(model, *data, names, templates=["a photo of a {}."], novel_ids=[1])
     assert after["accuracy"] == 100.0 and after["boxes"] == 16 and after["novel_boxes"] == 8
     assert after["accuracy_novel"] == after["accuracy_base"] == 100.0
+
+    # with crops of no object captioned "background", that caption wins on them
+    model = build_clip(seed=0, **TINY_CLIP_SHAPE)
+    train_clip_on_crops(
+        model,
+        *data,
+        names,
+        steps=100,
+        batch_size=16,
+        lr=1e-3,
+        templates=["a photo of a {}."],
+        background_fraction=0.25,
+        progress=False,
+    )
+    corners = [torch.tensor([[0.0, 0.0, 8.0, 8.0], [24.0, 24.0, 32.0, 32.0]])] * 16
+    background = zero_shot_accuracy(
+        model,
+        data[0],
+        corners,
+        [torch.tensor([2, 2])] * 16,
+        [*names, "background"],
+        templates=["a photo of a {}."],
+    )
+    assert background["accuracy"] >= 90.0
 
 
 def test_world_teacher_tool_writes_a_clip_checkpoint(tiny_lvis, tmp_path):

@@ -11,17 +11,21 @@ full output goes to OUTPUT/<stage>.log):
   1. data      datasets/prepare_shapes_world.py: world v3 (48 categories; 22 novel = rare,
                10 compositional + 12 new concepts)
   2. teacher   tools/train_world_teacher.py: the world's CLIP, which has seen every category
+     pretrain  tools/pretrain_world_detector.py: the detector's backbone and box head learn
+               to classify base objects on rendered scenes (the world's ImageNet)
   3. base      train_net.py, configs/shapes_world/base_R_18_FPN_tiny.yaml: Mask R-CNN on
-               the base categories; its weights initialise all four detectors (the role
-               ImageNet weights play on LVIS) and its RPN proposes the distillation regions
+               the base categories, from the pretraining; its weights initialise all four
+               detectors (the role ImageNet weights play on LVIS) and its RPN proposes the
+               distillation regions
      rpn       train_net.py --eval-only, configs/shapes_world/rpn_R_18_FPN_tiny.yaml with
                those weights: the RPN's recall of novel vs base val objects
   4. text      tools/precompute_text_embeddings.py: the 48 categories' embeddings
   5. regions   tools/precompute_region_embeddings.py: the RPN's top M proposals of every
                base-training image, embedded by the teacher
   6. models    train_net.py: ViLD-text, ViLD, ViLD-ensemble (on shapes_world_train_ov,
-               rare = novel annotations removed) and the supervised Mask R-CNN (on
-               shapes_world_train, all categories); each evaluated with LVISEvaluator
+               rare = novel annotations removed; tau = 1 / the teacher's logit scale) and
+               the supervised Mask R-CNN (on shapes_world_train, all categories); each
+               evaluated with LVISEvaluator
   7. transfer  train_net.py --eval-only: the three ViLD models, no retraining, on val and on
                shapes_world_transfer (another vocabulary), each with its own embeddings
   8. analysis  APr per kind of novel category, the "CLIP on cropped regions" baseline, the
@@ -65,6 +69,8 @@ class DemoSize:
     num_val: int  # shapes world val images
     teacher_images: int  # the teacher's own rendered images
     teacher_steps: int  # the teacher's contrastive training steps
+    pretrain_images: int  # scenes rendered for the base detector's RoI-classification pretraining
+    pretrain_steps: int  # its steps (batches of 128 crops; 16 in --quick)
     base_iters: int  # iterations of the base detector (the detectors' initialisation and RPN)
     detector_iters: int  # iterations of each of the four detectors
     num_regions: int  # M: distillation regions per training image
@@ -77,6 +83,8 @@ FULL = DemoSize(
     num_val=100,
     teacher_images=1500,
     teacher_steps=1500,
+    pretrain_images=3000,
+    pretrain_steps=300,
     base_iters=800,
     detector_iters=350,
     num_regions=32,
@@ -88,6 +96,8 @@ QUICK = DemoSize(
     num_val=8,
     teacher_images=64,
     teacher_steps=10,
+    pretrain_images=16,
+    pretrain_steps=2,
     base_iters=10,
     detector_iters=10,
     num_regions=8,
@@ -299,6 +309,18 @@ def _expansion_vocabulary(spec, teacher: str):
         )
     vocab.base_mask = dataset_vocabulary("shapes_world_val")["base_mask"]
     return vocab
+
+
+def teacher_temperature(teacher: str) -> float:
+    """
+    tau for the ViLD heads: 1 / the teacher's learned logit scale. CLIP's is 100, which is
+    the paper's tau = 0.01; the world's teacher learns its own (about 16), and its image and
+    text embeddings are only as far apart as that scale made them.
+    """
+    from vild_d2.teacher import load_clip
+
+    model, _ = load_clip(teacher)
+    return 1.0 / model.logit_scale.detach().exp().item()
 
 
 def _fmt(v) -> str:
@@ -773,6 +795,37 @@ def main() -> None:
             str(42 + args.seed),
         ]
 
+    # 3a. RoI-classification pretraining on rendered base-only scenes: the world's ImageNet
+    pretrained = os.path.join(out, "pretrain", "roi_classifier.pth")
+    if os.path.isfile(pretrained) and os.path.isfile(os.path.splitext(pretrained)[0] + ".json"):
+        seconds["pretrain"] = _skip("pretrain", pretrained)
+    else:
+        seconds["pretrain"] = _stage(
+            "pretrain",
+            [
+                py,
+                os.path.join(ROOT, "tools", "pretrain_world_detector.py"),
+                "--world",
+                data_root,
+                "--config-file",
+                os.path.join(CONFIGS, "base_R_18_FPN_tiny.yaml"),
+                "--output",
+                pretrained,
+                "--images",
+                str(size.pretrain_images),
+                "--steps",
+                str(size.pretrain_steps),
+                "--seed",
+                str(args.seed),
+                *(["--batch-size", "16"] if args.quick else []),
+                "MODEL.DEVICE",
+                device,
+            ],
+            env,
+            log("pretrain"),
+            _lines_with("rendered", "wrote"),
+        )
+
     base_dir = os.path.join(out, "base")
     base_weights = os.path.join(base_dir, "model_final.pth")
     if os.path.isfile(base_weights):
@@ -788,6 +841,10 @@ def main() -> None:
                 device,
                 "OUTPUT_DIR",
                 base_dir,
+                "MODEL.WEIGHTS",
+                pretrained,
+                "MODEL.BACKBONE.FREEZE_AT",
+                "2",
                 "DATASETS.TEST",
                 "()",
                 *schedule(size.base_iters),
@@ -866,11 +923,13 @@ def main() -> None:
     )
 
     # 6. the four detectors, each initialised from the base detector
+    tau = ["MODEL.VILD.TEMPERATURE", f"{teacher_temperature(teacher):.4g}"]
     vild_opts = [
         "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS",
         text,
         "MODEL.VILD.NUM_DISTILL_REGIONS",
         str(size.num_regions),
+        *tau,
     ]
     model_cfgs = []
     from vild_d2.config import load_config
@@ -953,6 +1012,7 @@ def main() -> None:
                 os.path.join(out, key, "model_final.pth"),
                 "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS",
                 text,
+                *tau,
                 "DATASETS.TEST",
                 f"('shapes_world_val', '{TRANSFER_DATASET}')",
                 "DATASETS.TEXT_EMBEDDINGS_TEST",

@@ -122,6 +122,12 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=900)
     p.add_argument("--batch-size", type=int, default=96)
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument(
+        "--background-fraction",
+        type=float,
+        default=0.25,
+        help="share of each batch that are crops of no object, captioned 'background'",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
@@ -153,6 +159,7 @@ def main(argv=None) -> int:
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
+        background_fraction=args.background_fraction,
         seed=args.seed,
     )
     save_clip_checkpoint(model, args.output)
@@ -174,6 +181,7 @@ def main(argv=None) -> int:
             "steps": args.steps,
             "batch_size": args.batch_size,
             "lr": args.lr,
+            "background_fraction": args.background_fraction,
             "seed": args.seed,
             "zero_shot_val": acc,
             "history": history,

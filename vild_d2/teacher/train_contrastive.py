@@ -69,6 +69,67 @@ def _scale_and_clip(
     return out
 
 
+def _padded(boxes: List[torch.Tensor]) -> torch.Tensor:
+    """Per-image [n_i, 4] boxes as one [N, max n_i, 4] tensor, padded with empty boxes."""
+    out = torch.zeros(len(boxes), max([len(b) for b in boxes] + [1]), 4)
+    for i, b in enumerate(boxes):
+        out[i, : len(b)] = b.float().reshape(-1, 4)
+    return out
+
+
+def background_boxes(
+    boxes: List[torch.Tensor],
+    owners: torch.Tensor,
+    sides: Sequence[float],
+    height: int,
+    width: int,
+    gen: torch.Generator,
+    max_iou: float = 0.3,
+    tries: int = 20,
+    padded: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """
+    Boxes of object size that hold no object: CLIP has seen countless crops that are none of
+    a vocabulary's categories; a teacher trained on object crops only has not, and embeds a
+    patch of background as confidently as an object (measured in docs/teacher.md).
+
+    Args:
+        boxes: per image [n_i, 4] XYXY pixels of all its objects.
+        owners: [k] the image of each box to draw.
+        sides: (smallest, largest) box side, pixels (log-uniform).
+        max_iou: a drawn box overlaps every object of its image by less than this.
+        tries: draws per box; a box that never fits keeps its last draw.
+        padded: ``boxes`` as :func:`_padded` gives them (pass it when calling repeatedly).
+
+    Returns:
+        [k, 4] XYXY pixels inside the image.
+    """
+    objects = _padded(boxes) if padded is None else padded
+    k = len(owners)
+    out = torch.zeros(k, 4)
+    todo = torch.arange(k)
+    lo, hi = math.log(sides[0]), math.log(sides[1])
+    for _ in range(tries):
+        n = len(todo)
+        wh = torch.exp(lo + torch.rand(n, 2, generator=gen) * (hi - lo))
+        wh = torch.minimum(wh, torch.tensor([float(width), float(height)]))
+        x0 = torch.rand(n, generator=gen) * (width - wh[:, 0])
+        y0 = torch.rand(n, generator=gen) * (height - wh[:, 1])
+        out[todo] = drawn = torch.stack([x0, y0, x0 + wh[:, 0], y0 + wh[:, 1]], dim=1)
+        others = objects[owners[todo]]  # [n, m, 4]
+        inter_wh = (
+            torch.minimum(drawn[:, None, 2:], others[..., 2:])
+            - torch.maximum(drawn[:, None, :2], others[..., :2])
+        ).clamp(min=0)
+        inter = inter_wh.prod(-1)
+        areas = (others[..., 2:] - others[..., :2]).clamp(min=0).prod(-1)
+        iou = inter / (wh.prod(-1)[:, None] + areas - inter)
+        todo = todo[iou.max(dim=1).values >= max_iou]
+        if len(todo) == 0:
+            break
+    return out
+
+
 def _adamw(params, **kwargs) -> torch.optim.AdamW:
     """AdamW, fused where this torch supports it (on a CPU ~10x faster steps than the default)."""
     params = list(params)
@@ -134,6 +195,8 @@ def train_clip_on_crops(
     weight_decay: float = 0.05,
     templates: Sequence[str] = tuple(VILD_TEMPLATES),
     scales: Sequence[float] = (1.0, 1.5),
+    background_fraction: float = 0.0,
+    background_name: str = "background",
     seed: int = 0,
     progress: bool = True,
 ) -> List[Dict[str, float]]:
@@ -147,6 +210,8 @@ def train_clip_on_crops(
         steps, batch_size, lr, weight_decay: AdamW with a cosine schedule and 5% warm-up.
         templates: caption templates, one drawn per category and step.
         scales: each crop takes one of these box enlargements at random.
+        background_fraction: this share of each batch are crops of no object
+            (:func:`background_boxes`), captioned with ``background_name`` in the templates.
 
     Returns:
         per 50 steps: step, loss, crop-to-caption training accuracy.
@@ -169,16 +234,31 @@ def train_clip_on_crops(
     size = model.visual.input_resolution
     bar = tqdm(range(steps), desc="teacher", unit="step", disable=not progress)
     training = AdamWSteps(model.parameters(), steps, lr, weight_decay, bar)
+    num_background = int(round(batch_size * background_fraction))
+    num_objects = batch_size - num_background
+    sides = all_boxes[:, 2:] - all_boxes[:, :2]
+    sides = (float(sides.min().clamp(min=4)), float(sides.max()))
+    captioned = [*class_names, background_name] if num_background else list(class_names)
+    padded = _padded(boxes)
     for step in bar:
-        chosen = torch.randint(len(owners), (batch_size,), generator=gen)
-        used, index = owners[chosen].unique(return_inverse=True)
+        chosen = torch.randint(len(owners), (num_objects,), generator=gen)
         b = jitter_boxes(all_boxes[chosen], gen)
-        s = torch.tensor(scales)[torch.randint(len(scales), (batch_size,), generator=gen)]
+        s = torch.tensor(scales)[torch.randint(len(scales), (num_objects,), generator=gen)]
         b = _scale_and_clip(b, s, height, width)
+        crop_owners = owners[chosen]
+        targets = all_labels[chosen]
+        if num_background:
+            empty = torch.randint(len(images), (num_background,), generator=gen)
+            b = torch.cat(
+                [b, background_boxes(boxes, empty, sides, height, width, gen, padded=padded)]
+            )
+            crop_owners = torch.cat([crop_owners, empty])
+            targets = torch.cat([targets, torch.full((num_background,), len(class_names))])
+        used, index = crop_owners.unique(return_inverse=True)
         crops = crop_batch(stacked[used], b, index, size).to(device)
-        targets = all_labels[chosen].to(device)
+        targets = targets.to(device)
         prompts = [
-            fill_template(pick.choice(list(templates)), n.replace("_", " ")) for n in class_names
+            fill_template(pick.choice(list(templates)), n.replace("_", " ")) for n in captioned
         ]
         tokens = clip.tokenize(prompts, context_length=model.context_length, truncate=True).to(
             device
