@@ -139,6 +139,42 @@ def test_ensemble_heads_train_on_their_own_loss(vocab_file):
     assert any(g is not None and g.abs().sum() > 0 for g in g_img[len(text_params) :])
 
 
+def test_ensemble_image_head_starts_from_the_checkpoints_box_head(vocab_file, tmp_path):
+    """A checkpoint without an image head (base detector, ViLD-text) initialises both of
+    the ensemble's box heads; a checkpoint with one keeps its own image head."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    torch.manual_seed(0)
+    single = build_model(_cfg(VILD_CONFIG, vocab_file))
+    DetectionCheckpointer(single, save_dir=str(tmp_path)).save("single")
+    torch.manual_seed(1)
+    ensemble = build_model(_cfg(ENSEMBLE_CONFIG, vocab_file))
+    image_box_head = ensemble.roi_heads.image_head.box_head
+    before = {k: v.clone() for k, v in image_box_head.state_dict().items()}
+    DetectionCheckpointer(ensemble).load(str(tmp_path / "single.pth"))
+    text_box_head = single.roi_heads.box_head.state_dict()
+    weights = [k for k in before if k.endswith("weight")]
+    assert weights and all(not torch.equal(before[k], text_box_head[k]) for k in weights)
+    for k, v in image_box_head.state_dict().items():
+        assert torch.equal(v, text_box_head[k]), k
+    # the projection to D stays the ensemble's own (a ViLD checkpoint's is the text head's)
+    assert not torch.equal(
+        ensemble.roi_heads.image_head.classifier.projection.weight,
+        single.roi_heads.box_predictor.classifier.projection.weight,
+    )
+
+    with torch.no_grad():
+        for p in image_box_head.parameters():
+            p.add_(1.0)
+    own = {k: v.clone() for k, v in image_box_head.state_dict().items()}
+    DetectionCheckpointer(ensemble, save_dir=str(tmp_path)).save("ensemble")
+    torch.manual_seed(2)
+    reloaded = build_model(_cfg(ENSEMBLE_CONFIG, vocab_file))
+    DetectionCheckpointer(reloaded).load(str(tmp_path / "ensemble.pth"))
+    for k, v in reloaded.roi_heads.image_head.box_head.state_dict().items():
+        assert torch.equal(v, own[k]), k
+
+
 def test_novel_classes_get_no_gradient(vocab_file):
     torch.manual_seed(0)
     model = build_model(

@@ -6,6 +6,7 @@ from collections import OrderedDict
 import detectron2.engine.defaults as d2_defaults
 from detectron2.engine import DefaultTrainer, default_setup, hooks
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
 from ..config import (
@@ -116,7 +117,9 @@ def build_config(args):
 
 
 def setup(args):
-    """build_config + detectron2's default_setup (logging, output dir, seed)."""
+    """build_config + detectron2's default_setup (logging, output dir, seed), and vild_d2's
+    own loggers to the same console and log file, as detectron2 projects do."""
     cfg = build_config(args)
     default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="vild_d2")
     return cfg
