@@ -1,0 +1,79 @@
+"""The pipeline's stage runner: stages side by side, their threads, failures and order."""
+
+import os
+import sys
+import time
+
+import pytest
+
+from vild_d2.utils.stage_runner import Stage, run_stages
+
+
+def _py(tmp_path, name, code, show=None):
+    return Stage(name, [sys.executable, "-c", code], str(tmp_path / f"{name}.log"), show)
+
+
+def _sleeper(tmp_path, name, seconds, out):
+    # writes its start/end times and its thread setting, then says "hello NAME"
+    code = (
+        "import os, time; t = time.time(); time.sleep(%r); "
+        "open(%r, 'w').write(f\"{t} {time.time()} {os.environ.get('OMP_NUM_THREADS')}\"); "
+        "print('hello %s')" % (seconds, str(out), name)
+    )
+    return _py(tmp_path, name, code, show=lambda line: line.strip() or None)
+
+
+def _times(path):
+    start, end, threads = path.read_text().split()
+    return float(start), float(end), threads
+
+
+def test_two_jobs_run_side_by_side_with_half_the_threads_each(tmp_path, capsys):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    seconds = run_stages(
+        [[_sleeper(tmp_path, "a", 1.5, a)], [_sleeper(tmp_path, "b", 1.5, b)]], dict(os.environ), 2
+    )
+    (a0, a1, a_threads), (b0, b1, b_threads) = _times(a), _times(b)
+    assert max(a0, b0) < min(a1, b1)  # they overlapped
+    expected = str(max(1, (os.cpu_count() or 1) // 2))
+    assert a_threads == b_threads == expected
+    assert set(seconds) == {"a", "b"} and all(s >= 1.5 for s in seconds.values())
+    printed = capsys.readouterr().out
+    assert "[a] hello a" in printed and "[b] hello b" in printed  # prefixed when side by side
+    assert "hello a" in (tmp_path / "a.log").read_text()
+
+
+def test_a_job_runs_its_stages_in_order_and_one_slot_runs_one_at_a_time(tmp_path):
+    first, second, third = (tmp_path / f"{n}.txt" for n in ("1", "2", "3"))
+    run_stages(
+        [
+            [_sleeper(tmp_path, "first", 0.3, first), _sleeper(tmp_path, "second", 0.3, second)],
+            [_sleeper(tmp_path, "third", 0.3, third)],
+        ],
+        dict(os.environ, OMP_NUM_THREADS="7"),
+        1,
+    )
+    t1, t2, t3 = _times(first), _times(second), _times(third)
+    assert t1[1] <= t2[0] and t2[1] <= t3[0]
+    assert t1[2] == "7"  # one slot: the caller's environment is kept
+
+
+def test_a_failed_stage_stops_the_one_beside_it_and_names_its_log(tmp_path):
+    slow = tmp_path / "slow.txt"
+    failing = _py(tmp_path, "broken", "import sys; print('the reason'); sys.exit(3)")
+    t0 = time.time()
+    with pytest.raises(SystemExit) as e:
+        run_stages([[_sleeper(tmp_path, "slow", 60, slow)], [failing]], dict(os.environ), 2)
+    assert time.time() - t0 < 30  # the 60-second stage was stopped
+    message = str(e.value.code)
+    assert "stage 'broken' failed (exit 3)" in message and "the reason" in message
+    assert str(tmp_path / "broken.log") in message
+    assert not slow.exists()
+
+
+def test_a_later_stage_of_a_failed_job_does_not_start(tmp_path):
+    never = tmp_path / "never.txt"
+    failing = _py(tmp_path, "broken", "import sys; sys.exit(1)")
+    with pytest.raises(SystemExit):
+        run_stages([[failing, _sleeper(tmp_path, "after", 0.1, never)]], dict(os.environ), 2)
+    assert not never.exists()

@@ -1,0 +1,188 @@
+"""
+Run a pipeline's stages (commands) one after another or side by side.
+
+Each stage runs in its own process group with its full output in its log file; chosen
+lines are echoed. SIGINT/SIGTERM to the pipeline are forwarded to every running stage's
+whole group (the stage and its data-loader workers) and waited for, so a killed
+pipeline leaves nothing running that a re-run would race. A failed stage stops the
+stages running beside it and ends the pipeline with the end of its log.
+
+Side by side: on a CPU, small models use their threads poorly, so two processes with
+one thread each do far more work than one with two (measured on 2 cores: two
+300-iteration shapes-world trainings side by side took 1.7x less time than one after
+the other). :func:`run_stages` gives each running stage ``cpus // slots`` threads.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+__all__ = ["Stage", "run_stages", "stop_group", "STOP_GRACE_SECONDS"]
+
+STOP_GRACE_SECONDS = 30  # a stopped stage gets this long to exit before SIGKILL
+
+
+@dataclass
+class Stage:
+    """One command of a pipeline."""
+
+    name: str  # shown in the pipeline's output
+    cmd: Sequence[str]
+    log_path: str  # the command's whole stdout + stderr
+    show: Optional[Callable[[str], Optional[str]]] = None  # line -> the text to echo, or None
+    cwd: Optional[str] = None
+
+
+class StageFailed(SystemExit):
+    """A stage exited with an error (its message holds the end of the stage's log)."""
+
+
+def stop_group(proc: subprocess.Popen, signum: int, grace: float = STOP_GRACE_SECONDS) -> None:
+    """Send ``signum`` to ``proc``'s process group; SIGKILL it after ``grace`` seconds."""
+    try:
+        os.killpg(proc.pid, signum)
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:  # already gone
+        pass
+
+
+def _shown(cmd, cwd) -> str:
+    if not cwd:
+        return " ".join(cmd)
+    return " ".join(os.path.relpath(c, cwd) if c.startswith(cwd + os.sep) else c for c in cmd)
+
+
+class _Runner:
+    def __init__(self, env: dict, parallel: bool):
+        self.env = env
+        self.parallel = parallel
+        self.running: Dict[str, subprocess.Popen] = {}  # stage name -> its process
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.failure: Optional[str] = None
+        self.seconds: Dict[str, float] = {}
+
+    def say(self, name: str, text: str) -> None:
+        prefix = f"[{name}] " if self.parallel else ""
+        with self.lock:
+            print(f"   {prefix}{text}", flush=True)
+
+    def run(self, stage: Stage) -> None:
+        with self.lock:
+            if self.stopping:
+                return
+            print(f"\n== {stage.name}: {_shown(stage.cmd, stage.cwd)}", flush=True)
+        t0 = time.time()
+        with open(stage.log_path, "w") as log:
+            proc = subprocess.Popen(
+                list(stage.cmd),
+                cwd=stage.cwd,
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                bufsize=1,
+                start_new_session=True,
+            )
+            with self.lock:
+                self.running[stage.name] = proc
+                late = self.stopping  # a stop that came while it started
+            if late:
+                stop_group(proc, signal.SIGTERM)
+            for line in proc.stdout:
+                log.write(line)
+                shown = stage.show(line.split("\r")[-1]) if stage.show else None
+                if shown is not None:
+                    self.say(stage.name, shown)
+            proc.wait()
+            with self.lock:
+                del self.running[stage.name]
+        if proc.returncode != 0:
+            with self.lock:
+                if self.stopping:  # stopped by the pipeline, not a failure of its own
+                    return
+            with open(stage.log_path) as f:
+                tail = "".join(f.readlines()[-20:])
+            self.fail(
+                f"stage '{stage.name}' failed (exit {proc.returncode}); end of "
+                f"{stage.log_path}:\n{tail}"
+            )
+            return
+        self.seconds[stage.name] = time.time() - t0
+        inside = stage.cwd and stage.log_path.startswith(stage.cwd + os.sep)
+        where = os.path.relpath(stage.log_path, stage.cwd) if inside else stage.log_path
+        self.say(stage.name, f"done in {self.seconds[stage.name]:.0f}s (log: {where})")
+
+    def run_job(self, job: Sequence[Stage]) -> None:
+        for stage in job:
+            if self.stopping:
+                return
+            self.run(stage)
+
+    def stop_all(self, signum: int) -> List[str]:
+        """Stop every running stage (and start no other); returns their names."""
+        with self.lock:
+            self.stopping = True
+            running = dict(self.running)
+        for proc in running.values():
+            stop_group(proc, signum)
+        return list(running)
+
+    def fail(self, message: str) -> None:
+        with self.lock:
+            if self.failure is None:
+                self.failure = message
+        self.stop_all(signal.SIGTERM)
+
+
+def run_stages(jobs: Sequence[Sequence[Stage]], env: dict, slots: int = 1) -> Dict[str, float]:
+    """
+    Run ``jobs``, each a list of stages run in order, with up to ``slots`` jobs at once
+    (jobs start in the order given: put the longest first). Returns each stage's seconds.
+    Exits the process (``sys.exit``) when a stage fails (message: the end of its log) or
+    on SIGINT/SIGTERM (code 128 + the signal, after stopping every running stage).
+    """
+    jobs = [list(job) for job in jobs if job]
+    slots = max(1, min(slots, len(jobs)))
+    if slots > 1:
+        threads = str(max(1, (os.cpu_count() or 1) // slots))
+        env = dict(env, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    runner = _Runner(env, parallel=slots > 1)
+    stopped_by: List[int] = []
+    stopped: List[str] = []
+
+    def forward(signum, _frame):
+        stopped_by.append(signum)
+        stopped.extend(runner.stop_all(signum))
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with ThreadPoolExecutor(max_workers=slots) as pool:
+            futures = [pool.submit(runner.run_job, job) for job in jobs]
+            pending = set(futures)
+            while pending:  # short waits, so that the signal handler runs promptly
+                _, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+            for future in futures:
+                future.result()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if stopped_by:
+        print(
+            f"\n== {', '.join(stopped) or 'pipeline'}: stopped by signal {stopped_by[0]}; run "
+            "the same command again to resume",
+            flush=True,
+        )
+        sys.exit(128 + stopped_by[0])
+    if runner.failure is not None:
+        raise StageFailed(runner.failure)
+    return runner.seconds
