@@ -36,7 +36,8 @@ full output goes to OUTPUT/<stage>.log):
 Stages that do not depend on each other run side by side (--jobs, default 2 on a CPU):
 the teacher lane (teacher, text) beside the detector lane (pretrain, base, rpn), then the
 four detectors and the transfer evaluations two at a time, each process with cores / 2
-threads; on 2 cores that does 1.7x the work of one process with both threads.
+threads (on 2 cores each detector trained at ~1.4x the throughput; the conv-heavy teacher
+and pretraining gain little).
 A stage whose result is complete is skipped, so a killed run resumes where it stopped
 (delete OUTPUT to start over). Results: the tables printed at the end and
 OUTPUT/results.json.
@@ -127,10 +128,6 @@ GROUPS = ["all", "novel", "compositional", "concept", "base"]
 def _rel(path: str) -> str:
     """``path`` relative to ROOT (where stages run) if inside it: shorter command lines."""
     return os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
-
-
-def _shown(cmd) -> str:
-    return " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd)
 
 
 def _stage(name: str, cmd, env, log_path: str, show) -> float:

@@ -9,7 +9,7 @@ stages running beside it and ends the pipeline with the end of its log.
 
 Side by side: on a CPU, small models use their threads poorly, so two processes with
 one thread each do far more work than one with two (measured on 2 cores: two
-300-iteration shapes-world trainings side by side took 1.7x less time than one after
+120-iteration shapes-world trainings side by side took 1.7x less time than one after
 the other). :func:`run_stages` gives each running stage ``cpus // slots`` threads.
 """
 
