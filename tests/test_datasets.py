@@ -147,7 +147,8 @@ def test_rare_categories_are_the_designed_novel_ones_of_two_kinds(long_tail_worl
             unannotated[by_id[c]] = unannotated.get(by_id[c], 0) + 1
     assert (
         set(unannotated) <= concept
-        and sum(unannotated.values()) >= len(concept) * spec.concept_unannotated_images[0] * 0.8
+        and sum(unannotated.values())
+        >= len(concept) * spec.concept_unannotated_share[0] * spec.num_train * 0.8
     )
     val_names = {by_id[a["category_id"]] for a in data["val"]["annotations"]}
     assert (
