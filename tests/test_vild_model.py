@@ -175,6 +175,31 @@ def test_ensemble_image_head_starts_from_the_checkpoints_box_head(vocab_file, tm
         assert torch.equal(v, own[k]), k
 
 
+@pytest.mark.parametrize("config", [VILD_CONFIG, ENSEMBLE_CONFIG], ids=["vild", "ensemble"])
+def test_world_base_detector_hands_every_head_but_the_classifier(config, vocab_file, tmp_path):
+    """The shapes world's stock Mask R-CNN (the base detector every world model starts
+    from) has ViLD's class-agnostic box regression and mask heads: loaded into a ViLD
+    model, every parameter but the classifier (text projection, background embedding)
+    comes from it. With class-specific heads, the box and mask predictors restarted."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    stock_config = os.path.join(ROOT, "configs", "shapes_world", "mask_rcnn_R_18_FPN_tiny.yaml")
+    torch.manual_seed(0)
+    stock = build_model(load_config(stock_config, ["MODEL.DEVICE", "cpu"]))
+    DetectionCheckpointer(stock, save_dir=str(tmp_path)).save("base")
+    torch.manual_seed(1)
+    vild = build_model(_cfg(config, vocab_file))
+    DetectionCheckpointer(vild).load(str(tmp_path / "base.pth"))
+    base = stock.state_dict()
+    own = [k for k in vild.state_dict() if ".classifier." in k]
+    assert own  # the projection to D and the background embedding
+    for k, v in vild.state_dict().items():
+        if k in own:
+            continue
+        source = k.replace("roi_heads.image_head.", "roi_heads.")  # the ensemble's copy
+        assert source in base and torch.equal(v, base[source]), k
+
+
 def test_novel_classes_get_no_gradient(vocab_file):
     torch.manual_seed(0)
     model = build_model(
