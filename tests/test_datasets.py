@@ -185,3 +185,21 @@ def test_no_occlusion_option(tmp_path):
         assert all(len(a["segmentation"]) == 1 for a in anns)
         masks = np.stack([api.ann_to_mask(a) for a in anns]).astype(np.int32)
         assert (masks.sum(0) > 1).sum() == 0
+
+
+def test_spec_of_an_older_world_reads_with_its_version(tmp_path):
+    """A v3 world's json (its spec has concept_unannotated_images, which v4 replaced)
+    reads as a spec of version 3, so the pipeline reports it as another world instead of
+    failing on the unknown key."""
+    from dataclasses import asdict
+
+    from vild_d2.data.datasets.shapes_world import spec_from_json
+
+    old = asdict(ShapesWorldSpec(num_train=400))
+    del old["concept_unannotated_share"]
+    old.update(concept_unannotated_images=[8, 14], version=3)
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps({"info": {"spec": old}}))
+    spec = spec_from_json(str(path))
+    assert spec.version == 3 and spec.num_train == 400
+    assert asdict(spec) != asdict(ShapesWorldSpec(num_train=400))

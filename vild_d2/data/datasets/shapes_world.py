@@ -7,7 +7,7 @@ varied size, rotation and colour tint on a textured background (gradients, strip
 checks, blotches); later objects may hide part of earlier ones, and masks are the exact
 visible parts (polygons, from shapely). The training split is long-tailed like LVIS:
 base categories follow a Zipf law and the novel ones are rare. Two kinds of novel
-category (world v3):
+category (since world v3):
 
 * **compositional**: ``num_novel`` colour x shape pairs of the base shapes, chosen so
   that every colour and every shape also occurs in base categories: new combinations of
@@ -39,7 +39,7 @@ order), so objects of other colours are outside its vocabulary and unannotated:
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -168,13 +168,17 @@ class ShapesWorldSpec:
 def spec_from_json(json_file: str) -> ShapesWorldSpec:
     """The spec a shapes-world json was generated with (kept in its ``info``)."""
     with open(json_file, encoding="utf-8") as f:
-        fields = json.load(f).get("info", {}).get("spec")
-    if fields is None:
+        found = json.load(f).get("info", {}).get("spec")
+    if found is None:
         raise ValueError(f"{json_file}: no generator spec in its 'info' (not a shapes-world json?)")
-    fields.setdefault("version", 2)  # worlds written before the field existed
-    if "concept_shapes" not in fields:
-        fields["concept_shapes"] = []
-    return ShapesWorldSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    found.setdefault("version", 2)  # worlds written before the field existed
+    found.setdefault("concept_shapes", [])
+    # keys of older generators (v3's concept_unannotated_images) are left out: the kept
+    # version already says that the world is another one
+    known = {f.name for f in fields(ShapesWorldSpec)}
+    return ShapesWorldSpec(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in found.items() if k in known}
+    )
 
 
 def category_names(spec: ShapesWorldSpec) -> List[str]:
