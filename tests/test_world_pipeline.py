@@ -16,7 +16,7 @@ from .conftest import ROOT
 MODELS = ("vild_text", "vild", "vild_ensemble", "mask_rcnn_supervised")
 
 
-def _demo(out):
+def _demo(out, expect_success=True):
     proc = subprocess.run(
         [
             sys.executable,
@@ -32,6 +32,8 @@ def _demo(out):
         text=True,
         timeout=900,
     )
+    if not expect_success:
+        return proc
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
@@ -66,10 +68,11 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
     rare = [c["name"] for c in cats if c["frequency"] == "r"]
     assert rare and set(rare) <= set(names)
 
-    # the RoI-classification pretraining (base categories only) the base detector starts from
+    # the RoI-classification pretraining (the 8 shapes, never a category) the base detector
+    # starts from
     pretrain = json.loads((out / "pretrain" / "roi_classifier.json").read_text())
-    assert pretrain["base_classes"] == 26 and len(pretrain["history"]) > 0
-    assert 0.0 <= pretrain["val_base_top1"] <= 100.0
+    assert pretrain["labels"] == "shapes" and len(pretrain["classes"]) == 8
+    assert len(pretrain["history"]) > 0 and 0.0 <= pretrain["val_top1"] <= 100.0
     base_config = (out / "base" / "config.yaml").read_text()
     assert str(out / "pretrain" / "roi_classifier.pth") in base_config
 
@@ -185,3 +188,11 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
         )
     assert '"already_done": 24' in again  # the region tool found every image committed
     assert (out / "results.json").is_file()
+
+    # an output folder pretrained by an older recipe (base categories) is named, not reused
+    info_file = out / "pretrain" / "roi_classifier.json"
+    info = json.loads(info_file.read_text())
+    info_file.write_text(json.dumps({k: v for k, v in info.items() if k != "labels"}))
+    stale = _demo(out, expect_success=False)
+    assert stale.returncode != 0 and "--labels base-categories" in stale.stderr
+    assert str(out / "pretrain" / "roi_classifier.pth") in stale.stderr

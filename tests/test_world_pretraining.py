@@ -1,13 +1,20 @@
-"""RoI-classification pretraining: base labels only, learns, and loads into the detector."""
+"""RoI-classification pretraining: shape or base-category labels, learns, loads into a detector."""
 
 import json
 import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from vild_d2.config import load_config
+from vild_d2.data.datasets.shapes_world import (
+    ShapesWorldSpec,
+    category_names,
+    category_shapes,
+    novel_kinds,
+)
 from vild_d2.engine.roi_pretraining import RoIClassifier, pretrain_roi_classifier, roi_top1_accuracy
 
 from .conftest import ROOT
@@ -47,7 +54,8 @@ def test_pretraining_learns_through_the_detectors_own_path():
     assert roi_top1_accuracy(model, images, boxes, skipped) == 0.0
 
 
-def test_tool_renders_base_only_and_its_checkpoint_loads_into_the_detector(tiny_lvis, tmp_path):
+@pytest.mark.parametrize("labels", ["shapes", "base-categories"])
+def test_tool_labels_and_its_checkpoint_loads_into_the_detector(tiny_lvis, tmp_path, labels):
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
@@ -70,6 +78,8 @@ def test_tool_renders_base_only_and_its_checkpoint_loads_into_the_detector(tiny_
             "8",
             "--crop-size",
             "32",
+            "--labels",
+            labels,
             "MODEL.DEVICE",
             "cpu",
         ],
@@ -79,9 +89,19 @@ def test_tool_renders_base_only_and_its_checkpoint_loads_into_the_detector(tiny_
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "top-1 on shapes_world_val's base objects" in proc.stdout
+    spec = tiny_lvis["spec"]
     info = json.load(open(out.with_suffix(".json")))
-    assert 0.0 <= info["val_base_top1"] <= 100.0 and info["history"][-1]["step"] == 2
+    if labels == "shapes":  # every category drawn; the classifier's classes are the 8 shapes
+        assert (
+            "of all 48 categories" in proc.stdout and "objects, labelled by shapes" in proc.stdout
+        )
+        assert info["classes"] == [*spec.shapes, *spec.concept_shapes]
+    else:  # base categories only, each its own class
+        base = [n for i, n in enumerate(category_names(spec)) if i not in novel_kinds(spec)]
+        assert f"of base {len(base)} categories" in proc.stdout
+        assert info["classes"] == base
+    assert "top-1 on shapes_world_val's" in proc.stdout and info["labels"] == labels
+    assert 0.0 <= info["val_top1"] <= 100.0 and info["history"][-1]["step"] == 2
     saved = torch.load(str(out), map_location="cpu")["model"]
     cfg = load_config(BASE_CONFIG, ["MODEL.DEVICE", "cpu"])
     detector = build_model(cfg)
@@ -103,8 +123,6 @@ def test_base_scenes_hold_no_novel_category():
         from train_world_teacher import teacher_objects
     finally:
         sys.path.pop(0)
-    from vild_d2.data.datasets.shapes_world import ShapesWorldSpec, category_names, novel_kinds
-
     spec = ShapesWorldSpec(seed=0)
     base = [c for c in range(len(category_names(spec))) if c not in novel_kinds(spec)]
     _, boxes, labels = teacher_objects(spec, 30, seed=0, categories=base, stream=3)
@@ -114,6 +132,14 @@ def test_base_scenes_hold_no_novel_category():
     a = teacher_objects(spec, 3, seed=0)[2]
     b = teacher_objects(spec, 3, seed=0, stream=2)[2]
     assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_category_shapes_name_each_category_by_its_own_shape():
+    spec = ShapesWorldSpec(seed=0)
+    shapes = [*spec.shapes, *spec.concept_shapes]
+    names = category_names(spec)
+    assert [shapes[s] for s in category_shapes(spec)] == [n.split()[1] for n in names]
+    assert set(category_shapes(spec)) == set(range(len(shapes)))
 
 
 def test_tool_names_a_missing_world(tmp_path):

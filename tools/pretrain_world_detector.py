@@ -1,14 +1,23 @@
 #!/usr/bin/env python
 """
-RoI-classification pretraining of a shapes-world detector on its BASE categories: the
-world's stand-in for ImageNet initialisation (the world has no pretrained backbone).
+RoI-classification pretraining of a shapes-world detector: the world's stand-in for
+ImageNet initialisation (the world has no pretrained backbone).
 
 The detector of --config-file's backbone + FPN, box RoI pooler and box head, with a
-linear classifier over the base categories, learn on crops of newly rendered scenes
-that hold base-category objects only (vild_d2/engine/roi_pretraining.py). Writes a
-checkpoint that train_net.py reads with MODEL.WEIGHTS (backbone and box head), and its
-.json: the training curve and the top-1 on shapes_world_val's base objects, classified
-by the detector's own path on whole val images with their ground-truth boxes as RoIs.
+linear classifier, learn on crops of newly rendered scenes (vild_d2/engine/roi_pretraining.py).
+What the classifier learns, --labels:
+
+- ``shapes`` (the demo's): scenes of every category, each object labelled by its *shape*
+  (8 classes: the base and the concept shapes), never by its category. As ImageNet-1k
+  holds many of LVIS's rare categories as classes of its own, the world's ImageNet knows
+  every shape by sight; no detector is ever given a novel category's label or name.
+- ``base-categories``: scenes of the base categories only, labelled by category (no
+  novel pixel is seen; the detectors' features then know only the base shapes).
+
+Writes a checkpoint that train_net.py reads with MODEL.WEIGHTS (backbone and box head),
+and its .json: the training curve and the top-1 on shapes_world_val's objects of the drawn
+categories, classified by the detector's own path on whole val images with their
+ground-truth boxes as RoIs.
 
     python tools/pretrain_world_detector.py --world datasets/shapes_world \\
         --config-file configs/shapes_world/base_R_18_FPN_tiny.yaml \\
@@ -37,11 +46,23 @@ def main(argv=None) -> int:
     p.add_argument("--crop-size", type=int, default=64, help="crop side, pixels")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--labels",
+        choices=("base-categories", "shapes"),
+        default="shapes",
+        help="base-categories: scenes of base categories, labelled by category; shapes: "
+        "scenes of every category, labelled by shape only (never by category)",
+    )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = p.parse_args(argv)
 
     from vild_d2.config import ConfigError, load_config
-    from vild_d2.data.datasets.shapes_world import category_names, novel_kinds, spec_from_json
+    from vild_d2.data.datasets.shapes_world import (
+        category_names,
+        category_shapes,
+        novel_kinds,
+        spec_from_json,
+    )
     from vild_d2.engine.roi_pretraining import (
         RoIClassifier,
         pretrain_roi_classifier,
@@ -59,22 +80,31 @@ def main(argv=None) -> int:
         print(f"pretrain_world_detector.py: error: {e}", file=sys.stderr)
         return 2
     spec = spec_from_json(train_json)
+    num_categories = len(category_names(spec))
     novel = novel_kinds(spec)
-    base = [c for c in range(len(category_names(spec))) if c not in novel]
-    to_base = torch.full((len(category_names(spec)),), -1, dtype=torch.long)
-    to_base[base] = torch.arange(len(base))  # category index -> base class index (-1: novel)
+    if args.labels == "shapes":
+        drawn = list(range(num_categories))  # every category is drawn, labelled by its shape
+        classes = [*spec.shapes, *spec.concept_shapes]
+        to_class = torch.tensor(category_shapes(spec))
+    else:
+        drawn = [c for c in range(num_categories) if c not in novel]
+        classes = [category_names(spec)[c] for c in drawn]
+        to_class = torch.full((num_categories,), -1, dtype=torch.long)
+        to_class[drawn] = torch.arange(len(drawn))  # category -> base class index (-1: novel)
 
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
     # stream 3: images that neither the dataset nor the teacher (stream 2) uses
-    images, boxes, labels = teacher_objects(spec, args.images, args.seed, base, stream=3)
-    labels = [to_base[lab] for lab in labels]
+    images, boxes, labels = teacher_objects(spec, args.images, args.seed, drawn, stream=3)
+    labels = [to_class[lab] for lab in labels]
+    what = "all" if args.labels == "shapes" else "base"
     print(
-        f"rendered {args.images} scenes of the {len(base)} base categories, "
-        f"{sum(len(b) for b in boxes)} objects ({time.perf_counter() - t0:.0f}s)",
+        f"rendered {args.images} scenes of {what} {len(drawn)} categories, "
+        f"{sum(len(b) for b in boxes)} objects, labelled by {args.labels} "
+        f"({len(classes)} classes; {time.perf_counter() - t0:.0f}s)",
         flush=True,
     )
-    model = RoIClassifier(cfg, len(base))
+    model = RoIClassifier(cfg, len(classes))
     history = pretrain_roi_classifier(
         model,
         images,
@@ -87,7 +117,9 @@ def main(argv=None) -> int:
         seed=args.seed,
     )
     val_images, val_boxes, val_labels = val_objects(val_json, args.world)
-    accuracy = roi_top1_accuracy(model, val_images, val_boxes, [to_base[lab] for lab in val_labels])
+    accuracy = roi_top1_accuracy(
+        model, val_images, val_boxes, [to_class[lab] for lab in val_labels]
+    )
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     state = {"model": model.detector_state_dict()}
     atomic_write(args.output, lambda f: torch.save(state, f))
@@ -96,20 +128,21 @@ def main(argv=None) -> int:
         {
             "config_file": args.config_file,
             "opts": args.opts,
-            "base_classes": len(base),
+            "labels": args.labels,
+            "classes": classes,
             "images": args.images,
             "steps": args.steps,
             "batch_size": args.batch_size,
             "crop_size": args.crop_size,
             "lr": args.lr,
             "seed": args.seed,
-            "val_base_top1": accuracy,
+            "val_top1": accuracy,  # on val's objects of the drawn categories
             "history": history,
             "seconds": time.perf_counter() - t0,
         },
     )
     print(
-        f"wrote {args.output}: top-1 on shapes_world_val's base objects (whole images, "
+        f"wrote {args.output}: top-1 on shapes_world_val's {what} objects (whole images, "
         f"ground-truth RoIs) {accuracy:.1f}%, {time.perf_counter() - t0:.0f}s"
     )
     return 0

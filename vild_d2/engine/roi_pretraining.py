@@ -3,13 +3,15 @@ RoI-classification pretraining of a detector's recognition path: the stand-in fo
 ImageNet initialisation where no pretrained backbone exists (the shapes world).
 
 The detector's own backbone (with its FPN), box RoI pooler and box head, plus a linear
-classifier over the *base* categories, are trained with AdamW on object crops: each crop
+classifier over whatever classes the caller labels (the shapes world's tool: the 8 shapes,
+or the base categories), are trained with AdamW on object crops: each crop
 is one jittered, context-enlarged box resampled to ``crop_size`` pixels (the teacher's
 crop, :func:`vild_d2.teacher.region_encoder.crop_batch`), and the RoI is the object's box
 inside the crop. The result loads into the full detector with ``MODEL.WEIGHTS`` (backbone
 and box head; the RPN, box predictor and mask head start fresh).
 
-Only base labels are ever used, as ImageNet labels on LVIS are not the novel categories.
+What the labels may be is the caller's choice, as ImageNet's are on LVIS: they must never
+be the novel *categories* a ViLD model is tested on.
 """
 
 from typing import Dict, List, Sequence

@@ -189,6 +189,14 @@ def category_names(spec: ShapesWorldSpec) -> List[str]:
     return [f"{c} {s}" for s in (*spec.shapes, *spec.concept_shapes) for c in spec.colours]
 
 
+def category_shapes(spec: ShapesWorldSpec) -> List[int]:
+    """
+    The shape of each category (index into ``(*spec.shapes, *spec.concept_shapes)``), in
+    :func:`category_names` order.
+    """
+    return [i // len(spec.colours) for i in range(len(category_names(spec)))]
+
+
 def concept_novel_ids(spec: ShapesWorldSpec) -> List[int]:
     """Indices (into :func:`category_names`) of the concept categories (all novel)."""
     first = len(spec.shapes) * len(spec.colours)
