@@ -10,7 +10,7 @@ What the classifier learns, --labels:
 - ``shapes`` (the demo's): scenes of every category, each object labelled by its *shape*
   (8 classes: the base and the concept shapes), never by its category. As ImageNet-1k
   holds many of LVIS's rare categories as classes of its own, the world's ImageNet knows
-  every shape by sight; no detector is ever given a novel category's label or name.
+  every shape by sight; no ViLD model is ever given a novel category's label or name.
 - ``base-categories``: scenes of the base categories only, labelled by category (no
   novel pixel is seen; the detectors' features then know only the base shapes).
 
@@ -80,7 +80,8 @@ def main(argv=None) -> int:
         print(f"pretrain_world_detector.py: error: {e}", file=sys.stderr)
         return 2
     spec = spec_from_json(train_json)
-    num_categories = len(category_names(spec))
+    names = category_names(spec)
+    num_categories = len(names)
     novel = novel_kinds(spec)
     if args.labels == "shapes":
         drawn = list(range(num_categories))  # every category is drawn, labelled by its shape
@@ -88,7 +89,7 @@ def main(argv=None) -> int:
         to_class = torch.tensor(category_shapes(spec))
     else:
         drawn = [c for c in range(num_categories) if c not in novel]
-        classes = [category_names(spec)[c] for c in drawn]
+        classes = [names[c] for c in drawn]
         to_class = torch.full((num_categories,), -1, dtype=torch.long)
         to_class[drawn] = torch.arange(len(drawn))  # category -> base class index (-1: novel)
 
