@@ -15,6 +15,11 @@ needs_shared = pytest.mark.skipif(
     not os.path.isdir(SHARED),
     reason=f"real data folder {SHARED} is absent (developer machines only)",
 )
+# The official ViLD oracle: a random-weight ViLD-ensemble checkpoint of the official TF code
+# and every intermediate tensor it computed for three images (its README says how).
+OFFICIAL = os.path.join(SHARED, "official_vild")
+ORACLE = os.path.join(OFFICIAL, "small")
+ORACLE_IMAGES = ("coco_000000000009", "coco_000000000025", "synthetic")
 
 # A CLIP of the ViT kind, small enough for CPU tests (widths are multiples of 64 so that
 # clip.model.build_model infers the same shape back from the state dict).
@@ -57,3 +62,14 @@ def tiny_clip_checkpoint(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("clip") / "tiny_clip.pt")
     save_clip_checkpoint(model, path)
     return {"path": path, "model": model}
+
+
+@pytest.fixture(scope="session")
+def converted_oracle(tmp_path_factory):
+    """The oracle's TF checkpoint converted by tools/convert_official_checkpoint.py."""
+    from .helpers.scripts import load_script
+
+    out = str(tmp_path_factory.mktemp("official") / "converted")
+    tool = load_script("tools/convert_official_checkpoint.py")
+    assert tool.main([os.path.join(ORACLE, "model.ckpt"), "--output", out, "--no-progress"]) == 0
+    return out

@@ -47,6 +47,32 @@ def test_text_cross_entropy_by_hand():
     assert loss.item() == pytest.approx(expected, rel=1e-9)
 
 
+def test_official_novel_logits_stay_in_the_softmax_at_zero():
+    """The official loss multiplies the logits by the 0/1 base mask: novel classes keep exp(0)."""
+    regions = [_unit([1.0, 0.5, 0.0]), _unit([0.0, 1.0, 1.0])]
+    classes = [_unit([1.0, 0.0, 0.0]), _unit([0.0, 1.0, 0.0]), _unit([0.0, 0.0, 1.0])]
+    bg = [0.0, 0.0, 2.0]
+    labels = [0, 3]
+    base = [True, False, True]
+    expected = 0.0
+    for r, y in zip(regions, labels):
+        z = [_dot(r, t) / TAU for t in classes] + [_dot(r, _unit(bg)) / TAU]
+        z = [0.0 if k < 3 and not base[k] else v for k, v in enumerate(z)]  # logit x mask
+        expected += -(z[y] - math.log(sum(math.exp(v) for v in z)))
+    expected /= len(labels)
+    logits = text_logits(
+        torch.tensor(regions, dtype=torch.float64),
+        torch.tensor(classes, dtype=torch.float64),
+        torch.tensor(bg, dtype=torch.float64),
+        TAU,
+        torch.tensor(base),
+        novel_logit=0.0,
+    )
+    assert torch.equal(logits[:, 1], torch.zeros(2, dtype=torch.float64))
+    loss = torch.nn.functional.cross_entropy(logits, torch.tensor(labels))
+    assert loss.item() == pytest.approx(expected, rel=1e-9)
+
+
 def test_l1_distillation_by_hand():
     student = torch.tensor([[0.6, 0.8, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], requires_grad=True)
     teacher = torch.tensor([[0.8, 0.6, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])

@@ -222,6 +222,21 @@ def test_novel_classes_get_no_gradient(vocab_file):
     assert F.cross_entropy(predictor(x)[0], gt).item() == pytest.approx(loss.item(), rel=1e-6)
 
 
+def test_official_novel_logits_option(vocab_file):
+    """MODEL.VILD.TRAIN_NOVEL_LOGITS zero: novel classes stay in the softmax with logit 0."""
+    torch.manual_seed(0)
+    opts = ("MODEL.VILD.IMAGE_LOSS_WEIGHT", "0.0", "MODEL.VILD.TRAIN_NOVEL_LOGITS", "zero")
+    model = build_model(_cfg(VILD_CONFIG, vocab_file, *opts)).train()
+    predictor = model.roi_heads.box_predictor
+    x = torch.randn(10, predictor.classifier.projection.in_features)
+    logits, _ = predictor(x)
+    assert torch.equal(logits[:, NOVEL], torch.zeros(10, len(NOVEL)))
+    base = [i for i in range(C) if i not in NOVEL]
+    assert torch.isfinite(logits[:, base]).all() and (logits[:, base] != 0).all()
+    with pytest.raises(ValueError, match="TRAIN_NOVEL_LOGITS is 'none': choose exclude or zero"):
+        build_model(_cfg(VILD_CONFIG, vocab_file, "MODEL.VILD.TRAIN_NOVEL_LOGITS", "none"))
+
+
 def _detections(model, batch):
     with torch.no_grad():
         out = model([{k: b[k] for k in ("image", "height", "width")} for b in batch])

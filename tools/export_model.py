@@ -44,11 +44,11 @@ def main(argv=None) -> int:
     import torch
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.data import DatasetCatalog
-    from detectron2.data import transforms as T
     from detectron2.data.detection_utils import read_image
     from detectron2.modeling import build_model
 
     from vild_d2.config import ConfigError, check_weights, load_config
+    from vild_d2.data.augmentation import build_test_augmentation
     from vild_d2.export import ExportError, export_model
     from vild_d2.inference import EXPORT_INFO_FILE, export_info
     from vild_d2.modeling.text_embeddings import VocabularyError
@@ -72,11 +72,7 @@ def main(argv=None) -> int:
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"sample image not found: {path}")
             raw = read_image(path, format=cfg.INPUT.FORMAT)
-            resized = (
-                T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
-                .get_transform(raw)
-                .apply_image(raw)
-            )
+            resized = build_test_augmentation(cfg)[0].get_transform(raw).apply_image(raw)
             image = (
                 torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
                 .float()

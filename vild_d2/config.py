@@ -49,6 +49,9 @@ def add_vild_config(cfg: CN) -> None:
     _C.MODEL.VILD.ENSEMBLE = False
     # lambda of ViLD-ensemble: base p_text^l * p_img^(1-l), novel p_text^(1-l) * p_img^l.
     _C.MODEL.VILD.ENSEMBLE_LAMBDA = 2.0 / 3.0
+    # Novel classes in the training softmax: "exclude" (logit -inf) or "zero" (logit 0, as
+    # the official code, which multiplies the logits by a 0/1 mask: each adds exp(0)).
+    _C.MODEL.VILD.TRAIN_NOVEL_LOGITS = "exclude"
 
     # Folder of the region-embedding store with DATASETS.TRAIN's distillation regions;
     # "" = none (needed when MODEL.VILD.IMAGE_LOSS_WEIGHT > 0). See vild_d2/data/region_store.
@@ -62,6 +65,15 @@ def add_vild_config(cfg: CN) -> None:
     # Periodic checkpoints (SOLVER.CHECKPOINT_PERIOD) kept on disk, older ones deleted
     # (model_final is always kept); 0 keeps all, as detectron2 does.
     _C.SOLVER.CHECKPOINTS_KEPT = 0
+
+    # The official ViLD architecture (vild_d2/modeling/official, configs/LVIS-OV-official):
+    # norm after each conv of OfficialRPNHead, one per FPN level ("" = none).
+    _C.MODEL.RPN.NORM = ""
+    # OfficialFPN pads inputs to a multiple of this (officially 1024); 0 = its coarsest stride.
+    _C.MODEL.FPN.SIZE_DIVISIBILITY = 0
+    # Resize test images with TensorFlow 1's bilinear resize (the official ViLD's), in float,
+    # sizes rounded half to even, instead of detectron2's PIL resize (same MIN/MAX_SIZE_TEST).
+    _C.INPUT.TF1_RESIZE_TEST = False
 
     _C.INPUT.LSJ = CN()
     # Large-scale jitter (resize by a random scale, then crop/pad to a fixed square).

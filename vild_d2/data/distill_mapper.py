@@ -14,7 +14,7 @@ from detectron2.data.transforms import TransformList
 from detectron2.structures import Boxes, Instances
 
 from ..utils.boxes import clip_boxes_xyxy
-from .augmentation import train_mapper_kwargs
+from .augmentation import build_test_augmentation, train_mapper_kwargs
 from .region_store import RegionStore, RegionStoreError
 
 __all__ = ["DistillDatasetMapper", "transform_regions"]
@@ -57,7 +57,8 @@ class DistillDatasetMapper(DatasetMapper):
     and ``embeddings`` (float16 [m, D]) — the contract of :mod:`vild_d2.modeling.roi_heads`.
     Regions that leave the image (or keep less than ``min_visible`` of their area) are
     dropped with their embeddings; the first ``num_regions`` survivors (the store keeps
-    the proposals' score order) are kept. Inference is DatasetMapper's.
+    the proposals' score order) are kept. Inference is DatasetMapper's with vild_d2's test
+    resize (INPUT.TF1_RESIZE_TEST).
 
     Images without annotations (e.g. only novel objects, removed from an open-vocabulary
     training split) are mapped too; detectron2 v0.6 fails on them when boxes are
@@ -91,7 +92,11 @@ class DistillDatasetMapper(DatasetMapper):
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True, region_store: Optional[RegionStore] = None):
-        ret = train_mapper_kwargs(cfg) if is_train else super().from_config(cfg, is_train)
+        if is_train:
+            ret = train_mapper_kwargs(cfg)
+        else:
+            ret = super().from_config(cfg, is_train)
+            ret["augmentations"] = build_test_augmentation(cfg)
         ret["region_store"] = region_store or cfg.DATASETS.REGION_STORE_TRAIN
         ret["num_regions"] = cfg.MODEL.VILD.NUM_DISTILL_REGIONS
         ret["min_visible"] = cfg.INPUT.DISTILL_MIN_VISIBLE

@@ -4,6 +4,7 @@ import contextlib
 from collections import OrderedDict
 
 import detectron2.engine.defaults as d2_defaults
+from detectron2.data import build_detection_test_loader
 from detectron2.engine import DefaultTrainer, default_setup, hooks
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -17,6 +18,7 @@ from ..config import (
     load_config,
 )
 from ..data.build import build_vild_train_loader
+from ..data.distill_mapper import DistillDatasetMapper
 from ..evaluation import build_evaluator
 from ..modeling import ViLDRCNN, evaluation_vocabulary
 
@@ -44,6 +46,12 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         return build_vild_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        """detectron2's test loader with vild_d2's test resize (INPUT.TF1_RESIZE_TEST)."""
+        mapper = DistillDatasetMapper(cfg, is_train=False)
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
     def build_hooks(self):
         """DefaultTrainer's hooks; the periodic checkpointer keeps SOLVER.CHECKPOINTS_KEPT files."""

@@ -16,10 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from detectron2.data import detection_utils as utils
-from detectron2.data import transforms as T
 from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference_single_image
 from detectron2.structures import Boxes, BoxMode
 from tqdm import tqdm
+
+from ..data.augmentation import build_test_augmentation
 
 __all__ = ["head_accuracy", "clip_on_crops_detections", "lvis_results"]
 
@@ -54,7 +55,7 @@ def head_accuracy(
         "base, base classes only" (accuracy on base boxes with the novel classes left out,
         as in training) and "cosine to true class" (mean over all boxes, x100).
     """
-    resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+    resize = build_test_augmentation(cfg)[0]
     heads = model.roi_heads
     emb = class_embeddings.to(model.device)
     text_head = "head" if heads.image_head is None else "text head"

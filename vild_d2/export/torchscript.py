@@ -24,6 +24,7 @@ vocabulary sizes and image sizes as far as detectron2's tracing support goes (te
 vocabularies; prefer scripting).
 """
 
+import copy
 import warnings
 from typing import Dict, List, Optional
 
@@ -36,6 +37,8 @@ from torch import nn
 
 from ..modeling.losses import ensemble_scores
 from ..modeling.meta_arch import ViLDRCNN
+from ..modeling.official import OfficialViLDRCNN, clip_boxes_inclusive
+from ..modeling.official.layers import FrozenBatchNorm
 
 __all__ = [
     "ViLDInferenceModule",
@@ -74,6 +77,9 @@ class ViLDInferenceModule(nn.Module):
         self.register_buffer("pixel_mean", model.pixel_mean.detach().clone(), persistent=False)
         self.register_buffer("pixel_std", model.pixel_std.detach().clone(), persistent=False)
         self.size_divisibility: int = int(model.backbone.size_divisibility)
+        # the official architecture's image size is the padded input, to which boxes are
+        # clipped inclusively (see OfficialViLDRCNN)
+        self.official_geometry: bool = isinstance(model, OfficialViLDRCNN)
         self.box_in_features: List[str] = list(heads.box_in_features)
         self.box_pooler = heads.box_pooler
         self.box_head = heads.box_head
@@ -109,6 +115,8 @@ class ViLDInferenceModule(nn.Module):
         class_embeddings = F.normalize(class_embeddings.to(self.pixel_mean.dtype), dim=1)
         x = (image.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
         images = ImageList.from_tensors([x], self.size_divisibility)
+        if self.official_geometry:
+            images = ImageList(images.tensor, [(images.tensor.shape[-2], images.tensor.shape[-1])])
         features = self.backbone(images.tensor)
         proposals, _ = self.proposal_generator(images, features, None)
         proposal_boxes = proposals[0].proposal_boxes
@@ -118,6 +126,8 @@ class ViLDInferenceModule(nn.Module):
         head_out = self.box_head(pooled).flatten(1)
         probs = self.class_scores(pooled, head_out, class_embeddings, base_mask)
         boxes = self.box2box_transform.apply_deltas(self.bbox_pred(head_out), proposal_boxes.tensor)
+        if self.official_geometry:
+            boxes = clip_boxes_inclusive(boxes, images.image_sizes[0])
         result, _ = fast_rcnn_inference_single_image(
             boxes,
             probs,
@@ -227,6 +237,8 @@ def export_model(
             f"unknown export method '{method}' (choose from {', '.join(EXPORT_METHODS)})"
         )
     module = inference_module(model)
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()):
+        module = _freeze_batch_norms(copy.deepcopy(module))  # the model itself is left as it is
     if method == "scripting":
         return scripting_with_instances(module, _INSTANCE_FIELDS)
     if example_image is None:
@@ -245,3 +257,24 @@ def export_model(
         # vocabularies); the warning per condition says nothing more
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         return torch.jit.trace(module, inputs, strict=False, check_trace=False)
+
+
+def _freeze_batch_norms(module: nn.Module) -> nn.Module:
+    """
+    Replace, in place, every BatchNorm / SyncBatchNorm below ``module`` by a
+    FrozenBatchNorm with its statistics and affine parameters (what it computes in eval
+    mode, for inputs of any rank): SyncBatchNorm cannot be scripted.
+    """
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        frozen = FrozenBatchNorm(module.num_features, eps=module.eps)
+        if module.affine:
+            frozen.weight.copy_(module.weight.detach())
+            frozen.bias.copy_(module.bias.detach())
+        frozen.running_mean.copy_(module.running_mean)
+        frozen.running_var.copy_(module.running_var)
+        return frozen.to(module.running_mean.device)
+    for name, child in module.named_children():
+        replaced = _freeze_batch_norms(child)
+        if replaced is not child:
+            setattr(module, name, replaced)
+    return module

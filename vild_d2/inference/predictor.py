@@ -10,10 +10,10 @@ from typing import Optional
 
 import numpy as np
 import torch
-from detectron2.data import transforms as T
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 
+from ..data.augmentation import build_test_resize
 from .vocabularies import Vocabulary
 
 __all__ = ["OpenVocabularyPredictor", "EXPORT_INFO_FILE", "export_info"]
@@ -28,6 +28,7 @@ def export_info(cfg, method: str, ensemble: bool) -> dict:
         "input_format": cfg.INPUT.FORMAT,
         "min_size_test": cfg.INPUT.MIN_SIZE_TEST,
         "max_size_test": cfg.INPUT.MAX_SIZE_TEST,
+        "tf1_resize_test": cfg.INPUT.TF1_RESIZE_TEST,
         "embed_dim": cfg.MODEL.VILD.EMBED_DIM,
         "ensemble": ensemble,
         "mask_on": cfg.MODEL.MASK_ON,
@@ -85,8 +86,10 @@ class OpenVocabularyPredictor:
             self.info = export_info(cfg, "eager", self.model.roi_heads.image_head is not None)
             inference_module(self.model)  # refuses what cannot run with a runtime vocabulary
             self.module = None
-        self.resize = T.ResizeShortestEdge(
-            [self.info["min_size_test"]] * 2, self.info["max_size_test"]
+        self.resize = build_test_resize(
+            self.info["min_size_test"],
+            self.info["max_size_test"],
+            self.info.get("tf1_resize_test", False),  # absent from files exported before it
         )
         self.vocabulary: Optional[Vocabulary] = None
 

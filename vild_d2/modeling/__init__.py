@@ -14,6 +14,8 @@ from .text_embeddings import (
 )
 from .zero_shot_classifier import ZeroShotClassifier
 
+from . import official  # noqa: F401, E402  (registers the official ViLD architecture)
+
 __all__ = [
     "ViLDBoxPredictor",
     "ImageEmbeddingHead",

@@ -18,6 +18,7 @@ def text_logits(
     bg_embedding: torch.Tensor,
     temperature: float,
     base_mask: Optional[torch.Tensor] = None,
+    novel_logit: float = float("-inf"),
 ) -> torch.Tensor:
     """
     z(r)/tau = [cos(e_r, t_1), ..., cos(e_r, t_C), cos(e_r, e_bg)] / tau.
@@ -27,8 +28,11 @@ def text_logits(
         class_embeddings: [C, D], unit-norm rows.
         bg_embedding: [D], any norm (normalised here).
         temperature: tau (0.01 in ViLD).
-        base_mask: optional [C] bool; classes where it is False get -inf, i.e. no logit
-            in the softmax (ViLD training excludes novel categories).
+        base_mask: optional [C] bool; classes where it is False get ``novel_logit``
+            (ViLD training excludes novel categories).
+        novel_logit: -inf removes them from the softmax (vild_d2's default); 0 is what the
+            official code does (it multiplies the logits by a 0/1 mask, so each novel class
+            still adds exp(0) to the softmax's denominator).
 
     Returns:
         [R, C + 1] logits; the background is the last column (detectron2's convention).
@@ -37,7 +41,7 @@ def text_logits(
     logits = region_embeddings @ weights.t() / temperature
     if base_mask is not None:
         keep = torch.cat([base_mask, base_mask.new_ones(1)])
-        logits = logits.masked_fill(~keep[None], float("-inf"))
+        logits = logits.masked_fill(~keep[None], novel_logit)
     return logits
 
 

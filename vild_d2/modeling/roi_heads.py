@@ -40,6 +40,8 @@ class ViLDROIHeads(StandardROIHeads):
     Inference: detections over the test vocabulary; with an image head, ensemble scores.
     """
 
+    box_predictor_class = ViLDBoxPredictor  # subclasses may use another (official box coding)
+
     @configurable
     def __init__(
         self,
@@ -66,7 +68,7 @@ class ViLDROIHeads(StandardROIHeads):
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
         ret = super()._init_box_head(cfg, input_shape)
-        ret["box_predictor"] = ViLDBoxPredictor(cfg, ret["box_head"].output_shape)
+        ret["box_predictor"] = cls.box_predictor_class(cfg, ret["box_head"].output_shape)
         if cfg.MODEL.VILD.ENSEMBLE:
             channels = [input_shape[f].channels for f in cfg.MODEL.ROI_HEADS.IN_FEATURES][0]
             res = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION

@@ -50,6 +50,7 @@ class ZeroShotClassifier(nn.Module):
         test_base_mask: Optional[torch.Tensor] = None,
         temperature: float = 0.01,
         use_background: bool = True,
+        novel_logit: float = float("-inf"),
     ):
         """
         Args:
@@ -60,12 +61,15 @@ class ZeroShotClassifier(nn.Module):
             test_base_mask: [C_test] bool (default all False: every class novel).
             temperature: tau (0.01 in ViLD).
             use_background: a learnable background embedding and column (the text head).
+            novel_logit: the training logit of classes outside the training base mask
+                (-inf: out of the softmax; 0: the official code's; see ``text_logits``).
         """
         super().__init__()
         num_classes, embed_dim = train_class_embeddings.shape
         self.embed_dim = embed_dim
         self.temperature = temperature
         self.use_background = use_background
+        self.novel_logit = novel_logit
         self.projection = nn.Linear(input_size, embed_dim)
         nn.init.normal_(self.projection.weight, std=0.01)
         nn.init.constant_(self.projection.bias, 0)
@@ -87,6 +91,11 @@ class ZeroShotClassifier(nn.Module):
     @classmethod
     def from_config(cls, cfg, input_size: int, use_background: bool = True):
         train, train_mask = training_vocabulary(cfg)
+        novel = cfg.MODEL.VILD.TRAIN_NOVEL_LOGITS
+        if novel not in _NOVEL_LOGITS:
+            raise ValueError(
+                f"MODEL.VILD.TRAIN_NOVEL_LOGITS is '{novel}': choose {' or '.join(_NOVEL_LOGITS)}"
+            )
         test, test_mask = evaluation_vocabulary(cfg, 0)
         return {
             "input_size": input_size,
@@ -96,6 +105,7 @@ class ZeroShotClassifier(nn.Module):
             "test_base_mask": test_mask,
             "temperature": cfg.MODEL.VILD.TEMPERATURE,
             "use_background": use_background,
+            "novel_logit": _NOVEL_LOGITS[novel],
         }
 
     @torch.jit.unused
@@ -160,7 +170,12 @@ class ZeroShotClassifier(nn.Module):
         """
         if self.use_background:
             return text_logits(
-                region_embeddings, class_embeddings, self.bg_embedding, self.temperature, base_mask
+                region_embeddings,
+                class_embeddings,
+                self.bg_embedding,
+                self.temperature,
+                base_mask,
+                self.novel_logit,
             )
         return image_logits(region_embeddings, class_embeddings, self.temperature)
 
@@ -206,6 +221,10 @@ class ZeroShotClassifier(nn.Module):
                 e, self.test_class_embeddings, self.test_attribute_embeddings
             )
         return self.logits(e, self.test_class_embeddings)
+
+
+# MODEL.VILD.TRAIN_NOVEL_LOGITS -> the logit of a novel class in the training softmax
+_NOVEL_LOGITS = {"exclude": float("-inf"), "zero": 0.0}
 
 
 def _mask_or_all(mask: Optional[torch.Tensor], n: int) -> torch.Tensor:

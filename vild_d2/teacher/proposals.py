@@ -17,13 +17,14 @@ from typing import Dict, Iterable, Tuple
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import BoxMode, ImageList
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.file_io import PathManager
 from torchvision.ops import nms
+
+from ..data.augmentation import build_test_augmentation
 
 __all__ = ["ProposalError", "FileProposals", "RPNProposals", "nms_order"]
 
@@ -125,7 +126,7 @@ class RPNProposals:
                 "MODEL.WEIGHTS is empty: the RPN's proposals are those of random weights"
             )
         DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
-        self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+        self.resize = build_test_augmentation(cfg)[0]
         self.input_format = cfg.INPUT.FORMAT
 
     @torch.no_grad()

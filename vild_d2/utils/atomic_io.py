@@ -7,12 +7,19 @@ a plain ``open(path, "w")`` would give (0666 less the umask), so a team can shar
 
 import json
 import os
+import shutil
 import tempfile
 from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["atomic_write", "atomic_write_json", "atomic_save_npy", "fsync_dir"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_json",
+    "atomic_save_npy",
+    "atomic_folder",
+    "fsync_dir",
+]
 
 
 def fsync_dir(path: str) -> None:
@@ -64,3 +71,29 @@ def atomic_write_json(path: str, obj: Any) -> None:
 def atomic_save_npy(path: str, array: np.ndarray) -> None:
     """``np.save`` ``array`` to ``path`` (which should end in .npy), atomically."""
     atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
+
+
+def atomic_folder(path: str, fill: Callable[[str], None]) -> None:
+    """
+    Create the folder ``path`` whole or not at all: ``fill(tmp)`` writes its content into
+    a temporary sibling folder, which then takes the place of ``path`` (an existing
+    ``path`` is replaced as a whole). The temporary folder is removed if ``fill`` raises.
+    """
+    final = os.path.abspath(path)
+    parent = os.path.dirname(final)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.", suffix=".tmp", dir=parent)
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
+        fill(tmp)
+        if os.path.exists(final):
+            old = tmp + ".old"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(parent)

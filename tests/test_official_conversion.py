@@ -1,0 +1,182 @@
+"""
+tools/convert_official_checkpoint.py: the released graphs' full variable lists (values
+random) and the oracle's real TF checkpoint convert with every variable mapped and load
+into the matching configs/LVIS-OV-official model; other checkpoints fail in one line.
+"""
+
+import json
+import os
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from detectron2.modeling import build_model
+
+from vild_d2.checkpoint import ConversionError, convert_variables, infer_architecture
+from vild_d2.config import load_config
+
+from .conftest import OFFICIAL, ORACLE, ROOT, needs_shared
+from .helpers.scripts import load_script
+
+pytestmark = needs_shared
+
+HEAD = "frcnn_layer_0/fast_rcnn_head/"
+
+
+def _read_shapes(path):
+    """{variable: shape} of a variable list of the oracle (name, shape and dtype per line)."""
+    shapes = {}
+    with open(path) as f:
+        for line in f:
+            variable, shape, _ = line.rstrip("\n").split("\t")
+            shapes[variable] = tuple(int(x) for x in shape.strip("[]").split(",") if x.strip())
+    return shapes
+
+
+def _variable_list(name):
+    return _read_shapes(os.path.join(OFFICIAL, f"variables_{name}.txt"))
+
+
+def _random_reader(shapes):
+    rng = np.random.default_rng(0)
+    return lambda name: rng.standard_normal(shapes[name], dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    "name, depth, ensemble, variables",
+    [
+        ("r50_vild", 50, False, 425),
+        ("r50_vild_ensemble", 50, True, 463),
+        ("r152_vild", 152, False, 935),
+        ("r152_vild_ensemble", 152, True, 973),
+    ],
+)
+def test_released_graph_converts_whole_and_loads_into_its_config(name, depth, ensemble, variables):
+    shapes = _variable_list(name)
+    assert len(shapes) == variables
+    values = sum(int(np.prod(s)) for s in shapes.values())
+    # what a training checkpoint holds beside the weights: skipped, not mapped
+    shapes["global_step"] = ()
+    shapes["fpn/l2/kernel/Momentum"] = shapes["fpn/l2/kernel"]
+    state, vocabulary, arch = convert_variables(shapes, _random_reader(shapes))
+    assert (arch.depth, arch.ensemble) == (depth, ensemble)
+    assert vocabulary.shape == (1203, 512)
+    assert arch.fpn_channels == 256 and arch.box_fc_dims == [1024, 1024]
+    assert arch.rpn_conv_dims == [256, 256] and arch.pooler_resolution == 7
+    mapped = variables - 1  # class-predict becomes the vocabulary file
+    assert len(state) == mapped
+    assert sum(v.numel() for v in state.values()) + vocabulary.size == values
+    config = os.path.join(ROOT, "configs", "LVIS-OV-official", f"{arch.name}.yaml")
+    assert os.path.isfile(config)
+    model = _model(config, arch, vocabulary)
+    result = model.load_state_dict(state, strict=False)
+    assert [k for k in result.missing_keys if not k.endswith("num_batches_tracked")] == []
+    assert result.unexpected_keys == []
+
+
+def _model(config, arch, vocabulary, tmp_dir="/tmp"):
+    path = os.path.join(tmp_dir, f"vild_d2_test_vocabulary_{os.getpid()}.npy")
+    np.save(path, vocabulary)
+    try:
+        opts = arch.config_overrides() + [
+            "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", path, "MODEL.VILD.TEST_TEXT_EMBEDDINGS", path,
+            "DATASETS.TRAIN", "()", "DATASETS.TEST", "()", "MODEL.DEVICE", "cpu",
+        ]  # fmt: skip
+        return build_model(load_config(config, opts))
+    finally:
+        os.remove(path)
+
+
+def _small_shapes():
+    return _read_shapes(os.path.join(ORACLE, "variables.txt"))
+
+
+def test_the_oracles_architecture_is_read_from_its_variables():
+    arch = infer_architecture(_small_shapes())
+    assert (arch.depth, arch.ensemble, arch.num_classes, arch.embed_dim) == (50, True, 20, 512)
+    assert (arch.stem_channels, arch.res2_channels, arch.bottleneck_channels) == (8, 32, 8)
+    assert arch.fpn_channels == 64 and arch.rpn_conv_dims == [64, 64]
+    assert arch.box_conv_dims == [32] * 4 and arch.box_fc_dims == [128, 128]
+    assert arch.mask_conv_dims == [32] * 4 and arch.pooler_resolution == 7
+
+
+def _drop(shapes, name):
+    return {k: v for k, v in shapes.items() if k != name}
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda s: {**s, "fpn/p7/kernel": (3, 3, 64, 64)}, "fpn/p7/kernel"),
+        (lambda s: _drop(s, "fpn/p6/bias"), "fpn/p6/bias"),
+        (lambda s: _drop(s, HEAD + "class-predict/kernel"), "not an official ViLD checkpoint"),
+        (lambda s: {k: v for k, v in s.items() if not k.startswith("resnet50/")}, "ResNet"),
+        (lambda s: {**s, HEAD + "box-predict/kernel": (128, 84)}, "class-specific box regression"),
+        (
+            lambda s: {**s, "mask_head/mask_fcn_logits/kernel": (1, 1, 32, 20)},
+            "class-specific masks",
+        ),
+    ],
+    ids=["unknown variable", "missing variable", "another model", "no resnet", "boxes", "masks"],
+)
+def test_a_checkpoint_of_another_layout_is_refused_naming_why(edit, message):
+    shapes = edit(_small_shapes())
+    with pytest.raises(ConversionError, match=message.replace("(", r"\(")):
+        convert_variables(shapes, _random_reader(shapes))
+
+
+def test_the_tool_converts_the_real_tf_checkpoint(converted_oracle):
+    files = sorted(os.listdir(converted_oracle))
+    assert files == ["class_embeddings.npy", "config.yaml", "conversion.json", "model_final.pth"]
+    with open(os.path.join(converted_oracle, "conversion.json")) as f:
+        report = json.load(f)
+    assert report["model"] == "vild_ensemble_R_50_FPN" and report["variables"] == 463
+    assert report["weights"] == 462 and report["vocabulary"] == [20, 512]
+    vocabulary = np.load(os.path.join(converted_oracle, "class_embeddings.npy"))
+    kernel = np.load(os.path.join(ORACLE, "variables.npz"))[HEAD + "class-predict/kernel"]
+    assert np.array_equal(vocabulary, kernel.T)
+    cfg = load_config(os.path.join(converted_oracle, "config.yaml"))
+    assert cfg.MODEL.META_ARCHITECTURE == "OfficialViLDRCNN" and cfg.MODEL.VILD.ENSEMBLE
+    assert cfg.MODEL.WEIGHTS == os.path.join(converted_oracle, "model_final.pth")
+    assert cfg.MODEL.RESNETS.STEM_OUT_CHANNELS == 8 and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 20
+    state = torch.load(cfg.MODEL.WEIGHTS, map_location="cpu", weights_only=True)["model"]
+    npz = np.load(os.path.join(ORACLE, "variables.npz"))
+    # spot checks of the layout rules: HWIO -> OIHW, fc6 rows (h, w, c) -> (c, h, w), deltas
+    stem = npz["resnet50/conv2d/kernel"].transpose(3, 2, 0, 1)
+    assert np.array_equal(state["backbone.bottom_up.stem.conv1.weight"].numpy(), stem)
+    fc6 = npz[HEAD + "fc6/kernel"].reshape(7, 7, 32, 128).transpose(3, 2, 0, 1).reshape(128, -1)
+    assert np.array_equal(state["roi_heads.box_head.fcs.0.weight"].numpy(), fc6)
+    box = npz[HEAD + "box-predict/bias"]
+    assert np.array_equal(
+        state["roi_heads.box_predictor.bbox_pred.bias"].numpy(), box[[1, 0, 3, 2]]
+    )
+
+
+def test_a_downloaded_tar_gz_converts_like_its_folder(converted_oracle, tmp_path):
+    archive = tmp_path / "resnet50_vild_ensemble.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for suffix in (".index", ".data-00000-of-00001"):
+            tar.add(os.path.join(ORACLE, "model.ckpt" + suffix), f"small/model.ckpt{suffix}")
+    out = tmp_path / "converted"
+    tool = load_script("tools/convert_official_checkpoint.py")
+    assert tool.main([str(archive), "--output", str(out), "--no-progress"]) == 0
+    ours = torch.load(out / "model_final.pth", weights_only=True)["model"]
+    theirs = torch.load(os.path.join(converted_oracle, "model_final.pth"), weights_only=True)[
+        "model"
+    ]
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_an_output_folder_with_content_is_kept_unless_overwrite(converted_oracle, tmp_path, capsys):
+    out = tmp_path / "converted"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    tool = load_script("tools/convert_official_checkpoint.py")
+    source = os.path.join(ORACLE, "model.ckpt")
+    assert tool.main([source, "--output", str(out), "--no-progress"]) == 2
+    assert "not empty (use --overwrite)" in capsys.readouterr().err
+    assert os.listdir(out) == ["mine.txt"]
+    assert tool.main([source, "--output", str(out), "--no-progress", "--overwrite"]) == 0
+    assert "mine.txt" not in os.listdir(out) and "model_final.pth" in os.listdir(out)

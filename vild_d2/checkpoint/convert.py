@@ -1,0 +1,179 @@
+"""
+Convert an official ViLD checkpoint, as downloaded, into a folder that vild_d2 runs:
+
+    OUTPUT/model_final.pth         detectron2 checkpoint of configs/LVIS-OV-official's model
+    OUTPUT/class_embeddings.npy    [C, D] the classifier's text embeddings (``class-predict``)
+    OUTPUT/config.yaml             the matching config (weights and vocabulary set)
+    OUTPUT/conversion.json         source, architecture, variable counts
+
+The folder appears whole or not at all (:func:`atomic_folder`): everything is written and
+checked there first (the model is built from the written config and loads the weights
+with no missing or unused key).
+"""
+
+import json
+import os
+import tarfile
+import tempfile
+from contextlib import contextmanager
+from typing import Callable, Dict, Iterator, Tuple
+
+import numpy as np
+import torch
+from detectron2.modeling import build_model
+from tqdm import tqdm
+
+from ..config import load_config
+from ..utils.atomic_io import atomic_folder
+from .official_vild import ConversionError, OfficialArchitecture, convert_variables
+from .tf_checkpoint import CheckpointFormatError, TFCheckpointReader
+
+__all__ = ["convert_official_checkpoint", "open_checkpoint", "WEIGHTS_FILE", "VOCABULARY_FILE"]
+
+WEIGHTS_FILE = "model_final.pth"
+VOCABULARY_FILE = "class_embeddings.npy"
+CONFIG_FILE = "config.yaml"
+REPORT_FILE = "conversion.json"
+
+Variables = Tuple[Dict[str, Tuple[int, ...]], Callable[[str], np.ndarray]]
+
+
+@contextmanager
+def open_checkpoint(path: str) -> Iterator[Variables]:
+    """
+    ``({name: shape}, read(name) -> array)`` of a TensorFlow checkpoint given as its prefix,
+    ``.index`` file or folder, a ``.tar.gz`` / ``.tgz`` / ``.tar`` holding one (as the
+    official release is downloaded; unpacked to a temporary folder), or a ``.npz`` of
+    variables (name -> array). Raises CheckpointFormatError naming the file.
+    """
+    if path.endswith(".npz"):
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                yield {n: tuple(npz[n].shape) for n in npz.files}, lambda n: npz[n]
+        except (OSError, ValueError, EOFError) as e:
+            raise CheckpointFormatError(f"{path}: not a readable .npz of variables ({e})") from None
+        return
+    if path.endswith((".tar.gz", ".tgz", ".tar")):
+        with tempfile.TemporaryDirectory(prefix="vild_official_") as tmp:
+            try:
+                with tarfile.open(path) as archive:
+                    archive.extractall(tmp, filter="data")
+            except (tarfile.TarError, OSError, EOFError) as e:
+                raise CheckpointFormatError(f"{path}: not a readable archive ({e})") from None
+            folders = sorted(
+                {
+                    root
+                    for root, _, files in os.walk(tmp)
+                    if any(f.endswith(".index") for f in files)
+                }
+            )
+            if len(folders) != 1:
+                raise CheckpointFormatError(
+                    f"{path}: expected one TensorFlow checkpoint (*.index) in the archive, "
+                    f"found {len(folders)} folders with one"
+                )
+            reader = TFCheckpointReader(folders[0])
+            yield reader.variables(), reader.get_tensor
+        return
+    if not os.path.exists(path) and not os.path.exists(path + ".index"):
+        raise CheckpointFormatError(f"{path}: not found")
+    reader = TFCheckpointReader(path)
+    yield reader.variables(), reader.get_tensor
+
+
+def _base_config(configs_dir: str, arch: OfficialArchitecture) -> str:
+    depth = arch.depth if arch.depth in (50, 152) else 50  # other depths: DEPTH overridden
+    kind = "vild_ensemble" if arch.ensemble else "vild"
+    return os.path.join(configs_dir, "LVIS-OV-official", f"{kind}_R_{depth}_FPN.yaml")
+
+
+def _write_config(folder: str, final: str, configs_dir: str, arch: OfficialArchitecture) -> str:
+    vocabulary = os.path.join(final, VOCABULARY_FILE)
+    opts = arch.config_overrides() + [
+        "MODEL.WEIGHTS",
+        os.path.join(final, WEIGHTS_FILE),
+        "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS",
+        vocabulary,
+        "MODEL.VILD.TEST_TEXT_EMBEDDINGS",
+        vocabulary,
+    ]
+    cfg = load_config(_base_config(configs_dir, arch), opts)
+    with open(os.path.join(folder, CONFIG_FILE), "w") as f:
+        f.write(f"# {arch.name} converted by tools/convert_official_checkpoint.py\n")
+        f.write(cfg.dump())
+    return os.path.join(folder, CONFIG_FILE)
+
+
+def _check_loads(config_file: str, folder: str, state: Dict[str, torch.Tensor]) -> None:
+    """Build the model of ``config_file``; ``state`` must fit it (num_batches_tracked aside)."""
+    cfg = load_config(
+        config_file,
+        [
+            "MODEL.DEVICE", "cpu", "DATASETS.TRAIN", "()", "DATASETS.TEST", "()",
+            "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", os.path.join(folder, VOCABULARY_FILE),
+            "MODEL.VILD.TEST_TEXT_EMBEDDINGS", os.path.join(folder, VOCABULARY_FILE),
+        ],
+    )  # fmt: skip
+    model = build_model(cfg)
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    if missing or result.unexpected_keys:
+        raise ConversionError(
+            f"the converted weights do not fit {config_file}: missing {missing[:5]}, "
+            f"unused {result.unexpected_keys[:5]}"
+        )
+
+
+def _write_folder(folder, final, configs_dir, state, vocabulary, arch, report) -> None:
+    np.save(os.path.join(folder, VOCABULARY_FILE), vocabulary, allow_pickle=False)
+    config_file = _write_config(folder, final, configs_dir, arch)
+    _check_loads(config_file, folder, state)
+    checkpoint = {"model": state, "__author__": "vild_d2 tools/convert_official_checkpoint.py"}
+    torch.save(checkpoint, os.path.join(folder, WEIGHTS_FILE))
+    with open(os.path.join(folder, REPORT_FILE), "w") as f:
+        json.dump(report, f, indent=1, sort_keys=True)
+
+
+def convert_official_checkpoint(
+    source: str, output: str, configs_dir: str, overwrite: bool = False, progress: bool = True
+) -> dict:
+    """
+    Convert ``source`` (see :func:`open_checkpoint`) into the folder ``output``.
+
+    Args:
+        configs_dir: the checkout's ``configs/`` (the converted config is built on
+            ``configs/LVIS-OV-official``).
+        overwrite: replace an ``output`` folder that is not empty (as a whole).
+        progress: a progress bar over the variables.
+
+    Returns:
+        the report written to ``conversion.json``.
+
+    Raises:
+        CheckpointFormatError, ConversionError, ConfigError: naming the file or variable.
+    """
+    final = os.path.abspath(output)
+    if os.path.isdir(final) and os.listdir(final) and not overwrite:
+        raise ConversionError(f"{output}: folder exists and is not empty (use --overwrite)")
+    with open_checkpoint(source) as (shapes, read):
+        with tqdm(unit="var", desc="converting", disable=not progress) as bar:
+
+            def advance(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            state, vocabulary, arch = convert_variables(shapes, read, advance)
+    report = {
+        "source": os.path.abspath(source),
+        "architecture": vars(arch),
+        "model": arch.name,
+        "variables": len(shapes),
+        "weights": len(state),
+        "values": int(sum(v.numel() for v in state.values())),
+        "vocabulary": list(vocabulary.shape),
+    }
+    atomic_folder(
+        final,
+        lambda folder: _write_folder(folder, final, configs_dir, state, vocabulary, arch, report),
+    )
+    return report

@@ -1,0 +1,53 @@
+"""ViLD's ROI heads and box predictor with the official box coding, clipping and RoI pooling."""
+
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY
+
+from ..box_predictor import ViLDBoxPredictor
+from ..roi_heads import ViLDROIHeads
+from .box_coding import LegacyBox2BoxTransform, clip_boxes_inclusive
+from .pooler import OfficialROIPooler
+
+__all__ = ["OfficialViLDBoxPredictor", "OfficialViLDROIHeads"]
+
+
+class OfficialViLDBoxPredictor(ViLDBoxPredictor):
+    """ViLDBoxPredictor whose boxes are decoded the legacy way and clipped to [0, size - 1]."""
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        weights = tuple(cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS)
+        ret["box2box_transform"] = LegacyBox2BoxTransform(weights)
+        return ret
+
+    def predict_boxes(self, predictions, proposals):
+        boxes = super().predict_boxes(predictions, proposals)
+        return tuple(clip_boxes_inclusive(b, p.image_size) for b, p in zip(boxes, proposals))
+
+
+@ROI_HEADS_REGISTRY.register()
+class OfficialViLDROIHeads(ViLDROIHeads):
+    """
+    :class:`ViLDROIHeads` (text head, distillation, ViLD-ensemble's image head) with
+    :class:`OfficialViLDBoxPredictor` and :class:`OfficialROIPooler` for boxes and masks
+    (``ROI_HEADS.IN_FEATURES`` p2 ... p6: the official pooling uses P6 for boxes of 896 px
+    and more).
+    """
+
+    box_predictor_class = OfficialViLDBoxPredictor
+
+    @classmethod
+    def _init_box_head(cls, cfg, input_shape):
+        ret = super()._init_box_head(cfg, input_shape)
+        strides = [input_shape[f].stride for f in cfg.MODEL.ROI_HEADS.IN_FEATURES]
+        ret["box_pooler"] = OfficialROIPooler(cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION, strides)
+        return ret
+
+    @classmethod
+    def _init_mask_head(cls, cfg, input_shape):
+        ret = super()._init_mask_head(cfg, input_shape)
+        if ret:
+            strides = [input_shape[f].stride for f in cfg.MODEL.ROI_HEADS.IN_FEATURES]
+            resolution = cfg.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION
+            ret["mask_pooler"] = OfficialROIPooler(resolution, strides)
+        return ret
