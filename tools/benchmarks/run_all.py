@@ -33,6 +33,12 @@ BENCHMARKS = [
         ["--images", "2", "--size", "256", "--classes", "100"],
     ),
     (
+        "Inference: the official ViLD architecture (converted) vs vild_d2's, R50, 1024 px",
+        "benchmark_official.py",
+        [],
+        ["--images", "1", "--size", "256", "--classes", "100"],
+    ),
+    (
         "Training step: distillation vs ViLD-text, and ViLD-ensemble",
         "benchmark_training.py",
         [],

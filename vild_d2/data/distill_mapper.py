@@ -92,11 +92,9 @@ class DistillDatasetMapper(DatasetMapper):
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True, region_store: Optional[RegionStore] = None):
-        if is_train:
-            ret = train_mapper_kwargs(cfg)
-        else:
-            ret = super().from_config(cfg, is_train)
-            ret["augmentations"] = build_test_augmentation(cfg)
+        if not is_train:  # no regions: the store holds training images only
+            return dict(super().from_config(cfg, False), augmentations=build_test_augmentation(cfg))
+        ret = train_mapper_kwargs(cfg)
         ret["region_store"] = region_store or cfg.DATASETS.REGION_STORE_TRAIN
         ret["num_regions"] = cfg.MODEL.VILD.NUM_DISTILL_REGIONS
         ret["min_visible"] = cfg.INPUT.DISTILL_MIN_VISIBLE

@@ -14,6 +14,7 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 
 from ..data.augmentation import build_test_resize
+from ..modeling.official import official_postprocess
 from .vocabularies import Vocabulary
 
 __all__ = ["OpenVocabularyPredictor", "EXPORT_INFO_FILE", "export_info"]
@@ -29,6 +30,8 @@ def export_info(cfg, method: str, ensemble: bool) -> dict:
         "min_size_test": cfg.INPUT.MIN_SIZE_TEST,
         "max_size_test": cfg.INPUT.MAX_SIZE_TEST,
         "tf1_resize_test": cfg.INPUT.TF1_RESIZE_TEST,
+        # detections into the image as the official release does (see OfficialViLDRCNN)
+        "official_postprocess": cfg.MODEL.META_ARCHITECTURE == "OfficialViLDRCNN",
         "embed_dim": cfg.MODEL.VILD.EMBED_DIM,
         "ensemble": ensemble,
         "mask_on": cfg.MODEL.MASK_ON,
@@ -149,4 +152,6 @@ class OpenVocabularyPredictor:
         inst.pred_classes = out["classes"]
         if "masks" in out:
             inst.pred_masks = out["masks"]
+        if self.info.get("official_postprocess", False):
+            return official_postprocess(inst, inst.image_size, height, width)
         return detector_postprocess(inst, height, width)

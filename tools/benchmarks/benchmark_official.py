@@ -1,0 +1,115 @@
+#!/usr/bin/env python
+"""
+Inference time per image of the official ViLD architecture (configs/LVIS-OV-official,
+ResNet-50, full size) against the project's own LVIS ViLD (configs/LVIS-OV), both with
+random weights, measured in one run on this machine. The official model's weights come
+through the converter from random values of the released graph's variable list when the
+shared data folder has it (else it is initialised at random: the same compute).
+
+    python tools/benchmarks/benchmark_official.py [--images 4 --size 1024 --classes 1203]
+
+Inputs are [3, size, size] tensors given to the model directly (the test resize of the
+data loader, TF1 or PIL, is not timed); both keep TEST.DETECTIONS_PER_IMAGE detections.
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+import torch
+from detectron2.modeling import build_model
+
+import vild_d2  # noqa: F401  (registers ViLD components)
+
+# isort: split
+from benchmark_images import SHARED
+from benchmark_models import tiny_model_opts
+
+from vild_d2.checkpoint import convert_variables, infer_architecture
+from vild_d2.config import load_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIGS = {
+    "vild_d2 ViLD (LVIS-OV)": "configs/LVIS-OV/vild_R_50_FPN.yaml",
+    "official ViLD (converted)": "configs/LVIS-OV-official/vild_R_50_FPN.yaml",
+}
+VARIABLES = os.path.join(SHARED, "official_vild", "variables_r50_vild.txt")
+
+
+def _official_weights(model, classes: int) -> str:
+    """Load converted random values of the released R50 ViLD graph; say where they came from."""
+    if not os.path.isfile(VARIABLES):
+        return "random initialisation (no variable list at " + VARIABLES + ")"
+    shapes = {}
+    with open(VARIABLES) as f:
+        for line in f:
+            name, shape, _ = line.rstrip("\n").split("\t")
+            shapes[name] = tuple(int(x) for x in shape.strip("[]").split(",") if x.strip())
+    shapes["frcnn_layer_0/fast_rcnn_head/class-predict/kernel"] = (512, classes)
+    rng = np.random.default_rng(0)
+    state, _, arch = convert_variables(shapes, lambda n: rng.normal(0, 0.02, shapes[n]))
+    assert infer_architecture(shapes).name == arch.name == "vild_R_50_FPN"
+    result = model.load_state_dict(state, strict=False)
+    assert not result.unexpected_keys
+    return f"converted from random values of {os.path.basename(VARIABLES)}"
+
+
+def _models(args):
+    common, vild = tiny_model_opts(args.classes, 512, args.size, args.device)
+    models, source = {}, ""
+    for name, rel in CONFIGS.items():
+        torch.manual_seed(0)
+        opts = common + vild + ["MODEL.WEIGHTS", "", "TEST.DETECTIONS_PER_IMAGE", "300"]
+        opts += [
+            "MODEL.VILD.TEST_TEXT_EMBEDDINGS",
+            vild[vild.index("MODEL.VILD.TRAIN_TEXT_EMBEDDINGS") + 1],
+        ]
+        if "official" in name:
+            opts += ["MODEL.FPN.SIZE_DIVISIBILITY", str(args.size)]
+        models[name] = build_model(load_config(os.path.join(ROOT, rel), opts)).eval()
+        if "official" in name:
+            source = _official_weights(models[name], args.classes)
+    return models, source
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p.add_argument("--images", type=int, default=4)
+    p.add_argument("--size", type=int, default=1024, help="input side, pixels")
+    p.add_argument("--classes", type=int, default=1203, help="vocabulary size C")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args()
+    models, source = _models(args)
+    g = torch.Generator().manual_seed(0)
+    images = [
+        torch.randint(0, 255, (3, args.size, args.size), generator=g).float()
+        for _ in range(args.images)
+    ]
+    times = {name: [] for name in models}
+    with torch.no_grad():
+        for model in models.values():  # warm-up
+            model([{"image": images[0]}])
+        for img in images:  # interleaved, so that drift hits both alike
+            for name, model in models.items():
+                t0 = time.perf_counter()
+                model([{"image": img}])
+                if args.device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - t0)
+    base = statistics.median(times["vild_d2 ViLD (LVIS-OV)"])
+    print(
+        f"\ninference per image, {args.images} images of {args.size}x{args.size}, C={args.classes},"
+        f" ResNet-50 FPN, device={args.device}, torch threads={torch.get_num_threads()};"
+        f" official weights: {source}\n"
+    )
+    print(f"| {'model':<26} | median s | vs vild_d2 |")
+    print(f"|{'-' * 28}|----------|------------|")
+    for name, t in times.items():
+        med = statistics.median(t)
+        print(f"| {name:<26} | {med:8.2f} | {med / base:9.3f}x |")
+
+
+if __name__ == "__main__":
+    main()
