@@ -180,3 +180,16 @@ def test_an_output_folder_with_content_is_kept_unless_overwrite(converted_oracle
     assert os.listdir(out) == ["mine.txt"]
     assert tool.main([source, "--output", str(out), "--no-progress", "--overwrite"]) == 0
     assert "mine.txt" not in os.listdir(out) and "model_final.pth" in os.listdir(out)
+
+
+def test_the_tool_refuses_another_models_variables_in_one_line(tmp_path, capsys):
+    npz = np.load(os.path.join(ORACLE, "variables.npz"))
+    other = tmp_path / "mask_rcnn.npz"  # a Mask R-CNN of the same code: no text classifier
+    np.savez(other, **{k: npz[k] for k in npz.files if "class-predict" not in k})
+    out = tmp_path / "converted"
+    tool = load_script("tools/convert_official_checkpoint.py")
+    assert tool.main([str(other), "--output", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "mask_rcnn.npz: not an official ViLD checkpoint" in err
+    assert "no variable " + HEAD + "class-predict/kernel" in err
+    assert not out.exists()

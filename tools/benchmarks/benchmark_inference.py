@@ -13,7 +13,6 @@ Targets (issue 3): ViLD <= 1.05x, ViLD-ensemble <= 1.3x the stock model.
 import argparse
 import os
 import statistics
-import time
 
 import torch
 from detectron2.modeling import build_model
@@ -21,7 +20,7 @@ from detectron2.modeling import build_model
 import vild_d2  # noqa: F401  (registers ViLD components)
 
 # isort: split
-from benchmark_models import tiny_model_opts
+from benchmark_models import random_images, time_inference, tiny_model_opts
 
 from vild_d2.config import load_config
 
@@ -49,26 +48,11 @@ def main() -> None:
         cfg = load_config(os.path.join(ROOT, rel), common + (vild if "ViLD" in name else []))
         models[name] = build_model(cfg).eval()
 
-    g = torch.Generator().manual_seed(0)
-    images = [
-        torch.randint(0, 255, (3, args.size, args.size), generator=g).float()
-        for _ in range(args.images)
-    ]
-    times = {name: [] for name in models}
-    with torch.no_grad():
-        for name, model in models.items():  # warm-up
-            model([{"image": images[0]}])
-        for img in images:  # interleaved, so that drift hits every model alike
-            for name, model in models.items():
-                t0 = time.perf_counter()
-                out = model([{"image": img}])
-                if args.device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                times[name].append(time.perf_counter() - t0)
-                assert (
-                    len(out[0]["instances"])
-                    == models[name].roi_heads.box_predictor.test_topk_per_image
-                )
+    def check(name, out):  # the score threshold is 0: every model keeps its top k
+        assert len(out[0]["instances"]) == models[name].roi_heads.box_predictor.test_topk_per_image
+
+    images = random_images(args.images, args.size)
+    times = time_inference(models, images, args.device, check)
     base = statistics.median(times["Mask R-CNN (stock)"])
     print(
         f"\ninference per image, {args.images} images of {args.size}x{args.size}, C={args.classes},"

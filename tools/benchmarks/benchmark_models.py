@@ -1,12 +1,14 @@
-"""The randomly initialised tiny models the inference benchmarks compare (shared by them)."""
+"""The randomly initialised models the inference benchmarks compare, and their timing loop."""
 
 import atexit
 import os
 import shutil
 import tempfile
-from typing import List, Tuple
+import time
+from typing import Dict, List, Tuple
 
 import numpy as np
+import torch
 
 
 def tiny_model_opts(
@@ -46,3 +48,33 @@ def tiny_model_opts(
         "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS",
         vocab,
     ]
+
+
+def random_images(num: int, size: int) -> List[torch.Tensor]:
+    """``num`` random [3, size, size] float images (the same ones in every run)."""
+    g = torch.Generator().manual_seed(0)
+    return [torch.randint(0, 255, (3, size, size), generator=g).float() for _ in range(num)]
+
+
+def time_inference(
+    models: Dict[str, torch.nn.Module], images: List[torch.Tensor], device: str, check=None
+) -> Dict[str, List[float]]:
+    """
+    Seconds per image of each eval-mode model, after one warm-up image each; the models
+    take turns on every image, so that a drift of the machine hits them alike.
+    ``check(name, outputs)`` is called on each output.
+    """
+    times = {name: [] for name in models}
+    with torch.no_grad():
+        for model in models.values():
+            model([{"image": images[0]}])
+        for img in images:
+            for name, model in models.items():
+                t0 = time.perf_counter()
+                out = model([{"image": img}])
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - t0)
+                if check is not None:
+                    check(name, out)
+    return times

@@ -3,19 +3,21 @@
 Inference time per image of the official ViLD architecture (configs/LVIS-OV-official,
 ResNet-50, full size) against the project's own LVIS ViLD (configs/LVIS-OV), both with
 random weights, measured in one run on this machine. The official model's weights come
-through the converter from random values of the released graph's variable list when the
-shared data folder has it (else it is initialised at random: the same compute).
+through the converter from random values (as a fresh initialisation draws them) of the
+released graph's variable list when the shared data folder has it (else it is initialised
+at random: the same compute).
 
-    python tools/benchmarks/benchmark_official.py [--images 4 --size 1024 --classes 1203]
+    python tools/benchmarks/benchmark_official.py [--images 4 --size 1024 --classes 1203 \\
+        --proposals 1000 --detections 300]
 
 Inputs are [3, size, size] tensors given to the model directly (the test resize of the
-data loader, TF1 or PIL, is not timed); both keep TEST.DETECTIONS_PER_IMAGE detections.
+data loader, TF1 or PIL, is not timed); with score threshold 0 both keep
+TEST.DETECTIONS_PER_IMAGE detections (the table says how many they kept).
 """
 
 import argparse
 import os
 import statistics
-import time
 
 import numpy as np
 import torch
@@ -25,7 +27,7 @@ import vild_d2  # noqa: F401  (registers ViLD components)
 
 # isort: split
 from benchmark_images import SHARED
-from benchmark_models import tiny_model_opts
+from benchmark_models import random_images, time_inference, tiny_model_opts
 
 from vild_d2.checkpoint import convert_variables, infer_architecture
 from vild_d2.config import load_config
@@ -49,7 +51,16 @@ def _official_weights(model, classes: int) -> str:
             shapes[name] = tuple(int(x) for x in shape.strip("[]").split(",") if x.strip())
     shapes["frcnn_layer_0/fast_rcnn_head/class-predict/kernel"] = (512, classes)
     rng = np.random.default_rng(0)
-    state, _, arch = convert_variables(shapes, lambda n: rng.normal(0, 0.02, shapes[n]))
+
+    def value(name):  # what a freshly initialised network holds: BN as identity, He kernels
+        shape = shapes[name]
+        if name.endswith(("gamma", "moving_variance")):
+            return np.ones(shape)
+        if name.endswith(("beta", "moving_mean", "bias")):
+            return np.zeros(shape)
+        return rng.normal(0, np.sqrt(2.0 / np.prod(shape[:-1])), shape)
+
+    state, _, arch = convert_variables(shapes, value)
     assert infer_architecture(shapes).name == arch.name == "vild_R_50_FPN"
     result = model.load_state_dict(state, strict=False)
     assert not result.unexpected_keys
@@ -61,7 +72,10 @@ def _models(args):
     models, source = {}, ""
     for name, rel in CONFIGS.items():
         torch.manual_seed(0)
-        opts = common + vild + ["MODEL.WEIGHTS", "", "TEST.DETECTIONS_PER_IMAGE", "300"]
+        opts = (
+            common + vild + ["MODEL.WEIGHTS", "", "TEST.DETECTIONS_PER_IMAGE", str(args.detections)]
+        )
+        opts += ["MODEL.RPN.POST_NMS_TOPK_TEST", str(args.proposals)]
         opts += [
             "MODEL.VILD.TEST_TEXT_EMBEDDINGS",
             vild[vild.index("MODEL.VILD.TRAIN_TEXT_EMBEDDINGS") + 1],
@@ -79,36 +93,29 @@ def main() -> None:
     p.add_argument("--images", type=int, default=4)
     p.add_argument("--size", type=int, default=1024, help="input side, pixels")
     p.add_argument("--classes", type=int, default=1203, help="vocabulary size C")
+    p.add_argument("--proposals", type=int, default=1000, help="RPN.POST_NMS_TOPK_TEST")
+    p.add_argument("--detections", type=int, default=300, help="TEST.DETECTIONS_PER_IMAGE")
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     models, source = _models(args)
-    g = torch.Generator().manual_seed(0)
-    images = [
-        torch.randint(0, 255, (3, args.size, args.size), generator=g).float()
-        for _ in range(args.images)
-    ]
-    times = {name: [] for name in models}
-    with torch.no_grad():
-        for model in models.values():  # warm-up
-            model([{"image": images[0]}])
-        for img in images:  # interleaved, so that drift hits both alike
-            for name, model in models.items():
-                t0 = time.perf_counter()
-                model([{"image": img}])
-                if args.device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                times[name].append(time.perf_counter() - t0)
+    counts = {}
+
+    def check(name, out):  # as many detections, so that both mask heads do the same work
+        counts[name] = len(out[0]["instances"])
+
+    times = time_inference(models, random_images(args.images, args.size), args.device, check)
     base = statistics.median(times["vild_d2 ViLD (LVIS-OV)"])
     print(
         f"\ninference per image, {args.images} images of {args.size}x{args.size}, C={args.classes},"
+        f" {args.proposals} proposals,"
         f" ResNet-50 FPN, device={args.device}, torch threads={torch.get_num_threads()};"
         f" official weights: {source}\n"
     )
-    print(f"| {'model':<26} | median s | vs vild_d2 |")
-    print(f"|{'-' * 28}|----------|------------|")
+    print(f"| {'model':<26} | median s | vs vild_d2 | detections |")
+    print(f"|{'-' * 28}|----------|------------|------------|")
     for name, t in times.items():
         med = statistics.median(t)
-        print(f"| {name:<26} | {med:8.2f} | {med / base:9.3f}x |")
+        print(f"| {name:<26} | {med:8.2f} | {med / base:9.3f}x | {counts[name]:10d} |")
 
 
 if __name__ == "__main__":

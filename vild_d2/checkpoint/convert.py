@@ -162,7 +162,10 @@ def convert_official_checkpoint(
                 bar.total = total
                 bar.update(done - bar.n)
 
-            state, vocabulary, arch = convert_variables(shapes, read, advance)
+            try:
+                state, vocabulary, arch = convert_variables(shapes, read, advance)
+            except ConversionError as e:
+                raise ConversionError(f"{source}: {e}") from None
     report = {
         "source": os.path.abspath(source),
         "architecture": vars(arch),
