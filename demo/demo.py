@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--torchscript", help="a model exported by tools/export_model.py")
     p.add_argument("--input", nargs="+", required=True, help="images, folders or glob patterns")
     p.add_argument("--output", required=True, help="folder for the pictures and results.json")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a non-empty --output folder as a whole"
+    )
     vocab = p.add_mutually_exclusive_group()
     vocab.add_argument(
         "--vocabulary",
@@ -147,6 +150,17 @@ def resolve_vocabulary(args, cfg, embed_dim: int, device: str):
     )
 
 
+def _check_output(output: str, overwrite: bool) -> None:
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise ValueError(f"--output {output} is a file, not a folder")
+    if os.path.isdir(output) and os.listdir(output) and not overwrite:
+        raise ValueError(
+            f"--output {output} is not empty: add --overwrite to replace its content as a whole"
+            " (pictures of earlier runs would otherwise stay beside the new results), or choose"
+            " another folder"
+        )
+
+
 def picture_names(paths):
     """One output picture name per input: its file stem, made unique with a counter."""
     seen, names = {}, []
@@ -171,7 +185,9 @@ def main(argv=None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         paths = expand_inputs(args.input)
-        check_images([{"file_name": p} for p in paths], what="input images")  # all bad ones named
+        _check_output(args.output, args.overwrite)
+        # every pixel of every input read first: a bad file fails before anything is written
+        check_images([{"file_name": p} for p in paths], what="input images", decode=True)
         if args.confidence_threshold < 0 or args.confidence_threshold > 1:
             raise ValueError(f"--confidence-threshold {args.confidence_threshold} is not in [0, 1]")
         cfg = None
@@ -195,17 +211,35 @@ def main(argv=None) -> int:
 
 
 def run(predictor, vocabulary, paths, output: str, threshold: float) -> None:
-    """Detect in each image; write its picture, then results.json (each file atomically)."""
-    import pycocotools.mask as mask_util
+    """
+    Detect in each image and write its picture and ``results.json`` into ``output``, which
+    appears whole or not at all (written aside, then renamed; an existing folder is
+    replaced as a whole).
+    """
+    from vild_d2.utils.atomic_io import atomic_folder
+
+    results = []
+    atomic_folder(
+        output,
+        lambda folder: results.extend(_detect(predictor, vocabulary, paths, folder, threshold)),
+    )
+    print(
+        f"{len(paths)} images, {len(results)} detections with score >= {threshold} over"
+        f" {len(vocabulary.names)} classes ({vocabulary.source}); pictures and {RESULTS_FILE} in"
+        f" {output}"
+    )
+
+
+def _detect(predictor, vocabulary, paths, folder: str, threshold: float) -> list:
+    """Pictures and COCO results of every image, written into ``folder``; returns the results."""
+    import json
+
     from detectron2.data.catalog import Metadata
     from detectron2.data.detection_utils import read_image
     from detectron2.utils.visualizer import Visualizer
     from PIL import Image
     from tqdm import tqdm
 
-    from vild_d2.utils.atomic_io import atomic_write, atomic_write_json
-
-    os.makedirs(output, exist_ok=True)
     metadata = Metadata(thing_classes=list(vocabulary.names))
     results = []
     for image_id, (path, picture) in enumerate(
@@ -219,39 +253,42 @@ def run(predictor, vocabulary, paths, output: str, threshold: float) -> None:
         scale = max(
             1.0, PICTURE_MIN_SIDE / max(rgb.shape[:2])
         )  # small images: enlarge so labels stay legible
-        drawn = Image.fromarray(
-            Visualizer(rgb, metadata, scale=scale).draw_instance_predictions(inst).get_image()
-        )
-        atomic_write(os.path.join(output, picture), lambda f: drawn.save(f, format="PNG"))
-        boxes = inst.pred_boxes.tensor.tolist()
-        masks = inst.pred_masks.numpy() if inst.has("pred_masks") else None
-        for k, (box, score, cls) in enumerate(
-            zip(boxes, inst.scores.tolist(), inst.pred_classes.tolist())
-        ):
-            det = {
-                "image_id": image_id,
-                "file_name": path,
-                "category_id": cls + 1,
-                "category_name": vocabulary.names[cls],
-                "score": round(score, 5),
-                "bbox": [
-                    round(box[0], 2),
-                    round(box[1], 2),
-                    round(box[2] - box[0], 2),
-                    round(box[3] - box[1], 2),
-                ],
-            }
-            if masks is not None:
-                rle = mask_util.encode(np.asfortranarray(masks[k].astype(np.uint8)))
-                rle["counts"] = rle["counts"].decode("ascii")
-                det["segmentation"] = rle
-            results.append(det)
-    atomic_write_json(os.path.join(output, RESULTS_FILE), results)
-    print(
-        f"{len(paths)} images, {len(results)} detections with score >= {threshold} over"
-        f" {len(vocabulary.names)} classes ({vocabulary.source}); pictures and {RESULTS_FILE} in"
-        f" {output}"
-    )
+        drawn = Visualizer(rgb, metadata, scale=scale).draw_instance_predictions(inst).get_image()
+        Image.fromarray(drawn).save(os.path.join(folder, picture), format="PNG")
+        results += _coco_results(inst, image_id, path, vocabulary.names)
+    with open(os.path.join(folder, RESULTS_FILE), "w") as f:
+        json.dump(results, f, indent=1, sort_keys=True)
+    return results
+
+
+def _coco_results(inst, image_id: int, path: str, names) -> list:
+    """COCO results (XYWH boxes, RLE masks) of one image's detections, with class names."""
+    import pycocotools.mask as mask_util
+
+    masks = inst.pred_masks.numpy() if inst.has("pred_masks") else None
+    out = []
+    for k, (box, score, cls) in enumerate(
+        zip(inst.pred_boxes.tensor.tolist(), inst.scores.tolist(), inst.pred_classes.tolist())
+    ):
+        det = {
+            "image_id": image_id,
+            "file_name": path,
+            "category_id": cls + 1,
+            "category_name": names[cls],
+            "score": round(score, 5),
+            "bbox": [
+                round(box[0], 2),
+                round(box[1], 2),
+                round(box[2] - box[0], 2),
+                round(box[3] - box[1], 2),
+            ],
+        }
+        if masks is not None:
+            rle = mask_util.encode(np.asfortranarray(masks[k].astype(np.uint8)))
+            rle["counts"] = rle["counts"].decode("ascii")
+            det["segmentation"] = rle
+        out.append(det)
+    return out
 
 
 if __name__ == "__main__":

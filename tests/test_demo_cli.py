@@ -302,3 +302,101 @@ def test_a_datasets_vocabulary_with_its_embedding_file(setup, tiny_lvis, tmp_pat
         capsys,
     )
     assert code == 2 and "no such builtin" in err
+
+
+def _grey_16_bit_png(path, low=8481, high=50115):
+    """A 16-bit grey PNG (PIL mode I;16) with a gradient from ``low`` to ``high``."""
+    from PIL import Image
+
+    ramp = np.linspace(low, high, 96 * 128).reshape(96, 128).astype(np.uint16)
+    Image.fromarray(ramp).save(path)  # uint16: PIL mode I;16
+    return ramp
+
+
+def test_a_16_bit_image_is_read_as_its_8_bit_picture(tmp_path):
+    from detectron2.data.detection_utils import read_image
+    from PIL import Image
+
+    ramp = _grey_16_bit_png(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode in ("I;16", "I")
+    rgb = read_image(str(tmp_path / "deep.png"), format="RGB")  # every reader goes through it
+    assert rgb.shape == (96, 128, 3) and rgb.dtype == np.uint8
+    expected = np.round(ramp / 257.0).astype(np.uint8)
+    assert np.array_equal(rgb[..., 0], expected) and np.array_equal(rgb[..., 2], expected)
+    assert rgb.min() == 33 and rgb.max() == 195  # not all white (detectron2 alone: all 255)
+
+
+def test_a_16_bit_image_gets_detections_and_a_float_image_is_refused(setup, tmp_path, capsys):
+    from PIL import Image
+
+    _grey_16_bit_png(tmp_path / "deep.png")
+    common = ["--config-file", CONFIG, "--custom-vocabulary", "a,b", "--teacher", setup["teacher"]]
+    code, _, err = _run(
+        [*common, "--input", str(tmp_path / "deep.png"), "--output", str(tmp_path / "out"),
+         "--confidence-threshold", "0.0", "--opts", *setup["opts"]],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    picture = np.asarray(Image.open(tmp_path / "out" / "deep.png").convert("L"))
+    assert picture.min() < 100  # the gradient is drawn, not a white page
+    Image.fromarray(np.ones((32, 32), np.float32)).save(tmp_path / "float.tif")  # mode F
+    code, _, err = _run(
+        [*common, "--input", str(tmp_path / "float.tif"), "--output", str(tmp_path / "out2"),
+         "--opts", *setup["opts"]],
+        capsys,
+    )  # fmt: skip
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "float.tif" in err and "PIL mode F" in err and not (tmp_path / "out2").exists()
+
+
+def test_a_truncated_image_among_good_ones_fails_before_anything_is_written(
+    setup, tmp_path, capsys
+):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    good = sorted(os.listdir(setup["images"]))
+    for name in good:
+        (folder / name).write_bytes(open(os.path.join(setup["images"], name), "rb").read())
+    data = (folder / good[0]).read_bytes()
+    (folder / "zz_truncated.png").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    code, _, err = _run(
+        ["--config-file", CONFIG, "--input", str(folder), "--output", str(out),
+         "--custom-vocabulary", "a,b", "--teacher", setup["teacher"], "--opts", *setup["opts"]],
+        capsys,
+    )  # fmt: skip
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "zz_truncated.png" in lines[0] and "1 of" in lines[0], err
+    assert not out.exists()
+
+
+def test_a_folder_with_results_is_refused_or_replaced_whole(setup, tmp_path, capsys):
+    out = tmp_path / "out"
+    model = ["--config-file", CONFIG, "--custom-vocabulary", "a,b", "--teacher", setup["teacher"]]
+    opts = ["--output", str(out), "--opts", *setup["opts"]]  # --opts takes the rest: last
+    images = [os.path.join(setup["images"], n) for n in sorted(os.listdir(setup["images"]))]
+    assert _run([*model, "--input", *images, *opts], capsys)[0] == 0
+    before = sorted(os.listdir(out))
+    code, _, err = _run([*model, "--input", images[0], *opts], capsys)
+    assert code == 2 and "not empty: add --overwrite" in err
+    assert sorted(os.listdir(out)) == before  # untouched
+    code, _, err = _run([*model, "--input", images[0], "--overwrite", *opts], capsys)
+    assert code == 0, err
+    picture = os.path.splitext(os.path.basename(images[0]))[0] + ".png"
+    assert sorted(os.listdir(out)) == sorted([picture, "results.json"])
+    assert {r["file_name"] for r in _results(out)} == {images[0]}
+
+
+def test_a_file_that_is_not_torchscript_is_one_short_line(setup, tmp_path, capsys):
+    fake = tmp_path / "weights.pt"
+    torch.save({"not": "a module"}, fake)
+    code, _, err = _run(
+        ["--torchscript", str(fake), "--input", setup["images"], "--output", str(tmp_path / "o"),
+         "--custom-vocabulary", "a,b", "--teacher", setup["teacher"]],
+        capsys,
+    )  # fmt: skip
+    assert code == 2
+    line = err.strip()
+    assert len(line.splitlines()) == 1 and "weights.pt: not a TorchScript file" in line
+    assert "corrupted" not in line and "miniz" not in line

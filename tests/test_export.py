@@ -265,3 +265,65 @@ def test_checkpoints_from_before_the_classifier_module_still_load(train_vocab):
         other.roi_heads.image_head.classifier.projection.weight,
         state["roi_heads.image_head.classifier.projection.weight"] + 1,
     )
+
+
+BAD_INPUTS = r"""
+import sys, torch, torchvision  # a fresh process with nothing else, as a user of the file
+module = torch.jit.load(sys.argv[1])
+D = int(sys.argv[2])
+image, vocab = torch.rand(3, 64, 80) * 255, torch.randn(5, D)
+nan_row = vocab.clone()
+nan_row[2, 0] = float("nan")
+cases = {
+    "nan row": (image, nan_row, torch.zeros(5, dtype=torch.bool)),
+    "empty vocabulary": (image, torch.zeros(0, D), torch.zeros(0, dtype=torch.bool)),
+    "wrong D": (image, torch.randn(5, D + 3), torch.zeros(5, dtype=torch.bool)),
+    "zero pixels": (torch.zeros(3, 0, 80), vocab, torch.zeros(5, dtype=torch.bool)),
+    "grey image": (torch.rand(64, 80), vocab, torch.zeros(5, dtype=torch.bool)),
+    "base mask of another length": (image, vocab, torch.zeros(4, dtype=torch.bool)),
+}
+for name, args in cases.items():
+    if sys.argv[3] != "vild_ensemble":
+        args = args[:2]
+        if name == "base mask of another length":
+            continue
+    try:
+        module(*args)
+    except Exception as e:
+        raised = [l for l in str(e).splitlines() if "ValueError: " in l]
+        print(name, "|", raised[-1].replace("builtins.", "") if raised else "NO VALUE ERROR")
+    else:
+        print(name, "|", "NO ERROR")
+"""
+
+
+@pytest.mark.parametrize("name, method", [("vild", "scripting"), ("vild_ensemble", "tracing")])
+def test_exported_module_refuses_bad_inputs_saying_what_it_expected(
+    name, method, train_vocab, tmp_path
+):
+    model = _model(name, train_vocab)
+    path = str(tmp_path / "model.ts")
+    torch.jit.save(export_model(model, method, _image()), path)
+    proc = subprocess.run(
+        [sys.executable, "-c", BAD_INPUTS, path, str(D), name],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    said = dict(line.split(" | ", 1) for line in proc.stdout.strip().splitlines())
+    assert said["nan row"] == "ValueError: class_embeddings: rows [2] hold NaN or Inf"
+    assert (
+        said["empty vocabulary"] == "ValueError: class_embeddings: the vocabulary is empty (C = 0)"
+    )
+    assert said["wrong D"] == (
+        f"ValueError: class_embeddings: expected [C, {D}] (the model's D), got shape [5, {D + 3}]"
+    )
+    assert said["zero pixels"] == "ValueError: image: expected at least 1x1 pixels, got 0x80"
+    assert (
+        said["grey image"] == "ValueError: image: expected a [3, H, W] tensor, got shape [64, 80]"
+    )
+    if name == "vild_ensemble":
+        assert said["base mask of another length"].startswith(
+            "ValueError: base_mask: expected a bool tensor of shape [5] (one per class), got"
+        )

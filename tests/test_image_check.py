@@ -73,3 +73,22 @@ def test_training_loader_refuses_a_missing_image_before_the_first_iteration(tmp_
         match=r"1 of 5 training images of \('image_check_train',\).*000002.png \(missing\)",
     ):
         build_vild_train_loader(cfg)
+
+
+def test_pixel_formats_without_an_8_bit_reading_and_truncated_files(tmp_path):
+    Image.fromarray(np.full((30, 40), 40000, np.uint16)).save(tmp_path / "deep.png")  # I;16
+    Image.fromarray(np.ones((30, 40), np.float32)).save(tmp_path / "float.tif")  # F
+    _image(tmp_path / "cut.png", 40, 30)
+    data = (tmp_path / "cut.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    dicts = [
+        {"file_name": str(tmp_path / n), "height": 30, "width": 40}
+        for n in ("deep.png", "float.tif", "cut.png")
+    ]
+    with pytest.raises(ImageCheckError) as e:
+        check_images(dicts)  # header level: the truncated file still has its header
+    assert "1 of 3" in str(e.value) and "float.tif (PIL mode F" in str(e.value)
+    with pytest.raises(ImageCheckError) as e:
+        check_images(dicts, decode=True)  # every pixel: the truncated one too
+    assert "2 of 3" in str(e.value) and "cut.png (not a readable image" in str(e.value)
+    assert check_images(dicts[:1], decode=True) == 1  # 16 bits are read (scaled to 8)

@@ -166,3 +166,33 @@ def test_claims_on_known_numbers():
     assert not check_claims(ap, _intervals(0.5))[2]["met"]
     # a missing number never passes
     assert not any(c["met"] for c in check_claims({}, []))
+
+
+@pytest.mark.parametrize(
+    "edit, said",
+    [
+        (lambda r, k: r.update(score=float("nan")), "a NaN or infinite score"),
+        (lambda r, k: r.update(category_id=9999), "a category_id that is not in the ground truth"),
+        (lambda r, k: r.update(image_id=-5), "an image_id that is not in the ground truth"),
+        (lambda r, k: r.update(bbox=[1.0, 2.0, float("inf"), 3.0]), "a bbox that is not 4 finite"),
+        (lambda r, k: r.pop("score"), "no 'score'"),
+    ],
+    ids=["nan score", "unknown category", "unknown image", "inf box", "no score"],
+)
+def test_results_the_lvis_api_would_score_wrongly_are_refused(world, tmp_path, edit, said):
+    """The LVIS API takes them and reports another AP (docs/faults.md has the numbers)."""
+    from vild_d2.evaluation.lvis_ap import ResultsError
+
+    results = [dict(r) for r in world["results"]]
+    for k in range(0, len(results), 5):  # one in five
+        edit(results[k], k)
+    path = tmp_path / "lvis_results.json"
+    path.write_text(json.dumps(results))
+    with pytest.raises(ResultsError) as e:
+        LVISAPTable(world["json"], str(path), "segm")
+    text = str(e.value)
+    n = len(range(0, len(results), 5))
+    assert text.startswith(
+        f"{path}: {n} of {len(results)} results cannot be scored: {n} with {said}"
+    )
+    assert "entries [0, 5, 10, 15, 20]" in text

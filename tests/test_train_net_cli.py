@@ -107,3 +107,54 @@ def test_bad_model_weights_is_one_line(case, tmp_path):
         and str(path) in lines[0]
     )
     assert "weights_only" not in lines[0]
+
+
+@pytest.mark.parametrize("case", ["truncated", "empty name", "missing file"])
+def test_resume_from_a_broken_last_checkpoint_is_one_line(case, tmp_path):
+    """Found by trying: detectron2 stopped in a traceback (or found no checkpoint at all)."""
+    import torch
+
+    out = tmp_path / "run"
+    out.mkdir()
+    torch.save({"model": {"w": torch.randn(1000, 100)}, "iteration": 99}, out / "model_0000099.pth")
+    data = (out / "model_0000099.pth").read_bytes()
+    if case == "truncated":
+        (out / "model_0000099.pth").write_bytes(data[: len(data) // 2])
+    name = {"truncated": "model_0000099.pth", "empty name": "", "missing file": "model_0000199.pth"}
+    (out / "last_checkpoint").write_text(name[case])
+    code, lines = _run(
+        "--config-file", TINY_CONFIG, "--resume", "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(out)
+    )
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("train_net.py: error: --resume: ")
+    expected = {
+        "truncated": f"{out / 'model_0000099.pth'} (named by {out / 'last_checkpoint'}) is not a"
+        " readable checkpoint",
+        "empty name": f"{out / 'last_checkpoint'} names '', which is not a file",
+        "missing file": "names 'model_0000199.pth', which is not a file",
+    }[case]
+    assert expected in lines[0] and "delete last_checkpoint to start from MODEL.WEIGHTS" in lines[0]
+
+
+def test_a_truncated_region_store_shard_is_one_line_before_training(tmp_path):
+    """Found by trying: the shard's truncation was found by a data-loader worker, mid-run."""
+    import numpy as np
+
+    from vild_d2.data.region_store import ShardWriter, create_region_store, finalize_region_store
+
+    store = tmp_path / "store"
+    create_region_store(str(store), teacher="random", embed_dim=32)
+    with ShardWriter(str(store), 0) as writer:
+        for image_id in range(1, 4):
+            boxes = np.array([[0, 0, 10, 10], [5, 5, 20, 20]], np.float32)
+            writer.add(image_id, boxes, np.eye(2, 32), (64, 64))
+    finalize_region_store(str(store))
+    shard = [p for p in store.rglob("*") if p.is_file() and "embeddings" in p.name][0]
+    shard.write_bytes(shard.read_bytes()[:-10])
+    code, lines = _run(
+        "--config-file", "configs/shapes_world/vild_R_18_FPN_tiny.yaml",
+        "DATASETS.REGION_STORE_TRAIN", str(store), "MODEL.VILD.EMBED_DIM", "32",
+    )  # fmt: skip
+    assert code == 2 and len(lines) == 1, lines
+    assert "DATASETS.REGION_STORE_TRAIN: region store" in lines[0]
+    assert f"{shard.name} has" in lines[0] and "truncated" in lines[0]

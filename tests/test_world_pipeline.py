@@ -196,3 +196,27 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
     stale = _demo(out, expect_success=False)
     assert stale.returncode != 0 and "--labels base-categories" in stale.stderr
     assert str(out / "pretrain" / "roi_classifier.pth") in stale.stderr
+
+
+def test_a_finished_stages_truncated_output_is_refused_not_reused(tmp_path):
+    """Found by trying: a truncated model_final.pth was taken as a finished stage."""
+    import pytest
+    import torch
+
+    from .helpers.scripts import load_script
+
+    pipeline = load_script("tools/run_world_pipeline.py")
+    weights = tmp_path / "model_final.pth"
+    torch.save({"model": {"w": torch.randn(1000, 100)}}, weights)
+    assert pipeline._skip("base", str(weights)) == 0.0  # intact: reused
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    text = tmp_path / "clip_world_text.npy"
+    np.save(text, np.ones((48, 64), np.float32))
+    text.write_bytes(text.read_bytes()[:100])
+    for name, path in (("base", weights), ("text", text)):
+        with pytest.raises(SystemExit) as e:
+            pipeline._skip(name, str(path))
+        message = str(e.value)
+        assert message.startswith(f"run_world_pipeline.py: error: stage '{name}': {path} is not")
+        assert "run again to redo the stage" in message and len(message.splitlines()) == 1

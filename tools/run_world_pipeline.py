@@ -54,6 +54,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs", "shapes_world")
 RECALL_K = 300  # the RPN's recall is reported at its POST_NMS_TOPK_TEST (rpn_R_18_FPN_tiny.yaml)
@@ -154,8 +156,33 @@ def _stages(jobs, env, slots: int) -> dict:
 
 
 def _skip(name: str, what: str) -> float:
+    """A finished stage is not run again: its output ``what`` is read back first."""
+    problem = _unreadable(what)
+    if problem:
+        sys.exit(
+            f"run_world_pipeline.py: error: stage '{name}': {what} {problem}; delete it (or the"
+            " stage's folder) and run again to redo the stage"
+        )
     print(f"\n== {name}: {what} exists, skipped")
     return 0.0
+
+
+def _unreadable(path: str) -> str:
+    """Why a finished stage's output file cannot be used ("" if it can; folders pass)."""
+    # (vild_d2 is imported once DETECTRON2_DATASETS is set: it registers datasets on import)
+    from vild_d2.config import checkpoint_problem
+
+    if path.endswith((".pth", ".pt")):
+        return checkpoint_problem(path)
+    try:
+        if path.endswith(".npy"):
+            np.load(path, allow_pickle=False)
+        elif path.endswith(".json"):
+            with open(path) as f:
+                json.load(f)
+    except (OSError, ValueError, EOFError) as e:
+        return f"is not readable (truncated or garbage?): {type(e).__name__}"
+    return ""
 
 
 def _training_progress(line: str):

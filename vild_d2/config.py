@@ -21,6 +21,8 @@ __all__ = [
     "check_training_inputs",
     "check_test_vocabularies",
     "check_weights",
+    "check_resume",
+    "checkpoint_problem",
     "ConfigError",
 ]
 
@@ -133,17 +135,12 @@ def check_datasets_registered(cfg: CN) -> None:
                 )
 
 
-def check_weights(cfg: CN) -> None:
+def checkpoint_problem(path: str) -> str:
     """
-    Raise ConfigError if ``MODEL.WEIGHTS`` names a local file that is missing or not a
-    readable checkpoint (truncated, garbage): before any worker starts, not in a traceback.
-    URLs and detectron2's ``detectron2://``/``catalog://`` names are left to the checkpointer.
+    Why ``path`` is not a readable checkpoint ("" if it is): torch.save's zip format has
+    every member's CRC checked, detectron2's model-zoo pickles are unpickled, other files
+    loaded with torch.load. For a one-line error before any worker starts.
     """
-    path = cfg.MODEL.WEIGHTS
-    if not path or "://" in path:
-        return
-    if not os.path.isfile(path):
-        raise ConfigError(f"MODEL.WEIGHTS: checkpoint not found: {path}")
     try:
         if zipfile.is_zipfile(path):  # torch.save's format: every member's CRC is checked
             with zipfile.ZipFile(path) as archive:
@@ -159,10 +156,47 @@ def check_weights(cfg: CN) -> None:
             torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # zipfile, pickle and torch raise many kinds; say which file and what
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(
-            f"MODEL.WEIGHTS: {path} is not a readable checkpoint (truncated or garbage?): "
-            f"{type(e).__name__}: {first}"
-        ) from None
+        return f"is not a readable checkpoint (truncated or garbage?): {type(e).__name__}: {first}"
+    return ""
+
+
+def check_weights(cfg: CN) -> None:
+    """
+    Raise ConfigError if ``MODEL.WEIGHTS`` names a local file that is missing or not a
+    readable checkpoint (truncated, garbage): before any worker starts, not in a traceback.
+    URLs and detectron2's ``detectron2://``/``catalog://`` names are left to the checkpointer.
+    """
+    path = cfg.MODEL.WEIGHTS
+    if not path or "://" in path:
+        return
+    if not os.path.isfile(path):
+        raise ConfigError(f"MODEL.WEIGHTS: checkpoint not found: {path}")
+    problem = checkpoint_problem(path)
+    if problem:
+        raise ConfigError(f"MODEL.WEIGHTS: {path} {problem}")
+
+
+def check_resume(output_dir: str) -> None:
+    """
+    ``--resume`` continues from the checkpoint that ``OUTPUT_DIR/last_checkpoint`` names:
+    raise ConfigError if that name is empty, names no file, or a file that is not a
+    readable checkpoint (detectron2 would stop in a traceback, or start again from scratch).
+    """
+    marker = os.path.join(output_dir, "last_checkpoint")
+    if not os.path.isfile(marker):
+        return  # nothing to resume: detectron2 starts from MODEL.WEIGHTS, as it says
+    with open(marker, encoding="utf-8", errors="replace") as f:
+        name = f.read().strip()
+    path = os.path.join(output_dir, name)
+    remedy = (
+        f"write the name of an intact model_*.pth of {output_dir} into {marker}, or delete"
+        " last_checkpoint to start from MODEL.WEIGHTS"
+    )
+    if not name or not os.path.isfile(path):
+        raise ConfigError(f"--resume: {marker} names '{name}', which is not a file; {remedy}")
+    problem = checkpoint_problem(path)
+    if problem:
+        raise ConfigError(f"--resume: {path} (named by {marker}) {problem}; {remedy}")
 
 
 def check_test_vocabularies(cfg: CN) -> None:
@@ -185,8 +219,9 @@ def check_test_vocabularies(cfg: CN) -> None:
 def check_training_inputs(cfg: CN) -> None:
     """
     Raise ConfigError if training could not start: a ViLD model with distillation
-    (MODEL.VILD.IMAGE_LOSS_WEIGHT > 0) but no region store, or a store folder without a
-    manifest, or whose D differs from MODEL.VILD.EMBED_DIM.
+    (MODEL.VILD.IMAGE_LOSS_WEIGHT > 0) but no region store, or a store folder that does not
+    open (no manifest, a shard missing or truncated), or whose D differs from
+    MODEL.VILD.EMBED_DIM.
     """
     store = cfg.DATASETS.REGION_STORE_TRAIN
     distills = cfg.MODEL.META_ARCHITECTURE == "ViLDRCNN" and cfg.MODEL.VILD.IMAGE_LOSS_WEIGHT > 0
@@ -197,10 +232,10 @@ def check_training_inputs(cfg: CN) -> None:
             "(tools/precompute_region_embeddings.py); or set the weight to 0 for ViLD-text"
         )
     if store:
-        from .data.region_store.layout import RegionStoreError, read_manifest
+        from .data.region_store import RegionStore, RegionStoreError
 
-        try:
-            dim = read_manifest(store)["embed_dim"]
+        try:  # opening checks the manifest and every shard's size (a truncated shard fails)
+            dim = RegionStore(store).embed_dim
         except RegionStoreError as e:
             raise ConfigError(f"DATASETS.REGION_STORE_TRAIN: {e}") from None
         if dim != cfg.MODEL.VILD.EMBED_DIM:

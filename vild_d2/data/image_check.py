@@ -2,7 +2,9 @@
 Check every training image before the first iteration: a missing or unreadable image, or
 one whose size is not the annotation's, otherwise crashes training from a data-loader
 worker hours in (detectron2 reads images lazily). Header-level (PIL opens the file and
-reads its size, not its pixels), in parallel threads; all bad files are reported at once.
+reads its size and pixel format, not its pixels) unless ``decode`` (every pixel read: a
+truncated file is found too, as the inference CLI wants before it writes anything), in
+parallel threads; all bad files are reported at once.
 A passed check is cached under ``cache_dir`` keyed by the file list with each file's
 size and modification time, so a re-run over unchanged files is instant.
 """
@@ -14,6 +16,7 @@ from typing import List, Optional, Sequence
 
 from tqdm import tqdm
 
+from ..compat.image_depth import image_mode_problem
 from ..utils.atomic_io import atomic_write_json
 
 __all__ = ["ImageCheckError", "check_images"]
@@ -25,17 +28,23 @@ class ImageCheckError(RuntimeError):
     """Some training images cannot be used; names them (up to MAX_LISTED) and counts all."""
 
 
-def _problem(d: dict) -> Optional[str]:
+def _problem(d: dict, decode: bool = False) -> Optional[str]:
     from PIL import Image
 
     path = d["file_name"]
     try:
         with Image.open(path) as im:
             width, height = im.size
+            mode = image_mode_problem(im)
+            if decode and not mode:
+                im.load()
     except FileNotFoundError:
         return "missing"
     except Exception as e:  # PIL raises many kinds for a file that is not an image
-        return f"not a readable image ({type(e).__name__})"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return f"not a readable image ({type(e).__name__}{': ' + reason if reason else ''})"
+    if mode:
+        return mode
     if ("height" in d and d["height"] != height) or ("width" in d and d["width"] != width):
         # detectron2 would transpose an EXIF-rotated image; the dict must still say the stored size
         return f"is {width}x{height} but its annotation says {d.get('width')}x{d.get('height')}"
@@ -60,22 +69,24 @@ def check_images(
     cache_dir: Optional[str] = None,
     workers: int = 8,
     what: str = "training images",
+    decode: bool = False,
 ) -> int:
     """
     Raise :class:`ImageCheckError` if any image of ``dataset_dicts`` is missing,
-    unreadable, or not of its dict's ``height``/``width``.
+    unreadable (with ``decode``: any of its pixels), of a pixel format without an 8-bit
+    reading, or not of its dict's ``height``/``width``.
 
     Returns:
         the number of images checked (0 when a cached pass matched).
     """
-    key = _key(dataset_dicts)
+    key = _key(dataset_dicts) + ("-decoded" if decode else "")
     stamp = os.path.join(cache_dir, f"image_check.{key}.json") if cache_dir else None
     if stamp and os.path.isfile(stamp):
         return 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
         problems = list(
             tqdm(
-                pool.map(_problem, dataset_dicts),
+                pool.map(lambda d: _problem(d, decode), dataset_dicts),
                 total=len(dataset_dicts),
                 desc=f"checking {what}",
                 unit="image",

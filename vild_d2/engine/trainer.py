@@ -12,6 +12,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..config import (
     check_datasets_registered,
+    check_resume,
     check_test_vocabularies,
     check_training_inputs,
     check_weights,
@@ -117,6 +118,8 @@ def build_config(args):
     cfg = load_config(args.config_file, args.opts)
     check_datasets_registered(cfg)
     check_weights(cfg)
+    if getattr(args, "resume", False):
+        check_resume(cfg.OUTPUT_DIR)
     if not getattr(args, "eval_only", False):
         check_training_inputs(cfg)
     check_test_vocabularies(cfg)

@@ -17,10 +17,74 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["LVISAPTable", "bootstrap_differences", "resample_image_weights"]
+__all__ = [
+    "LVISAPTable",
+    "ResultsError",
+    "check_results",
+    "bootstrap_differences",
+    "resample_image_weights",
+]
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+
+
+class ResultsError(ValueError):
+    """LVIS results that would be scored wrongly without a word; names the file and entries."""
+
+
+def _result_problem(r: dict, image_ids: set, category_ids: set, iou_type: str) -> Optional[str]:
+    """Why one result cannot be scored (None if it can), as a short kind of problem."""
+    for key in (
+        "image_id",
+        "category_id",
+        "score",
+        "bbox" if iou_type == "bbox" else "segmentation",
+    ):
+        if key not in r:
+            return f"no '{key}'"
+    if r["image_id"] not in image_ids:
+        return "an image_id that is not in the ground truth"
+    if r["category_id"] not in category_ids:
+        return "a category_id that is not in the ground truth"
+    try:
+        if not np.isfinite(float(r["score"])):
+            return "a NaN or infinite score"
+        if "bbox" in r and not (
+            len(r["bbox"]) == 4 and np.isfinite(np.asarray(r["bbox"], float)).all()
+        ):
+            return "a bbox that is not 4 finite numbers"
+    except (TypeError, ValueError):
+        return "a score or bbox that is not a number"
+    return None
+
+
+def check_results(
+    results: Sequence[dict], image_ids, category_ids, iou_type: str, source: str
+) -> None:
+    """
+    Raise :class:`ResultsError` if any result has an image or category the ground truth
+    does not have, a NaN/Inf score or box, or lacks a field: the LVIS API accepts them and
+    reports another AP without a word.
+    The message names ``source``, each kind of problem with its count and first entries.
+    """
+    images, categories = set(image_ids), set(category_ids)
+    bad: Dict[str, List[int]] = {}
+    for k, r in enumerate(results):
+        problem = _result_problem(r, images, categories, iou_type)
+        if problem:
+            bad.setdefault(problem, []).append(k)
+    if bad:
+        total = sum(len(v) for v in bad.values())
+        kinds = "; ".join(
+            f"{len(ix)} with {problem} (entries {ix[:5]}, e.g. {_brief(results[ix[0]])})"
+            for problem, ix in bad.items()
+        )
+        raise ResultsError(f"{source}: {total} of {len(results)} results cannot be scored: {kinds}")
+
+
+def _brief(r: dict) -> str:
+    return str({k: r[k] for k in ("image_id", "category_id", "score", "bbox") if k in r})
 
 
 def _iou(dts: List[dict], gts: List[dict], iou_type: str) -> np.ndarray:
@@ -54,9 +118,11 @@ class LVISAPTable:
 
         ensure_numpy_aliases()
         gt = LVIS(gt_json)
+        source = results if isinstance(results, str) else "results"
         if isinstance(results, str):
             with open(results) as f:
                 results = json.load(f)
+        check_results(results, gt.get_img_ids(), gt.get_cat_ids(), iou_type, source)
         self.image_ids = sorted(gt.get_img_ids())
         self.category_ids = sorted(gt.get_cat_ids())
         self.frequency = {c: gt.cats[c]["frequency"] for c in self.category_ids}

@@ -17,7 +17,9 @@ cannot reload a module that returns detectron2's ``Instances``):
                       (Mask R-CNN's 28x28; paste them into the image with detectron2's or
                       torchvision's ``paste_masks_in_image``) — only with a mask head}
 
-Both export methods give the same numbers as eager inference (``model.inference(...,
+Inputs are checked inside the module (:func:`check_inputs`, :func:`check_base_mask`):
+a bad vocabulary or image raises a ValueError saying what was expected. Both export
+methods give the same numbers as eager inference (``model.inference(...,
 do_postprocess=False)`` after ``set_vocabulary``): *scripting* compiles the code, so any
 image size and vocabulary size work; *tracing* records one run and generalises to other
 vocabulary sizes and image sizes as far as detectron2's tracing support goes (tested for
@@ -47,6 +49,8 @@ __all__ = [
     "export_model",
     "EXPORT_METHODS",
     "ExportError",
+    "check_inputs",
+    "check_base_mask",
 ]
 
 EXPORT_METHODS = ("scripting", "tracing")
@@ -63,6 +67,53 @@ _INSTANCE_FIELDS = {
 
 class ExportError(ValueError):
     """A model or example input that cannot be exported; says which and why."""
+
+
+@torch.jit.script
+def check_inputs(
+    image: torch.Tensor, class_embeddings: torch.Tensor, embed_dim: int
+) -> torch.Tensor:
+    """
+    Refuse, with what was expected, inputs that would give a silent wrong result (a NaN row
+    empties every detection) or an error that names nothing; returns ``class_embeddings``.
+    Scripted, so that a traced module keeps the checks too (hence a tensor returned).
+    """
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise ValueError("image: expected a [3, H, W] tensor, got shape " + str(image.shape))
+    if image.shape[1] < 1 or image.shape[2] < 1:
+        raise ValueError(
+            "image: expected at least 1x1 pixels, got " + str(image.shape[1]) + "x"
+            + str(image.shape[2])
+        )  # fmt: skip
+    if not bool(torch.isfinite(image.float()).all()):
+        raise ValueError("image: holds NaN or Inf")
+    if class_embeddings.dim() != 2 or class_embeddings.shape[1] != embed_dim:
+        raise ValueError(
+            "class_embeddings: expected [C, " + str(embed_dim) + "] (the model's D), got shape "
+            + str(class_embeddings.shape)
+        )  # fmt: skip
+    if class_embeddings.shape[0] == 0:
+        raise ValueError("class_embeddings: the vocabulary is empty (C = 0)")
+    finite = torch.isfinite(class_embeddings.float()).all(dim=1)
+    if not bool(finite.all()):
+        rows: List[int] = torch.nonzero(~finite).flatten()[:10].tolist()
+        raise ValueError("class_embeddings: rows " + str(rows) + " hold NaN or Inf")
+    zero = class_embeddings.float().norm(p=2, dim=1) < 1e-12
+    if bool(zero.any()):
+        rows_zero: List[int] = torch.nonzero(zero).flatten()[:10].tolist()
+        raise ValueError("class_embeddings: rows " + str(rows_zero) + " are all zeros")
+    return class_embeddings
+
+
+@torch.jit.script
+def check_base_mask(base_mask: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
+    """ViLD-ensemble's base mask: one bool per class of the vocabulary; returns it."""
+    if base_mask.dtype != torch.bool or base_mask.shape != [class_embeddings.shape[0]]:
+        raise ValueError(
+            "base_mask: expected a bool tensor of shape [" + str(class_embeddings.shape[0])
+            + "] (one per class), got " + str(base_mask.dtype) + " " + str(base_mask.shape)
+        )  # fmt: skip
+    return base_mask
 
 
 class ViLDInferenceModule(nn.Module):
@@ -84,6 +135,7 @@ class ViLDInferenceModule(nn.Module):
         self.box_pooler = heads.box_pooler
         self.box_head = heads.box_head
         self.classifier = predictor.classifier
+        self.embed_dim: int = int(predictor.classifier.embed_dim)
         self.bbox_pred = predictor.bbox_pred
         self.box2box_transform = predictor.box2box_transform
         self.score_thresh: float = float(predictor.test_score_thresh)
@@ -112,6 +164,7 @@ class ViLDInferenceModule(nn.Module):
     def detect(
         self, image: torch.Tensor, class_embeddings: torch.Tensor, base_mask: Optional[torch.Tensor]
     ) -> Dict[str, torch.Tensor]:
+        class_embeddings = check_inputs(image, class_embeddings, self.embed_dim)
         class_embeddings = F.normalize(class_embeddings.to(self.pixel_mean.dtype), dim=1)
         x = (image.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
         images = ImageList.from_tensors([x], self.size_divisibility)
@@ -190,6 +243,7 @@ class ViLDEnsembleInferenceModule(ViLDInferenceModule):
         class_embeddings: torch.Tensor,  # type: ignore[override]
         base_mask: torch.Tensor,
     ) -> Dict[str, torch.Tensor]:
+        base_mask = check_base_mask(base_mask, class_embeddings)
         return self.detect(image, class_embeddings, base_mask)
 
 

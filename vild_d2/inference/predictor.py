@@ -61,9 +61,12 @@ class OpenVocabularyPredictor:
                     self.module = torch.jit.load(
                         torchscript, map_location=self.device, _extra_files=extra
                     )
-                except RuntimeError as e:
-                    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                    raise ValueError(f"{torchscript}: not a TorchScript file ({first})") from None
+                except RuntimeError as e:  # torch's text goes on about corrupted checkpoints
+                    reason = str(e).split(". ")[0].replace("PytorchStreamReader failed ", "")
+                    raise ValueError(
+                        f"{torchscript}: not a TorchScript file exported by tools/export_model.py"
+                        f" ({reason})"
+                    ) from None
             if not extra[EXPORT_INFO_FILE]:
                 raise ValueError(
                     f"{torchscript}: not exported by tools/export_model.py (no"
@@ -145,7 +148,10 @@ class OpenVocabularyPredictor:
                     else torch.zeros(len(self.vocabulary.embeddings), dtype=torch.bool)
                 ).to(self.device)
             )
-        out = self.module(*args)
+        try:
+            out = self.module(*args)
+        except torch.jit.Error as e:  # the module's input checks (check_inputs): their message
+            raise ValueError(_script_error_message(e)) from None
         inst = Instances(tuple(resized.shape[:2]))
         inst.pred_boxes = Boxes(out["boxes"])
         inst.scores = out["scores"]
@@ -155,3 +161,10 @@ class OpenVocabularyPredictor:
         if self.info.get("official_postprocess", False):
             return official_postprocess(inst, inst.image_size, height, width)
         return detector_postprocess(inst, height, width)
+
+
+def _script_error_message(error: Exception) -> str:
+    """The ``ValueError: ...`` line of a TorchScript error (its traceback dropped)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    raised = [line for line in lines if line.startswith(("builtins.ValueError:", "ValueError:"))]
+    return "exported model: " + (raised[-1].split(":", 1)[1].strip() if raised else lines[-1])
