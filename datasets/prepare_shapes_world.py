@@ -11,12 +11,9 @@ registers it as ``shapes_world_train`` / ``shapes_world_val``, and its transfer 
 import argparse
 import os
 
-from vild_d2.data.datasets import (
-    ShapesWorldSpec,
-    generate_shapes_world,
-    generate_transfer_split,
-    shapes_world_root,
-)
+from vild_d2.data.datasets import shapes_world_root
+from vild_d2.world.spec import ShapesWorldSpec
+from vild_d2.world.splits import generate_shapes_world, generate_transfer_split
 
 
 def main() -> None:

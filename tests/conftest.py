@@ -40,7 +40,9 @@ def tiny_lvis(tmp_path_factory):
     """3 train + 2 val images of the shapes world, registered as tiny_lvis_{train,val}."""
     from detectron2.data import DatasetCatalog
 
-    from vild_d2.data.datasets import ShapesWorldSpec, generate_shapes_world, register_lvis_format
+    from vild_d2.data.datasets import register_lvis_format
+    from vild_d2.world.spec import ShapesWorldSpec
+    from vild_d2.world.splits import generate_shapes_world
 
     root = str(tmp_path_factory.mktemp("tiny_lvis"))
     spec = ShapesWorldSpec(seed=1, num_train=3, num_val=2, image_size=96, object_size=(12, 28))

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from lvis import LVIS
 
-from vild_d2.data.datasets import ShapesWorldSpec, generate_shapes_world, load_lvis_format_json
+from vild_d2.data.datasets import load_lvis_format_json
 from vild_d2.data.datasets.lvis_format import DatasetFormatError
+from vild_d2.world.spec import ShapesWorldSpec
+from vild_d2.world.splits import generate_shapes_world
 
 
 def test_lvis_api_reads_generated_json(tiny_lvis):
@@ -105,11 +107,7 @@ def long_tail_world(tmp_path_factory):
 
 
 def test_rare_categories_are_the_designed_novel_ones_of_two_kinds(long_tail_world):
-    from vild_d2.data.datasets.shapes_world import (
-        category_names,
-        concept_novel_ids,
-        designed_novel_ids,
-    )
+    from vild_d2.world.spec import category_names, concept_novel_ids, designed_novel_ids
 
     spec, data, _ = long_tail_world
     names = category_names(spec)
@@ -193,7 +191,7 @@ def test_spec_of_an_older_world_reads_with_its_version(tmp_path):
     failing on the unknown key."""
     from dataclasses import asdict
 
-    from vild_d2.data.datasets.shapes_world import spec_from_json
+    from vild_d2.world.spec import spec_from_json
 
     old = asdict(ShapesWorldSpec(num_train=400))
     del old["concept_unannotated_share"]

@@ -10,7 +10,7 @@ import torch
 from detectron2.data import DatasetCatalog
 from detectron2.structures import BoxMode
 
-from vild_d2.config import ConfigError, check_training_inputs, load_config
+from vild_d2.config import ConfigError, load_config
 from vild_d2.data import (
     DistillDatasetMapper,
     RegionStore,
@@ -21,6 +21,7 @@ from vild_d2.data import (
     open_training_store,
     transform_regions,
 )
+from vild_d2.data.build import check_training_inputs
 
 from .conftest import ROOT, SHARED, needs_shared
 

@@ -1,5 +1,5 @@
 """
-train_net.py on several CPU processes (gloo), issue 14 item 1: a tiny ViLD with
+train_net.py on several CPU processes (gloo): a tiny ViLD with
 distillation trains on 2 workers like on 1 (same total batch), distributed evaluation
 equals one-process evaluation (LVIS and proposal recall), a killed worker ends the run
 with a clear error, and --resume continues.
@@ -26,8 +26,9 @@ D = TINY_CLIP_SHAPE["embed_dim"]
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A 16-image world, a random text vocabulary and a region store (M = 8) from a tiny teacher."""
-    from vild_d2.data.datasets import ShapesWorldSpec, generate_shapes_world
     from vild_d2.teacher import build_clip, save_clip_checkpoint
+    from vild_d2.world.spec import ShapesWorldSpec
+    from vild_d2.world.splits import generate_shapes_world
 
     root = tmp_path_factory.mktemp("dist")
     generate_shapes_world(

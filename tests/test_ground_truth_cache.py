@@ -1,4 +1,4 @@
-"""Evaluation never reuses stale ground truth after the annotations change (issue 13, item 3)."""
+"""Evaluation never reuses stale ground truth after the annotations change."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""Bad training images stop training before its first iteration, all named at once (issue 13)."""
+"""Bad training images stop training before its first iteration, all named at once."""
 
 import os
 import time
@@ -10,8 +10,10 @@ from PIL import Image
 
 from vild_d2.config import load_config
 from vild_d2.data.build import build_vild_train_loader
-from vild_d2.data.datasets import ShapesWorldSpec, generate_shapes_world, register_lvis_format
+from vild_d2.data.datasets import register_lvis_format
 from vild_d2.data.image_check import ImageCheckError, check_images
+from vild_d2.world.spec import ShapesWorldSpec
+from vild_d2.world.splits import generate_shapes_world
 
 from .conftest import TINY_CONFIG
 

@@ -1,5 +1,5 @@
 """
-Kills and races (issue 13, item 8), with real processes and signals: a killed pipeline
+Kills and races, with real processes and signals: a killed pipeline
 leaves no stage running, two jobs never share an output folder, a killed training
 resumes from its last periodic checkpoint.
 """
@@ -106,7 +106,8 @@ def _train(out, datasets_root, *extra):
 
 
 def test_killed_training_resumes_and_a_second_trainer_is_refused(tmp_path):
-    from vild_d2.data.datasets import ShapesWorldSpec, generate_shapes_world
+    from vild_d2.world.spec import ShapesWorldSpec
+    from vild_d2.world.splits import generate_shapes_world
 
     generate_shapes_world(
         str(tmp_path / "data" / "shapes_world"),

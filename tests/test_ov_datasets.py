@@ -43,7 +43,8 @@ def test_builtin_ov_registrations():
 
 def test_lvis_format_open_vocabulary_split(tmp_path):
     """Rare categories' annotations leave the training split; every image stays."""
-    from vild_d2.data.datasets import ShapesWorldSpec, generate_shapes_world
+    from vild_d2.world.spec import ShapesWorldSpec
+    from vild_d2.world.splits import generate_shapes_world
 
     spec = ShapesWorldSpec(seed=3, num_train=30, num_val=1, image_size=64, object_size=(10, 20))
     json_file = generate_shapes_world(str(tmp_path), spec)["train"]

@@ -30,7 +30,9 @@ NUM_IMAGES = 24
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, tiny_clip_checkpoint):
     """A generated world, a proposals file with awkward boxes, and the tiny teacher."""
-    from vild_d2.data.datasets import ShapesWorldSpec, generate_shapes_world, load_image_list
+    from vild_d2.data.datasets import load_image_list
+    from vild_d2.world.spec import ShapesWorldSpec
+    from vild_d2.world.splits import generate_shapes_world
 
     root = str(tmp_path_factory.mktemp("precompute_world"))
     spec = ShapesWorldSpec(

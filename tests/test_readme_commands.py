@@ -1,4 +1,4 @@
-"""The READMEs' commands run in the project's environment (issue 13, item 13)."""
+"""The READMEs' commands name the project's environment's python, never a bare one."""
 
 import glob
 import os

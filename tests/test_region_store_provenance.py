@@ -1,5 +1,5 @@
 """
-Region stores cannot go stale or be read corrupted (issue 13, items 4 and 5): every shard
+Region stores cannot go stale or be read corrupted: every shard
 records what made it (teacher and proposals, with content hashes) and the real tool
 refuses to extend it with anything else, manifest or not; every read checks its crc32.
 """

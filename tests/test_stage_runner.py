@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from vild_d2.utils.stage_runner import Stage, run_stages
+from vild_d2.pipeline.runner import Stage, run_stages
 
 
 def _py(tmp_path, name, code, show=None):

@@ -12,10 +12,11 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.modeling import build_model
 
 from vild_d2.config import ConfigError
-from vild_d2.data.datasets import generate_transfer_split, register_lvis_format
-from vild_d2.data.datasets.shapes_world import TRANSFER_COLOURS, category_names, spec_from_json
+from vild_d2.data.datasets import register_lvis_format
 from vild_d2.engine import Trainer
 from vild_d2.engine.trainer import build_config
+from vild_d2.world.spec import TRANSFER_COLOURS, category_names, spec_from_json
+from vild_d2.world.splits import generate_transfer_split
 
 from .conftest import ROOT
 

@@ -9,13 +9,8 @@ import pytest
 import torch
 
 from vild_d2.config import load_config
-from vild_d2.data.datasets.shapes_world import (
-    ShapesWorldSpec,
-    category_names,
-    category_shapes,
-    novel_kinds,
-)
-from vild_d2.engine.roi_pretraining import RoIClassifier, pretrain_roi_classifier, roi_top1_accuracy
+from vild_d2.world.imagenet import RoIClassifier, pretrain_roi_classifier, roi_top1_accuracy
+from vild_d2.world.spec import ShapesWorldSpec, category_names, category_shapes, novel_kinds
 
 from .conftest import ROOT
 
@@ -118,11 +113,8 @@ def test_tool_labels_and_its_checkpoint_loads_into_the_detector(tiny_lvis, tmp_p
 
 
 def test_base_scenes_hold_no_novel_category():
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    try:
-        from train_world_teacher import teacher_objects
-    finally:
-        sys.path.pop(0)
+    from vild_d2.world.objects import teacher_objects
+
     spec = ShapesWorldSpec(seed=0)
     base = [c for c in range(len(category_names(spec))) if c not in novel_kinds(spec)]
     _, boxes, labels = teacher_objects(spec, 30, seed=0, categories=base, stream=3)

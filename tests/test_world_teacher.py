@@ -6,7 +6,7 @@ import os
 import torch
 from torchvision.ops import box_iou
 
-from vild_d2.teacher.train_contrastive import (
+from vild_d2.world.teacher_training import (
     background_boxes,
     jitter_boxes,
     train_clip_on_crops,

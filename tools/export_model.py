@@ -6,7 +6,7 @@ conventions:
 
     python tools/export_model.py --config-file configs/shapes_world/vild_R_18_FPN_tiny.yaml \\
         --format torchscript --export-method scripting --output exported/ \\
-        MODEL.WEIGHTS output/demo/vild/model_final.pth MODEL.DEVICE cpu
+        MODEL.WEIGHTS output/world/vild/model_final.pth MODEL.DEVICE cpu
 
 Writes OUTPUT/model.ts. Load it anywhere with ``torch.jit.load`` after ``import
 torchvision`` (its ops); call ``module(image, class_embeddings)`` — ViLD-ensemble also
@@ -47,7 +47,8 @@ def main(argv=None) -> int:
     from detectron2.data.detection_utils import read_image
     from detectron2.modeling import build_model
 
-    from vild_d2.config import ConfigError, check_weights, load_config
+    from vild_d2.checkpoint.files import check_weights
+    from vild_d2.config import ConfigError, load_config
     from vild_d2.data.augmentation import build_test_augmentation
     from vild_d2.export import ExportError, export_model
     from vild_d2.inference import EXPORT_INFO_FILE, export_info

@@ -143,7 +143,8 @@ def _run_settings(args) -> dict:
 
 def _check_inputs(args) -> None:
     """One-line errors (ValueError) before any worker starts; creates or checks the store."""
-    from vild_d2.config import check_weights, load_config
+    from vild_d2.checkpoint.files import check_weights
+    from vild_d2.config import load_config
     from vild_d2.data.region_store import create_region_store
     from vild_d2.data.region_store.layout import MANIFEST, read_manifest
     from vild_d2.teacher import load_clip

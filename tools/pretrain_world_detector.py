@@ -4,7 +4,7 @@ RoI-classification pretraining of a shapes-world detector: the world's stand-in 
 ImageNet initialisation (the world has no pretrained backbone).
 
 The detector of --config-file's backbone + FPN, box RoI pooler and box head, with a
-linear classifier, learn on crops of newly rendered scenes (vild_d2/engine/roi_pretraining.py).
+linear classifier, learn on crops of newly rendered scenes (vild_d2/world/imagenet.py).
 What the classifier learns, --labels:
 
 - ``shapes`` (the demo's): scenes of every category, each object labelled by its *shape*
@@ -30,7 +30,8 @@ import sys
 import time
 
 import torch
-from train_world_teacher import teacher_objects, val_objects, world_annotations
+
+from vild_d2.world.objects import teacher_objects, val_objects, world_annotations
 
 
 def main(argv=None) -> int:
@@ -57,18 +58,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from vild_d2.config import ConfigError, load_config
-    from vild_d2.data.datasets.shapes_world import (
-        category_names,
-        category_shapes,
-        novel_kinds,
-        spec_from_json,
-    )
-    from vild_d2.engine.roi_pretraining import (
-        RoIClassifier,
-        pretrain_roi_classifier,
-        roi_top1_accuracy,
-    )
     from vild_d2.utils.atomic_io import atomic_write, atomic_write_json
+    from vild_d2.world.imagenet import RoIClassifier, pretrain_roi_classifier, roi_top1_accuracy
+    from vild_d2.world.spec import category_names, category_shapes, novel_kinds, spec_from_json
 
     found = world_annotations(args.world, "pretrain_world_detector.py")
     if found is None:

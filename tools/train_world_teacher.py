@@ -19,7 +19,6 @@ import os
 import sys
 import time
 
-import numpy as np
 import torch
 
 __all__ = ["WORLD_TEACHER_SHAPE", "main"]
@@ -37,77 +36,6 @@ WORLD_TEACHER_SHAPE = dict(
     transformer_heads=2,
     transformer_layers=2,
 )
-
-
-def _xyxy(xywh_boxes) -> torch.Tensor:
-    from detectron2.structures import BoxMode
-
-    return torch.tensor(
-        [BoxMode.convert(b, BoxMode.XYWH_ABS, BoxMode.XYXY_ABS) for b in xywh_boxes],
-        dtype=torch.float32,
-    ).reshape(-1, 4)
-
-
-def teacher_objects(spec, num_images: int, seed: int, categories=None, stream: int = 2):
-    """
-    The teacher's own images (the world's renderer, all categories uniform, a random
-    stream the dataset never uses), as image tensors [3, H, W] uint8, boxes [n, 4] XYXY
-    and category indices [n]. ``categories``: draw only these (uniform), e.g. the base ones;
-    ``stream``: another value gives other images.
-    """
-    from vild_d2.data.datasets.shapes_world import render_scene, scene_categories
-
-    rng = np.random.default_rng([spec.seed, stream, seed])
-    if categories is None:
-        plan = scene_categories(rng, spec, num_images, long_tailed=False)
-    else:
-        low, high = spec.objects_per_image
-        plan = [
-            rng.choice(list(categories), size=int(rng.integers(low, high + 1))).tolist()
-            for _ in range(num_images)
-        ]
-    images, boxes, labels = [], [], []
-    for cats in plan:
-        img, objects = render_scene(rng, spec, cats)
-        images.append(torch.from_numpy(np.asarray(img).transpose(2, 0, 1).copy()))
-        boxes.append(_xyxy([o["bbox"] for o in objects]))
-        labels.append(torch.tensor([o["category"] for o in objects], dtype=torch.long))
-    return images, boxes, labels
-
-
-def val_objects(json_file: str, image_root: str):
-    """shapes_world_val's images and ground-truth boxes / category indices, as tensors."""
-    from detectron2.data import detection_utils as utils
-
-    from vild_d2.data.datasets import load_lvis_format_json
-
-    images, boxes, labels = [], [], []
-    for d in load_lvis_format_json(json_file, image_root):
-        images.append(
-            torch.from_numpy(
-                np.ascontiguousarray(utils.read_image(d["file_name"], "RGB").transpose(2, 0, 1))
-            )
-        )
-        boxes.append(_xyxy([a["bbox"] for a in d["annotations"]]))  # the loader keeps XYWH_ABS
-        labels.append(torch.tensor([a["category_id"] for a in d["annotations"]], dtype=torch.long))
-    return images, boxes, labels
-
-
-def world_annotations(world: str, tool: str):
-    """
-    (train.json, val.json) of the shapes world under ``world``; None, after a one-line
-    error on stderr that names the missing file, when the world is not there.
-    """
-    paths = tuple(os.path.join(world, "annotations", f"{s}.json") for s in ("train", "val"))
-    for path in paths:
-        if not os.path.isfile(path):
-            print(
-                f"{tool}: error: {path} not found (generate the world first: "
-                "datasets/prepare_shapes_world.py)",
-                file=sys.stderr,
-            )
-            return None
-    return paths
 
 
 def main(argv=None) -> int:
@@ -131,10 +59,12 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    from vild_d2.data.datasets.shapes_world import category_names, novel_kinds, spec_from_json
+    # (vild_d2 imports detectron2: after the arguments, so that --help answers at once)
     from vild_d2.teacher import build_clip, load_clip, save_clip_checkpoint
-    from vild_d2.teacher.train_contrastive import train_clip_on_crops, zero_shot_accuracy
     from vild_d2.utils.atomic_io import atomic_write_json
+    from vild_d2.world.objects import teacher_objects, val_objects, world_annotations
+    from vild_d2.world.spec import category_names, novel_kinds, spec_from_json
+    from vild_d2.world.teacher_training import train_clip_on_crops, zero_shot_accuracy
 
     found = world_annotations(args.world, "train_world_teacher.py")
     if found is None:

@@ -4,25 +4,16 @@ with one-line errors for the usual mistakes.
 """
 
 import os
-import pickle
 import re
-import zipfile
-from typing import List, Sequence
+from typing import Sequence
 
 import yaml
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog
 
 __all__ = [
     "add_vild_config",
     "load_config",
-    "check_datasets_registered",
-    "check_training_inputs",
-    "check_test_vocabularies",
-    "check_weights",
-    "check_resume",
-    "checkpoint_problem",
     "ConfigError",
 ]
 
@@ -120,126 +111,3 @@ def _key_error_text(e: Exception) -> str:
     text = str(e.args[0]) if e.args else str(e)
     m = re.match(r"Non-existent (?:config )?key: (\S+)", text)  # yacs' two wordings
     return f"unknown config key {m.group(1)}" if m else text
-
-
-def check_datasets_registered(cfg: CN) -> None:
-    """Raise ConfigError if DATASETS.TRAIN/TEST names a dataset that is not registered."""
-    registered = set(DatasetCatalog.list())
-    for key in ("TRAIN", "TEST"):
-        names: List[str] = list(cfg.DATASETS[key])
-        for name in names:
-            if name not in registered:
-                raise ConfigError(
-                    f"DATASETS.{key} names dataset '{name}', which is not registered "
-                    "(see datasets/README.md for vild_d2's datasets)"
-                )
-
-
-def checkpoint_problem(path: str) -> str:
-    """
-    Why ``path`` is not a readable checkpoint ("" if it is): torch.save's zip format has
-    every member's CRC checked, detectron2's model-zoo pickles are unpickled, other files
-    loaded with torch.load. For a one-line error before any worker starts.
-    """
-    try:
-        if zipfile.is_zipfile(path):  # torch.save's format: every member's CRC is checked
-            with zipfile.ZipFile(path) as archive:
-                bad = archive.testzip()
-            if bad is not None:
-                raise ValueError(f"member {bad} is corrupt")
-        elif path.endswith(".pkl"):  # detectron2's model-zoo pickles
-            with open(path, "rb") as f:
-                pickle.load(f, encoding="latin1")
-        else:
-            import torch
-
-            torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # zipfile, pickle and torch raise many kinds; say which file and what
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return f"is not a readable checkpoint (truncated or garbage?): {type(e).__name__}: {first}"
-    return ""
-
-
-def check_weights(cfg: CN) -> None:
-    """
-    Raise ConfigError if ``MODEL.WEIGHTS`` names a local file that is missing or not a
-    readable checkpoint (truncated, garbage): before any worker starts, not in a traceback.
-    URLs and detectron2's ``detectron2://``/``catalog://`` names are left to the checkpointer.
-    """
-    path = cfg.MODEL.WEIGHTS
-    if not path or "://" in path:
-        return
-    if not os.path.isfile(path):
-        raise ConfigError(f"MODEL.WEIGHTS: checkpoint not found: {path}")
-    problem = checkpoint_problem(path)
-    if problem:
-        raise ConfigError(f"MODEL.WEIGHTS: {path} {problem}")
-
-
-def check_resume(output_dir: str) -> None:
-    """
-    ``--resume`` continues from the checkpoint that ``OUTPUT_DIR/last_checkpoint`` names:
-    raise ConfigError if that name is empty, names no file, or a file that is not a
-    readable checkpoint (detectron2 would stop in a traceback, or start again from scratch).
-    """
-    marker = os.path.join(output_dir, "last_checkpoint")
-    if not os.path.isfile(marker):
-        return  # nothing to resume: detectron2 starts from MODEL.WEIGHTS, as it says
-    with open(marker, encoding="utf-8", errors="replace") as f:
-        name = f.read().strip()
-    path = os.path.join(output_dir, name)
-    remedy = (
-        f"write the name of an intact model_*.pth of {output_dir} into {marker}, or delete"
-        " last_checkpoint to start from MODEL.WEIGHTS"
-    )
-    if not name or not os.path.isfile(path):
-        raise ConfigError(f"--resume: {marker} names '{name}', which is not a file; {remedy}")
-    problem = checkpoint_problem(path)
-    if problem:
-        raise ConfigError(f"--resume: {path} (named by {marker}) {problem}; {remedy}")
-
-
-def check_test_vocabularies(cfg: CN) -> None:
-    """
-    Raise ConfigError if a ViLD model could not score some DATASETS.TEST entry with its
-    own vocabulary (DATASETS.TEXT_EMBEDDINGS_TEST of another length, a file whose rows do
-    not match the dataset's categories, ...): at start-up, not after training.
-    """
-    if cfg.MODEL.META_ARCHITECTURE != "ViLDRCNN":
-        return
-    from .modeling.text_embeddings import VocabularyError, evaluation_vocabulary
-
-    for index in range(len(cfg.DATASETS.TEST)):
-        try:
-            evaluation_vocabulary(cfg, index)
-        except (VocabularyError, FileNotFoundError) as e:
-            raise ConfigError(f"test dataset '{cfg.DATASETS.TEST[index]}': {e}") from None
-
-
-def check_training_inputs(cfg: CN) -> None:
-    """
-    Raise ConfigError if training could not start: a ViLD model with distillation
-    (MODEL.VILD.IMAGE_LOSS_WEIGHT > 0) but no region store, or a store folder that does not
-    open (no manifest, a shard missing or truncated), or whose D differs from
-    MODEL.VILD.EMBED_DIM.
-    """
-    store = cfg.DATASETS.REGION_STORE_TRAIN
-    distills = cfg.MODEL.META_ARCHITECTURE == "ViLDRCNN" and cfg.MODEL.VILD.IMAGE_LOSS_WEIGHT > 0
-    if distills and not store:
-        raise ConfigError(
-            "MODEL.VILD.IMAGE_LOSS_WEIGHT > 0 (ViLD distillation) needs "
-            "DATASETS.REGION_STORE_TRAIN, the region-embedding store of the training images "
-            "(tools/precompute_region_embeddings.py); or set the weight to 0 for ViLD-text"
-        )
-    if store:
-        from .data.region_store import RegionStore, RegionStoreError
-
-        try:  # opening checks the manifest and every shard's size (a truncated shard fails)
-            dim = RegionStore(store).embed_dim
-        except RegionStoreError as e:
-            raise ConfigError(f"DATASETS.REGION_STORE_TRAIN: {e}") from None
-        if dim != cfg.MODEL.VILD.EMBED_DIM:
-            raise ConfigError(
-                f"DATASETS.REGION_STORE_TRAIN: region store {store} holds D = {dim} embeddings, "
-                f"but MODEL.VILD.EMBED_DIM is {cfg.MODEL.VILD.EMBED_DIM}"
-            )

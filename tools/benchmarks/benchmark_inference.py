@@ -7,7 +7,7 @@ sends the same number of detections (TEST.DETECTIONS_PER_IMAGE) to the mask head
 
     python tools/benchmarks/benchmark_inference.py [--images 30 --size 512 --device cpu]
 
-Targets (issue 3): ViLD <= 1.05x, ViLD-ensemble <= 1.3x the stock model.
+Targets: ViLD <= 1.05x, ViLD-ensemble <= 1.3x the stock model.
 """
 
 import argparse

@@ -12,7 +12,7 @@ random CLIP (the real model's shape and cost; weights do not change the speed):
 
     python tools/benchmarks/benchmark_region_precompute.py [--images 8 --regions 32 --device cpu]
 
-Target (issue 5): A's regions/s >= 0.9x B's (decode/crop/write overhead <= 10%).
+Target: A's regions/s >= 0.9x B's (decode/crop/write overhead <= 10%).
 Images: real COCO JPEGs from ../shared/data/coco128 (or $VILD_D2_SHARED_DATA/coco128)
 when present, else generated 640x480 JPEGs. Boxes: random, 16-300 px, fixed seed.
 """

@@ -7,12 +7,12 @@ Region-store cost, measured in one run on this machine:
      them, on the same images with the same random transforms (paired), and the time of
      the added step alone (store read + box transform);
   3. the store read alone with and without the crc32 check that every read does by default
-     (target, issue 13: the check adds <= 2 ms per image at M = 300, D = 512).
+     (target: the check adds <= 2 ms per image at M = 300, D = 512).
 
     python tools/benchmarks/benchmark_region_store.py [--images 64 --regions 300 --dim 512]
 
 Images: real COCO JPEGs from ../shared/data/coco128 (or $VILD_D2_SHARED_DATA/coco128) when
-present, else generated 640x480 JPEGs. Target (issue 4): <= 2 ms added per image.
+present, else generated 640x480 JPEGs. Target: <= 2 ms added per image.
 """
 
 import argparse

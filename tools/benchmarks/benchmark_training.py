@@ -7,7 +7,7 @@ box head for the regions) against ViLD-text (no regions), on the same synthetic 
 
     python tools/benchmarks/benchmark_training.py [--steps 12 --size 512 --regions 300 --dim 512]
 
-Target (issue 14): ViLD <= 1.15x ViLD-text.
+Target: ViLD <= 1.15x ViLD-text.
 """
 
 import argparse

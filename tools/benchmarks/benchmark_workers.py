@@ -48,8 +48,9 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=20, help="training iterations")
     args = p.parse_args()
 
-    from vild_d2.data.datasets import ShapesWorldSpec, generate_shapes_world
     from vild_d2.teacher import build_clip, save_clip_checkpoint
+    from vild_d2.world.spec import ShapesWorldSpec
+    from vild_d2.world.splits import generate_shapes_world
 
     # The run writes ~0.7 GB (two region stores, two trainings): removed when it ends.
     with tempfile.TemporaryDirectory() as tmp:

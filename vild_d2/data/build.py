@@ -5,14 +5,24 @@ import os
 from typing import List
 
 import detectron2.utils.comm as comm
-from detectron2.data import build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.config import CfgNode as CN
+from detectron2.data import (
+    DatasetCatalog,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 
-from ..config import check_training_inputs
+from ..config import ConfigError
 from .distill_mapper import DistillDatasetMapper
 from .image_check import check_images
 from .region_store import RegionStore, RegionStoreError
 
-__all__ = ["build_vild_train_loader", "open_training_store"]
+__all__ = [
+    "build_vild_train_loader",
+    "open_training_store",
+    "check_datasets_registered",
+    "check_training_inputs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,3 +81,43 @@ def build_vild_train_loader(cfg):
     store = open_training_store(cfg, dataset)
     mapper = DistillDatasetMapper(cfg, is_train=True, region_store=store)
     return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
+
+
+def check_datasets_registered(cfg: CN) -> None:
+    """Raise ConfigError if DATASETS.TRAIN/TEST names a dataset that is not registered."""
+    registered = set(DatasetCatalog.list())
+    for key in ("TRAIN", "TEST"):
+        names: List[str] = list(cfg.DATASETS[key])
+        for name in names:
+            if name not in registered:
+                raise ConfigError(
+                    f"DATASETS.{key} names dataset '{name}', which is not registered "
+                    "(see datasets/README.md for vild_d2's datasets)"
+                )
+
+
+def check_training_inputs(cfg: CN) -> None:
+    """
+    Raise ConfigError if training could not start: a ViLD model with distillation
+    (MODEL.VILD.IMAGE_LOSS_WEIGHT > 0) but no region store, or a store folder that does not
+    open (no manifest, a shard missing or truncated), or whose D differs from
+    MODEL.VILD.EMBED_DIM.
+    """
+    store = cfg.DATASETS.REGION_STORE_TRAIN
+    distills = cfg.MODEL.META_ARCHITECTURE == "ViLDRCNN" and cfg.MODEL.VILD.IMAGE_LOSS_WEIGHT > 0
+    if distills and not store:
+        raise ConfigError(
+            "MODEL.VILD.IMAGE_LOSS_WEIGHT > 0 (ViLD distillation) needs "
+            "DATASETS.REGION_STORE_TRAIN, the region-embedding store of the training images "
+            "(tools/precompute_region_embeddings.py); or set the weight to 0 for ViLD-text"
+        )
+    if store:
+        try:  # opening checks the manifest and every shard's size (a truncated shard fails)
+            dim = RegionStore(store).embed_dim
+        except RegionStoreError as e:
+            raise ConfigError(f"DATASETS.REGION_STORE_TRAIN: {e}") from None
+        if dim != cfg.MODEL.VILD.EMBED_DIM:
+            raise ConfigError(
+                f"DATASETS.REGION_STORE_TRAIN: region store {store} holds D = {dim} embeddings, "
+                f"but MODEL.VILD.EMBED_DIM is {cfg.MODEL.VILD.EMBED_DIM}"
+            )

@@ -10,18 +10,13 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
-from ..config import (
-    check_datasets_registered,
-    check_resume,
-    check_test_vocabularies,
-    check_training_inputs,
-    check_weights,
-    load_config,
-)
-from ..data.build import build_vild_train_loader
+from ..checkpoint.files import check_resume, check_weights
+from ..config import load_config
+from ..data.build import build_vild_train_loader, check_datasets_registered, check_training_inputs
 from ..data.distill_mapper import DistillDatasetMapper
 from ..evaluation import build_evaluator
 from ..modeling import ViLDRCNN, evaluation_vocabulary
+from ..modeling.text_embeddings import check_test_vocabularies
 
 
 class Trainer(DefaultTrainer):

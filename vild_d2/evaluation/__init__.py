@@ -1,5 +1,4 @@
 from .build import build_evaluator
-from .claims import check_claims
 from .lvis_ap import LVISAPTable, bootstrap_differences
 from .ov_coco_evaluation import OpenVocabCOCOEvaluator, split_ap50
 from .proposal_recall import ProposalRecallEvaluator, recall_limits
@@ -13,7 +12,6 @@ __all__ = [
     "recall_limits",
     "LVISAPTable",
     "bootstrap_differences",
-    "check_claims",
     "clip_on_crops_detections",
     "head_accuracy",
 ]

@@ -78,7 +78,7 @@ class OpenVocabularyPredictor:
             from detectron2.checkpoint import DetectionCheckpointer
             from detectron2.modeling import build_model
 
-            from ..config import check_weights
+            from ..checkpoint.files import check_weights
             from ..export import inference_module
 
             if not cfg.MODEL.WEIGHTS:

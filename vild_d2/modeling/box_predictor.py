@@ -67,13 +67,6 @@ class ViLDBoxPredictor(FastRCNNOutputLayers):
         ret["ensemble_lambda"] = cfg.MODEL.VILD.ENSEMBLE_LAMBDA
         return ret
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # checkpoints written before the classifier was its own module
-        for old in ("projection.weight", "projection.bias", "bg_embedding"):
-            if prefix + old in state_dict and prefix + "classifier." + old not in state_dict:
-                state_dict[prefix + "classifier." + old] = state_dict.pop(prefix + old)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     # ------------------------------------------------------------------ vocabulary
     def set_test_vocabulary(
         self, class_embeddings: torch.Tensor, base_mask: Optional[torch.Tensor] = None

@@ -34,13 +34,6 @@ class ImageEmbeddingHead(nn.Module):
             use_background=False,
         )
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # checkpoints written before the classifier was its own module
-        for old in ("projection.weight", "projection.bias"):
-            if prefix + old in state_dict and prefix + "classifier." + old not in state_dict:
-                state_dict[prefix + "classifier." + old] = state_dict.pop(prefix + old)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     def embed(self, pooled: torch.Tensor) -> torch.Tensor:
         """Pooled RoI features [R, C, S, S] -> unit-norm region embeddings [R, D]."""
         return self.classifier.embed(self.box_head(pooled))

@@ -11,6 +11,10 @@ from typing import Optional, Tuple
 
 import numpy as np
 import torch
+from detectron2.config import CfgNode as CN
+
+from ..config import ConfigError
+from ..data.vocabulary import dataset_vocabulary
 
 __all__ = [
     "load_text_embeddings",
@@ -19,6 +23,7 @@ __all__ = [
     "training_vocabulary",
     "evaluation_vocabulary",
     "evaluation_embeddings_file",
+    "check_test_vocabularies",
 ]
 
 
@@ -137,8 +142,6 @@ def training_vocabulary(cfg) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     Returns:
         ([C, D] unit-norm embeddings, [C] bool base mask or None when no dataset is known).
     """
-    from ..data.vocabulary import dataset_vocabulary
-
     num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     vocab = dataset_vocabulary(cfg.DATASETS.TRAIN[0]) if cfg.DATASETS.TRAIN else None
     if vocab is not None and vocab["num_classes"] != num_classes:
@@ -188,8 +191,6 @@ def evaluation_vocabulary(cfg, index: int) -> Tuple[torch.Tensor, Optional[torch
     Returns:
         ([C, D] unit-norm embeddings, [C] bool base mask or None when no dataset is known).
     """
-    from ..data.vocabulary import dataset_vocabulary
-
     names = list(cfg.DATASETS.TEST)
     vocab = dataset_vocabulary(names[index]) if index < len(names) else None
     path, key = (
@@ -208,3 +209,18 @@ def evaluation_vocabulary(cfg, index: int) -> Tuple[torch.Tensor, Optional[torch
         rows_of=f"dataset '{vocab['dataset']}'" if vocab else "",
     )
     return emb, (vocab["base_mask"] if vocab else None)
+
+
+def check_test_vocabularies(cfg: CN) -> None:
+    """
+    Raise ConfigError if a ViLD model could not score some DATASETS.TEST entry with its
+    own vocabulary (DATASETS.TEXT_EMBEDDINGS_TEST of another length, a file whose rows do
+    not match the dataset's categories, ...): at start-up, not after training.
+    """
+    if cfg.MODEL.META_ARCHITECTURE != "ViLDRCNN":
+        return
+    for index in range(len(cfg.DATASETS.TEST)):
+        try:
+            evaluation_vocabulary(cfg, index)
+        except (VocabularyError, FileNotFoundError) as e:
+            raise ConfigError(f"test dataset '{cfg.DATASETS.TEST[index]}': {e}") from None

@@ -8,6 +8,5 @@ from .lvis_format import (
     remove_annotations_of,
 )
 from .lvis_v1_ov import load_lvis_v1_train_ov, lvis_v1_ov_metadata
-from .shapes_world import ShapesWorldSpec, generate_shapes_world, generate_transfer_split
 
 register_all_builtin()

@@ -19,11 +19,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .prompts import VILD_TEMPLATES, encode_vocabulary, fill_template
-from .region_encoder import crop_batch, encode_regions, scale_boxes
+from ..teacher.prompts import VILD_TEMPLATES, encode_vocabulary, fill_template
+from ..teacher.region_encoder import crop_batch, encode_regions, scale_boxes
 
 __all__ = [
     "jitter_boxes",
+    "scale_and_clip",
     "AdamWSteps",
     "train_clip_on_crops",
     "zero_shot_accuracy",
@@ -57,7 +58,7 @@ def jitter_boxes(
     return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1)
 
 
-def _scale_and_clip(
+def scale_and_clip(
     boxes: torch.Tensor, scales: torch.Tensor, height: int, width: int
 ) -> torch.Tensor:
     """Each box enlarged by its own factor about its centre (as :func:`scale_boxes`), clipped."""
@@ -244,7 +245,7 @@ def train_clip_on_crops(
         chosen = torch.randint(len(owners), (num_objects,), generator=gen)
         b = jitter_boxes(all_boxes[chosen], gen)
         s = torch.tensor(scales)[torch.randint(len(scales), (num_objects,), generator=gen)]
-        b = _scale_and_clip(b, s, height, width)
+        b = scale_and_clip(b, s, height, width)
         crop_owners = owners[chosen]
         targets = all_labels[chosen]
         if num_background:

@@ -1,5 +1,10 @@
-"""Pictures of models' detections: one row of images per model, novel categories highlighted."""
+"""
+Pictures of models' detections: one row of images per model, novel categories highlighted;
+the pipeline's two pictures of val (the four detectors; ViLD-text and ViLD with the 48
+names and with shapes x colours).
+"""
 
+import os
 from typing import List, Sequence, Tuple
 
 import numpy as np
@@ -12,8 +17,12 @@ from detectron2.utils.visualizer import GenericMask, Visualizer
 from PIL import Image, ImageDraw
 
 from ..data.vocabulary import dataset_vocabulary
+from ..world.spec import spec_from_json
+from .analysis import expansion_vocabulary
+from .sizes import VAL_DATASET
+from .stages import ROOT, PipelineRun
 
-__all__ = ["draw_detections", "pick_images"]
+__all__ = ["draw_detections", "pick_images", "draw_pipeline_pictures"]
 
 NOVEL_COLOUR = (1.0, 0.1, 0.9)  # magenta: a novel category's box, mask and name
 BASE_COLOUR = (0.3, 0.8, 1.0)  # light blue: base categories
@@ -177,3 +186,29 @@ def draw_detections(
     rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     Image.fromarray(np.concatenate(rows, axis=0)).save(out_path)
     return out_path
+
+
+def draw_pipeline_pictures(run: PipelineRun, model_cfgs: list) -> List[str]:
+    """
+    OUTPUT/detections_val.png: the detectors on the same val images; OUTPUT/expansion_val.png:
+    ViLD-text and ViLD with the 48 names vs 8 shapes x 6 colours. Returns both paths.
+    """
+    print("\n== pictures", flush=True)
+    detections = draw_detections(
+        [(title, cfg) for _, title, cfg in model_cfgs],
+        VAL_DATASET,
+        run.path("detections_val.png"),
+    )
+    spec = spec_from_json(os.path.join(run.data_root, "annotations", "train.json"))
+    expansion = expansion_vocabulary(spec, run.teacher)
+    rows = []
+    for key, title, cfg in model_cfgs:
+        if key in ("vild_text", "vild"):
+            rows += [
+                (f"{title}, 48 names", cfg),
+                (f"{title}, 8 shapes x 6 colours: p(shape) p(colour)", cfg, expansion),
+            ]
+    expanded = draw_detections(rows, VAL_DATASET, run.path("expansion_val.png"))
+    for picture in (detections, expanded):
+        print(f"   {os.path.relpath(picture, ROOT)}")
+    return [detections, expanded]

@@ -24,7 +24,7 @@ from detectron2.structures import Boxes
 from tqdm import tqdm
 
 from ..teacher.region_encoder import central_squares, crop_batch
-from ..teacher.train_contrastive import AdamWSteps, _scale_and_clip, jitter_boxes
+from .teacher_training import AdamWSteps, jitter_boxes, scale_and_clip
 
 __all__ = ["RoIClassifier", "pretrain_roi_classifier", "roi_top1_accuracy"]
 
@@ -127,7 +127,7 @@ def pretrain_roi_classifier(
         chosen = torch.randint(len(owners), (batch_size,), generator=gen)
         used, index = owners[chosen].unique(return_inverse=True)
         enlarge = context[0] + (context[1] - context[0]) * torch.rand(batch_size, generator=gen)
-        crops = _scale_and_clip(jitter_boxes(all_boxes[chosen], gen), enlarge, height, width)
+        crops = scale_and_clip(jitter_boxes(all_boxes[chosen], gen), enlarge, height, width)
         x = model.normalize(
             crop_batch(stacked[used], crops, index, crop_size, normalize=False) * 255.0
         ).to(device)

@@ -1,0 +1,207 @@
+"""
+The pipeline's analysis of the trained detectors on val: mask and box AP per kind of novel
+category and their bootstrap intervals (from each model's LVIS results), the "CLIP on
+cropped regions" baseline (the teacher as a detector), the heads' top-1 accuracy on val
+boxes, and the val classes detected as 8 shapes x 6 colours (systematic expansion).
+Cached in OUTPUT/analysis.json, keyed by the files it reads.
+"""
+
+import contextlib
+import io
+import json
+import os
+import time
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
+from detectron2.evaluation import inference_on_dataset
+from detectron2.modeling import build_model
+
+from ..data.vocabulary import dataset_vocabulary
+from ..evaluation import build_evaluator
+from ..evaluation.lvis_ap import LVISAPTable, bootstrap_differences
+from ..evaluation.region_classification import clip_on_crops_detections, head_accuracy, lvis_results
+from ..inference import expanded_vocabulary
+from ..modeling.text_embeddings import load_text_embeddings
+from ..teacher import load_clip
+from ..teacher.proposals import RPNProposals
+from ..utils.atomic_io import atomic_write_json
+from ..world.spec import category_names, spec_from_json
+from .artefacts import fingerprint
+from .claims import CLAIM_COMPARISONS
+from .sizes import VAL_DATASET
+from .stages import ROOT, PipelineRun
+
+__all__ = ["analyse", "expansion_vocabulary", "ANALYSIS_VERSION"]
+
+ANALYSIS_VERSION = 4  # bumped when the analysis computes something new (its cache is then redone)
+MAX_DETS = 300  # detections per image scored, as LVIS does
+
+
+def expansion_vocabulary(spec, teacher: str):
+    """The world's shapes as nouns and colours as attributes: pairs in the world's class order."""
+    dim = int(load_clip(teacher)[0].text_projection.shape[1])
+    vocab = expanded_vocabulary(
+        ",".join((*spec.shapes, *spec.concept_shapes)), ",".join(spec.colours), teacher, dim
+    )
+    if vocab.names != category_names(spec):
+        raise AssertionError(
+            f"noun x attribute pairs {vocab.names[:4]}... are not the world's classes"
+        )
+    vocab.base_mask = dataset_vocabulary(VAL_DATASET)["base_mask"]
+    return vocab
+
+
+def _val_groups(meta):
+    """Category groups of val: dataset ids per APr kind; contiguous ids per accuracy group."""
+    kinds = list(getattr(meta, "class_novel_kind", [""] * len(meta.thing_classes)))
+    contiguous_to_id = {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()}
+    ap_groups = {
+        "APr-compositional": [
+            contiguous_to_id[i] for i, k in enumerate(kinds) if k == "compositional"
+        ],
+        "APr-concept": [contiguous_to_id[i] for i, k in enumerate(kinds) if k == "concept"],
+    }
+    accuracy_groups = {
+        "novel": [i for i, f in enumerate(meta.class_frequency) if f == "r"],
+        "compositional": [i for i, k in enumerate(kinds) if k == "compositional"],
+        "concept": [i for i, k in enumerate(kinds) if k == "concept"],
+        "base": [i for i, f in enumerate(meta.class_frequency) if f != "r"],
+    }
+    return ap_groups, accuracy_groups
+
+
+def _ap_of(gt_json: str, results, iou_type: str, ap_groups: dict):
+    """(LVISAPTable, its summary by frequency and by APr kind, those groups)."""
+    table = LVISAPTable(gt_json, results, iou_type, max_dets=MAX_DETS)
+    groups = {**table.frequency_groups(), **ap_groups}
+    return table, table.summary(table.category_ap(), groups), groups
+
+
+def _model_ap(model_cfgs: list, gt_json: str, ap_groups: dict):
+    """Each model's AP by group (segm and bbox), its segm tables and the groups."""
+    ap, tables, groups = {}, {}, None
+    for key, _, cfg in model_cfgs:
+        results = os.path.join(
+            cfg.OUTPUT_DIR, "inference", VAL_DATASET, "lvis_instances_results.json"
+        )
+        ap[key] = {}
+        for iou_type in ("segm", "bbox"):
+            table, ap[key][iou_type], groups = _ap_of(gt_json, results, iou_type, ap_groups)
+            if iou_type == "segm":
+                tables[key] = table
+    return ap, tables, groups
+
+
+def _clip_on_crops_ap(teacher, text, rpn_cfg, dicts, detections_per_image, meta, groups) -> dict:
+    """
+    Box AP of the teacher classifying the crops of the base RPN's proposals (``text``:
+    [C, D] val embeddings; ``meta``: val's metadata; ``groups``: the APr kinds).
+    """
+    crops = clip_on_crops_detections(
+        teacher,
+        text,
+        RPNProposals(rpn_cfg),
+        dicts,
+        detections_per_image=detections_per_image,
+        progress=False,
+    )
+    to_id = {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()}
+    return _ap_of(meta.json_file, lvis_results(crops, to_id), "bbox", groups)[1]
+
+
+def _vild_models(model_cfgs: list):
+    """(key, cfg, the trained model in eval mode) of each ViLD detector."""
+    for key, _, cfg in model_cfgs:
+        if cfg.MODEL.META_ARCHITECTURE != "ViLDRCNN":
+            continue
+        model = build_model(cfg).eval()
+        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        yield key, cfg, model
+
+
+def _head_accuracies(model_cfgs: list, dicts: list, text, accuracy_groups: dict) -> dict:
+    """Each ViLD head's top-1 accuracy on val's ground-truth boxes, per group."""
+    heads = {}
+    for key, cfg, model in _vild_models(model_cfgs):
+        with torch.no_grad():
+            heads[key] = head_accuracy(cfg, model, dicts, text, accuracy_groups)
+    return heads
+
+
+def _expansion_ap(run: PipelineRun, model_cfgs: list, gt_json: str) -> dict:
+    """Mask AP of each ViLD model with the 48 classes as shapes x colours."""
+    world = spec_from_json(
+        os.path.join(os.path.dirname(os.path.dirname(gt_json)), "annotations", "train.json")
+    )
+    vocab = expansion_vocabulary(world, run.teacher)
+    expansion = {}
+    for key, cfg, model in _vild_models(model_cfgs):
+        model.set_vocabulary(vocab.embeddings, vocab.base_mask, vocab.attribute_embeddings)
+        evaluator = build_evaluator(cfg, VAL_DATASET, run.path("expansion", key))
+        loader = build_detection_test_loader(cfg, VAL_DATASET)
+        with contextlib.redirect_stdout(io.StringIO()):  # the evaluator's tables; we print ours
+            expansion[key] = dict(inference_on_dataset(model, loader, evaluator)["segm"])
+    return expansion
+
+
+def _cached(run: PipelineRun, model_cfgs: list, rpn_cfg):
+    """(the cache's key, the cached analysis if it has that key, else None)."""
+    inputs = fingerprint(
+        [run.teacher, run.text, rpn_cfg.MODEL.WEIGHTS]
+        + [cfg.MODEL.WEIGHTS for _, _, cfg in model_cfgs],
+        ROOT,
+    ) + [run.size.bootstrap_samples, run.seed, ANALYSIS_VERSION]
+    cache = run.path("analysis.json")
+    if os.path.isfile(cache):
+        with open(cache) as f:
+            cached = json.load(f)
+        if cached.get("inputs") == inputs:
+            return inputs, cached
+    return inputs, None
+
+
+def analyse(run: PipelineRun, model_cfgs: list, rpn_cfg) -> dict:
+    """The analysis of ``model_cfgs`` ((key, title, cfg) of the trained detectors)."""
+    inputs, cached = _cached(run, model_cfgs, rpn_cfg)
+    if cached is not None:
+        print("\n== analysis: up to date, skipped")
+        return cached
+    print("\n== analysis", flush=True)
+    t0 = time.time()
+    step = lambda what: print(f"   {what} ({time.time() - t0:.0f}s)", flush=True)  # noqa: E731
+    dicts = DatasetCatalog.get(VAL_DATASET)  # also sets the metadata read below
+    meta = MetadataCatalog.get(VAL_DATASET)
+    ap_groups, accuracy_groups = _val_groups(meta)
+    ap, tables, groups = _model_ap(model_cfgs, meta.json_file, ap_groups)
+    step("AP per kind of novel category")
+    teacher, _ = load_clip(run.teacher, device=run.device)
+    text = load_text_embeddings(
+        run.text,
+        embed_dim=teacher.text_projection.shape[1],
+        config_key="MODEL.VILD.TRAIN_TEXT_EMBEDDINGS",
+    )
+    per_image = model_cfgs[0][2].TEST.DETECTIONS_PER_IMAGE
+    crops = _clip_on_crops_ap(teacher, text, rpn_cfg, dicts, per_image, meta, ap_groups)
+    step("CLIP on cropped regions")
+    heads = _head_accuracies(model_cfgs, dicts, text, accuracy_groups)
+    step("heads' top-1 accuracy")
+    expansion = _expansion_ap(run, model_cfgs, meta.json_file)
+    step("systematic expansion")
+    samples = run.size.bootstrap_samples
+    intervals = bootstrap_differences(
+        tables, CLAIM_COMPARISONS, groups, num_samples=samples, seed=run.seed
+    )
+    step(f"bootstrap, {samples} resamples")
+    result = {
+        "inputs": inputs,
+        "ap": ap,
+        "clip_on_crops": {"bbox": crops},
+        "head_accuracy": heads,
+        "intervals": intervals,
+        "expansion": expansion,
+        "seconds": time.time() - t0,
+    }
+    atomic_write_json(run.path("analysis.json"), result)
+    return result

@@ -1,0 +1,156 @@
+"""
+Readers of what the pipeline's stages leave behind: detectron2's metrics.json and
+eval_results.json, the world's and the pretraining's records, and the check that a
+finished stage's output can be read back before the stage is skipped.
+"""
+
+import json
+import os
+from dataclasses import asdict
+from typing import List
+
+import numpy as np
+
+from ..checkpoint.files import checkpoint_problem
+from ..world.spec import spec_from_json
+
+__all__ = [
+    "PipelineError",
+    "EVAL_RESULTS_FILE",
+    "metrics_rows",
+    "last_evaluation",
+    "eval_results",
+    "trained",
+    "loss_flatness",
+    "unreadable",
+    "world_matches",
+    "pretraining_matches",
+    "num_images",
+    "categories",
+    "fingerprint",
+]
+
+EVAL_RESULTS_FILE = "eval_results.json"  # what train_net.py --eval-only writes
+
+
+class PipelineError(Exception):
+    """The pipeline cannot go on: a stage's output is unusable or from another recipe."""
+
+
+def metrics_rows(output_dir: str) -> List[dict]:
+    """The rows of OUTPUT_DIR/metrics.json (detectron2's JSONWriter), [] if none."""
+    path = os.path.join(output_dir, "metrics.json")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def last_evaluation(output_dir: str, key: str) -> dict:
+    """The last row of OUTPUT_DIR/metrics.json that holds ``key`` ({} if none)."""
+    rows = [r for r in metrics_rows(output_dir) if key in r]
+    return rows[-1] if rows else {}
+
+
+def eval_results(output_dir: str) -> dict:
+    """OUTPUT_DIR/eval_results.json of ``train_net.py --eval-only`` ({} if none)."""
+    path = os.path.join(output_dir, EVAL_RESULTS_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def trained(output_dir: str, key: str) -> bool:
+    """A training that finished: its model_final.pth and an evaluation holding ``key``."""
+    return os.path.isfile(os.path.join(output_dir, "model_final.pth")) and bool(
+        last_evaluation(output_dir, key)
+    )
+
+
+def loss_flatness(output_dir: str, key: str = "total_loss") -> dict:
+    """
+    The training loss over the last fifth of the iterations: its mean over the first and
+    the second half of that fifth, and their relative change (flat: a few % at most).
+    """
+    rows = [
+        (r["iteration"], r[key]) for r in metrics_rows(output_dir) if key in r and "iteration" in r
+    ]
+    if len(rows) < 4:
+        return {}
+    last = rows[-1][0]
+    tail = [(i, v) for i, v in rows if i >= 0.8 * last]
+    mid = tail[0][0] + (last - tail[0][0]) / 2
+    first = [v for i, v in tail if i < mid] or [tail[0][1]]
+    second = [v for i, v in tail if i >= mid]
+    a, b = sum(first) / len(first), sum(second) / len(second)
+    return {"first": a, "second": b, "change": (b - a) / a if a else float("nan")}
+
+
+def unreadable(path: str) -> str:
+    """Why a finished stage's output file cannot be used ("" if it can; folders pass)."""
+    if path.endswith((".pth", ".pt")):
+        return checkpoint_problem(path)
+    try:
+        if path.endswith(".npy"):
+            np.load(path, allow_pickle=False)
+        elif path.endswith(".json"):
+            with open(path) as f:
+                json.load(f)
+    except (OSError, ValueError, EOFError) as e:
+        return f"is not readable (truncated or garbage?): {type(e).__name__}"
+    return ""
+
+
+def world_matches(data_root: str, spec) -> bool:
+    """True if the world exists with ``spec``; PipelineError if it exists with another."""
+    train_json = os.path.join(data_root, "annotations", "train.json")
+    if not os.path.isfile(os.path.join(data_root, "annotations", "val.json")):
+        return False
+    found, wanted = asdict(spec_from_json(train_json)), asdict(spec)
+    if found != wanted:
+        diff = {k: (v, wanted[k]) for k, v in found.items() if wanted.get(k) != v}
+        raise PipelineError(
+            f"{data_root} holds another shapes world (found vs wanted: {diff}). Delete the folder "
+            "(it is regenerated, with its teacher) or point DETECTRON2_DATASETS elsewhere."
+        )
+    return True
+
+
+def pretraining_matches(checkpoint: str, labels: str) -> bool:
+    """True if the pretraining exists with ``labels``; PipelineError if it exists with others."""
+    info_file = os.path.splitext(checkpoint)[0] + ".json"
+    if not (os.path.isfile(checkpoint) and os.path.isfile(info_file)):
+        return False
+    with open(info_file) as f:
+        found = json.load(f).get("labels", "base-categories")  # before --labels: base ones
+    if found != labels:
+        out = os.path.dirname(os.path.dirname(checkpoint))
+        raise PipelineError(
+            f"{checkpoint} was pretrained with --labels {found}, this pipeline uses {labels}. "
+            f"Delete {out} (everything in it follows from that pretraining) or pass --output."
+        )
+    return True
+
+
+def num_images(json_file: str) -> int:
+    """Images of an annotation json (-1 if it does not exist)."""
+    if not os.path.isfile(json_file):
+        return -1
+    with open(json_file) as f:
+        return len(json.load(f)["images"])
+
+
+def categories(json_file: str) -> list:
+    """The "categories" of an annotation json."""
+    with open(json_file) as f:
+        return json.load(f)["categories"]
+
+
+def fingerprint(paths, root: str) -> list:
+    """[path relative to ``root``, size, mtime] of each existing file: a cache's key."""
+    return [
+        [os.path.relpath(p, root), os.path.getsize(p), int(os.path.getmtime(p))]
+        for p in paths
+        if os.path.isfile(p)
+    ]

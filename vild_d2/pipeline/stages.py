@@ -1,0 +1,393 @@
+"""
+The world pipeline's stages, declared: each has a name, the command it runs (one you would
+also run on LVIS) and what "done" means (the output read back before the stage is
+skipped, so that a killed run resumes where it stopped). Stages run in phases, one after
+another; the lanes of a phase run side by side (``--jobs``), each lane's stages in order.
+
+    data                 datasets/prepare_shapes_world.py
+    data (transfer)      the same, --transfer-only, when the transfer split is missing
+    pretrain, base, rpn  the detector lane: the world's ImageNet, the base detector, its recall
+    teacher, text, ...   the teacher lane: the world's CLIP and the vocabularies' embeddings
+    regions              tools/precompute_region_embeddings.py (resumes by itself)
+    the four detectors   train_net.py, two at a time on a CPU
+    transfer <model>     train_net.py --eval-only on val and another vocabulary at once
+"""
+
+import os
+import sys
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable, List, Optional
+
+from ..config import load_config
+from ..teacher import load_clip
+from ..world.spec import ShapesWorldSpec
+from .artefacts import (
+    EVAL_RESULTS_FILE,
+    PipelineError,
+    eval_results,
+    num_images,
+    pretraining_matches,
+    trained,
+    unreadable,
+    world_matches,
+)
+from .runner import Stage, run_stages
+from .sizes import MODELS, PRETRAIN_LABELS, RECALL_K, TRANSFER_DATASET, VAL_DATASET, PipelineSize
+
+__all__ = [
+    "ROOT",
+    "PipelineRun",
+    "PipelineStage",
+    "PHASES",
+    "run_phases",
+    "skip_finished",
+    "detector_configs",
+    "teacher_temperature",
+]
+
+# The repository checkout: the stages run its scripts (train_net.py, tools/, datasets/).
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIGS = os.path.join(ROOT, "configs", "shapes_world")
+RPN_CONFIG = os.path.join(CONFIGS, "rpn_R_18_FPN_tiny.yaml")
+RPN_DONE_KEY = f"proposals/AR@{RECALL_K}"  # in the RPN's eval_results.json once it was evaluated
+BASE_CONFIG = "base_R_18_FPN_tiny.yaml"  # the base detector's (and the pretraining's) config
+MODEL_CONFIGS = {key: config for key, config, _, _ in MODELS}
+DETECTOR_ORDER = ["vild_ensemble", "vild", "mask_rcnn_supervised", "vild_text"]  # longest first
+
+
+@dataclass
+class PipelineRun:
+    """One run's choices and where its artefacts live (``out``: OUTPUT)."""
+
+    size: PipelineSize
+    seed: int
+    device: str
+    jobs: int  # lanes run side by side
+    quick: bool
+    out: str  # absolute
+    data_root: str  # the world's folder (datasets/shapes_world, or one under OUTPUT)
+    python: str = field(default_factory=lambda: sys.executable)  # runs every stage
+
+    def teacher_file(self, name: str = "clip_world.pt") -> str:
+        return os.path.join(self.data_root, "teacher", name)
+
+    @property
+    def teacher(self) -> str:
+        return self.teacher_file()
+
+    @property
+    def text(self) -> str:  # the 48 categories' embeddings (train and val share them)
+        return self.teacher_file("clip_world_text.npy")
+
+    @property
+    def transfer_text(self) -> str:
+        return self.teacher_file("clip_world_transfer_text.npy")
+
+    @property
+    def pretrained(self) -> str:
+        return os.path.join(self.out, "pretrain", "roi_classifier.pth")
+
+    @property
+    def base_weights(self) -> str:
+        return os.path.join(self.out, "base", "model_final.pth")
+
+    @property
+    def store(self) -> str:
+        return os.path.join(self.out, "region_embeddings", "shapes_world_train_ov")
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.out, *parts)
+
+    def script(self, *parts: str) -> List[str]:
+        return [self.python, os.path.join(ROOT, *parts)]
+
+
+@dataclass
+class PipelineStage:
+    """A stage: its command, and the output that shows it is done (None: not done)."""
+
+    name: str
+    command: List[str]
+    finished: Callable[[], Optional[str]]
+    show: Callable[[str], Optional[str]]  # line of its output -> the text to echo, or None
+
+
+def lines_with(*words):
+    """Echo the output lines that hold one of ``words``."""
+
+    def show(line: str):
+        line = line.rstrip()
+        return line if any(w in line for w in words) else None
+
+    return show
+
+
+def training_progress(line: str):
+    """detectron2's periodic 'eta: .. iter: N  total_loss: ..' line, shortened."""
+    if " iter: " not in line or "total_loss" not in line or "eta:" not in line:
+        return None
+    return line[line.index("eta:") : line.index("time:")].strip() if "time:" in line else None
+
+
+def _rel(path: str) -> str:
+    """``path`` relative to ROOT (where stages run) if inside it: shorter command lines."""
+    return os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
+
+
+def _file_if(condition: bool, path: str) -> Optional[str]:
+    return path if condition else None
+
+
+def _with_record(path: str) -> Optional[str]:
+    """``path`` if it and its .json record (written last) exist."""
+    record = os.path.splitext(path)[0] + ".json"
+    return _file_if(os.path.isfile(path) and os.path.isfile(record), path)
+
+
+def _evaluated(output_dir: str, key: str) -> Optional[str]:
+    """OUTPUT_DIR/eval_results.json if it holds ``key``."""
+    return _file_if(key in eval_results(output_dir), os.path.join(output_dir, EVAL_RESULTS_FILE))
+
+
+def _trained_weights(output_dir: str) -> Optional[str]:
+    """OUTPUT_DIR/model_final.pth if the training also wrote its final evaluation."""
+    return _file_if(trained(output_dir, "segm/AP"), os.path.join(output_dir, "model_final.pth"))
+
+
+def data_stages(run: PipelineRun) -> List[List[PipelineStage]]:
+    """The world: its train/val/transfer splits and their images."""
+    size = run.size
+    spec = ShapesWorldSpec(seed=run.seed, num_train=size.num_train, num_val=size.num_val)
+    command = run.script("datasets", "prepare_shapes_world.py") + ["--root", run.data_root]
+    command += ["--num-train", str(size.num_train), "--num-val", str(size.num_val)]
+    command += ["--seed", str(run.seed), "--num-transfer", str(size.num_transfer)]
+    done = lambda: _file_if(world_matches(run.data_root, spec), run.data_root)  # noqa: E731
+    return [[PipelineStage("data", command, done, lines_with(".json", "images under"))]]
+
+
+def transfer_data_stages(run: PipelineRun) -> List[List[PipelineStage]]:
+    """The transfer split alone, for a world made before it had one."""
+    transfer_json = os.path.join(run.data_root, "annotations", "transfer.json")
+    command = run.script("datasets", "prepare_shapes_world.py") + ["--root", run.data_root]
+    command += ["--transfer-only", "--num-transfer", str(run.size.num_transfer)]
+    wanted = run.size.num_transfer
+    done = lambda: _file_if(num_images(transfer_json) == wanted, transfer_json)  # noqa: E731
+    return [[PipelineStage("data (transfer)", command, done, lines_with(".json"))]]
+
+
+def schedule(run: PipelineRun, iters: int) -> List[str]:
+    """A detector's solver options: ``iters`` iterations, the step at 80%."""
+    return [
+        "SOLVER.MAX_ITER",
+        str(iters),
+        "SOLVER.STEPS",
+        f"({int(iters * 0.8)},)",
+        "SOLVER.WARMUP_ITERS",
+        str(min(50, iters // 2)),
+        "SEED",
+        str(42 + run.seed),
+    ]
+
+
+def _train_net(run: PipelineRun, *args: str) -> List[str]:
+    return run.script("train_net.py") + list(args)
+
+
+def detector_lane(run: PipelineRun) -> List[PipelineStage]:
+    """
+    The world's ImageNet (RoI classification of rendered scenes of every category, labelled
+    by shape only: with base-only scenes labelled by category the detectors knew only the
+    base shapes, docs/teacher.md), the base detector (every detector's initialisation) and
+    its RPN's recall.
+    """
+    size, base_dir = run.size, run.path("base")
+    pretrain = run.script("tools", "pretrain_world_detector.py") + ["--world", run.data_root]
+    pretrain += ["--config-file", os.path.join(CONFIGS, BASE_CONFIG)]
+    pretrain += ["--output", run.pretrained, "--images", str(size.pretrain_images)]
+    pretrain += ["--steps", str(size.pretrain_steps), "--seed", str(run.seed)]
+    pretrain += ["--labels", PRETRAIN_LABELS, *(["--batch-size", "16"] if run.quick else [])]
+    pretrain += ["MODEL.DEVICE", run.device]
+    base = _train_net(run, "--resume", "--config-file", os.path.join(CONFIGS, BASE_CONFIG))
+    base += ["MODEL.DEVICE", run.device, "OUTPUT_DIR", base_dir, "MODEL.WEIGHTS", run.pretrained]
+    base += [
+        "MODEL.BACKBONE.FREEZE_AT",
+        "2",
+        "DATASETS.TEST",
+        "()",
+        *schedule(run, size.base_iters),
+    ]
+    rpn = _train_net(run, "--eval-only", "--config-file", RPN_CONFIG, *rpn_options(run))
+    pretrained = lambda: _file_if(  # noqa: E731
+        pretraining_matches(run.pretrained, PRETRAIN_LABELS), run.pretrained
+    )
+    based = lambda: _file_if(os.path.isfile(run.base_weights), run.base_weights)  # noqa: E731
+    return [
+        PipelineStage("pretrain", pretrain, pretrained, lines_with("rendered", "wrote")),
+        PipelineStage("base", base, based, training_progress),
+        PipelineStage(
+            "rpn", rpn, partial(_evaluated, run.path("rpn"), RPN_DONE_KEY), lines_with("copypaste")
+        ),
+    ]
+
+
+def rpn_options(run: PipelineRun) -> List[str]:
+    """The RPN evaluation's options: the base detector's weights."""
+    opts = ["MODEL.DEVICE", run.device, "OUTPUT_DIR", run.path("rpn")]
+    return opts + ["MODEL.WEIGHTS", run.base_weights]
+
+
+def teacher_lane(run: PipelineRun) -> List[PipelineStage]:
+    """The teacher, then its text embeddings of the 48 categories and of the transfer vocabulary."""
+    teacher = run.script("tools", "train_world_teacher.py") + ["--world", run.data_root]
+    teacher += ["--output", run.teacher, "--images", str(run.size.teacher_images)]
+    teacher += ["--steps", str(run.size.teacher_steps), "--seed", str(run.seed)]
+    show = lines_with("rendered", "wrote")
+    lane = [PipelineStage("teacher", teacher, partial(_with_record, run.teacher), show)]
+    for name, dataset, output in (
+        ("text", VAL_DATASET, run.text),
+        ("transfer text", TRANSFER_DATASET, run.transfer_text),
+    ):
+        command = run.script("tools", "precompute_text_embeddings.py")
+        command += ["--teacher", run.teacher, "--dataset", dataset, "--output", output]
+        command += ["--device", run.device]
+        lane.append(
+            PipelineStage(name, command, partial(_with_record, output), lines_with("wrote"))
+        )
+    return lane
+
+
+def base_and_teacher_stages(run: PipelineRun) -> List[List[PipelineStage]]:
+    return [detector_lane(run), teacher_lane(run)]
+
+
+def region_stages(run: PipelineRun) -> List[List[PipelineStage]]:
+    """The RPN's top M proposals of every base-training image, embedded by the teacher."""
+    command = run.script("tools", "precompute_region_embeddings.py")
+    command += ["--teacher", run.teacher, "--dataset", "shapes_world_train_ov"]
+    command += ["--config-file", RPN_CONFIG, "--output", run.store]
+    command += ["--num-regions", str(run.size.num_regions), "--device", run.device]
+    command += ["MODEL.WEIGHTS", run.base_weights]
+    return [[PipelineStage("regions", command, lambda: None, lines_with("summary:"))]]
+
+
+def teacher_temperature(teacher: str) -> float:
+    """
+    tau for the ViLD heads: 1 / the teacher's learned logit scale. CLIP's is 100, which is
+    the paper's tau = 0.01; the world's teacher learns its own (about 16), and its image and
+    text embeddings are only as far apart as that scale made them.
+    """
+    model, _ = load_clip(teacher)
+    return 1.0 / model.logit_scale.detach().exp().item()
+
+
+def _temperature_options(run: PipelineRun) -> List[str]:
+    return ["MODEL.VILD.TEMPERATURE", f"{teacher_temperature(run.teacher):.4g}"]
+
+
+def detector_options(run: PipelineRun, key: str, tau: List[str]) -> List[str]:
+    """The training options of detector ``key`` (a MODELS key), from the base detector."""
+    opts = ["MODEL.DEVICE", run.device, "OUTPUT_DIR", run.path(key)]
+    opts += ["MODEL.WEIGHTS", run.base_weights]
+    opts += ["MODEL.BACKBONE.FREEZE_AT", "2", *schedule(run, run.size.detector_iters)]
+    if key.startswith("vild"):
+        opts += ["MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", run.text]
+        opts += ["MODEL.VILD.NUM_DISTILL_REGIONS", str(run.size.num_regions), *tau]
+        opts += ["DATASETS.REGION_STORE_TRAIN", run.store] if key != "vild_text" else []
+    return opts
+
+
+def detector_stages(run: PipelineRun) -> List[List[PipelineStage]]:
+    """The four detectors, each initialised from the base detector; the longest first."""
+    tau = _temperature_options(run)
+    lanes = []
+    for key in DETECTOR_ORDER:
+        config = os.path.join(CONFIGS, MODEL_CONFIGS[key])
+        command = _train_net(run, "--resume", "--config-file", config)
+        command += detector_options(run, key, tau)
+        done = partial(_trained_weights, run.path(key))
+        lanes.append([PipelineStage(key, command, done, training_progress)])
+    return lanes
+
+
+def transfer_stages(run: PipelineRun) -> List[List[PipelineStage]]:
+    """The ViLD models, no retraining, on val and on another vocabulary in one evaluation."""
+    tau = _temperature_options(run)
+    lanes = []
+    for key, config, _, _ in MODELS:
+        if not key.startswith("vild"):
+            continue  # a fixed classifier cannot take another vocabulary
+        out = run.path("transfer", key)
+        command = _train_net(run, "--eval-only", "--config-file", os.path.join(CONFIGS, config))
+        command += ["MODEL.DEVICE", run.device, "OUTPUT_DIR", out]
+        command += ["MODEL.WEIGHTS", run.path(key, "model_final.pth")]
+        command += ["MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", run.text, *tau]
+        command += ["DATASETS.TEST", f"('{VAL_DATASET}', '{TRANSFER_DATASET}')"]
+        vocabularies = f"('{_rel(run.text)}', '{_rel(run.transfer_text)}')"
+        command += ["DATASETS.TEXT_EMBEDDINGS_TEST", vocabularies]
+        done = partial(_evaluated, out, f"{TRANSFER_DATASET}/segm/AP")
+        show = lines_with("copypaste: Task", "copypaste: AP,")
+        lanes.append([PipelineStage(f"transfer {key}", command, done, show)])
+    return lanes
+
+
+# The phases, in order: each a function of the run giving its lanes of stages.
+PHASES = [
+    data_stages,
+    transfer_data_stages,
+    base_and_teacher_stages,
+    region_stages,
+    detector_stages,
+    transfer_stages,
+]
+
+
+def skip_finished(name: str, output: str) -> float:
+    """A finished stage is not run again: its ``output`` is read back first."""
+    problem = unreadable(output)
+    if problem:
+        raise PipelineError(
+            f"stage '{name}': {output} {problem}; delete it (or the stage's folder) and run"
+            " again to redo the stage"
+        )
+    print(f"\n== {name}: {output} exists, skipped")
+    return 0.0
+
+
+def _log_name(stage_name: str) -> str:
+    """ "transfer vild" -> transfer_vild.log; "data (transfer)" -> data_transfer.log"""
+    return "_".join(stage_name.replace("(", "").replace(")", "").split()) + ".log"
+
+
+def run_phases(run: PipelineRun, env: dict) -> dict:
+    """Run every phase's unfinished stages; each stage's seconds (0 for a skipped one)."""
+    seconds = {}
+    for phase in PHASES:
+        lanes = []
+        for lane in phase(run):
+            todo = []
+            for stage in lane:
+                output = stage.finished()
+                if output is None:
+                    log = run.path(_log_name(stage.name))
+                    todo.append(Stage(stage.name, stage.command, log, stage.show, cwd=ROOT))
+                else:
+                    seconds[stage.name] = skip_finished(stage.name, output)
+            lanes.append(todo)
+        seconds.update(run_stages(lanes, env, run.jobs))
+    return seconds
+
+
+def detector_configs(run: PipelineRun) -> list:
+    """(key, title, config of the trained model) of each of the four detectors, in MODELS order."""
+    tau = _temperature_options(run)
+    configs = []
+    for key, config, title, _ in MODELS:
+        opts = detector_options(run, key, tau) + ["MODEL.WEIGHTS", run.path(key, "model_final.pth")]
+        configs.append((key, title, load_config(os.path.join(CONFIGS, config), opts)))
+    return configs
+
+
+def rpn_config(run: PipelineRun):
+    """The RPN evaluation's config (the base detector's RPN)."""
+    return load_config(RPN_CONFIG, rpn_options(run))
