@@ -99,6 +99,69 @@ def _iou(dts: List[dict], gts: List[dict], iou_type: str) -> np.ndarray:
     )
 
 
+def _load_gt_and_results(gt_json: str, results, iou_type: str):
+    """(LVIS ground truth, checked results list); "segm": the ground truth's masks as RLE."""
+    # (the lvis package needs NumPy's removed aliases restored before it is imported)
+    from lvis import LVIS
+
+    from ..compat.numpy_aliases import ensure_numpy_aliases
+
+    ensure_numpy_aliases()
+    gt = LVIS(gt_json)
+    source = results if isinstance(results, str) else "results"
+    if isinstance(results, str):
+        with open(results) as f:
+            results = json.load(f)
+    check_results(results, gt.get_img_ids(), gt.get_cat_ids(), iou_type, source)
+    if iou_type == "segm":  # LVISEval computes the RLE of each ground-truth mask
+        for ann in gt.anns.values():
+            ann["segmentation"] = gt.ann_to_rle(ann)
+    return gt, results
+
+
+def _top_per_image(results: List[dict], max_dets: int) -> Dict[int, List[dict]]:
+    """image id -> its ``max_dets`` highest-scoring results, as LVISResults keeps them."""
+    by_image: Dict[int, List[dict]] = {}
+    for r in results:
+        by_image.setdefault(r["image_id"], []).append(r)
+    for dts in by_image.values():
+        dts.sort(key=lambda r: -r["score"])
+        del dts[max_dets:]
+    return by_image
+
+
+def _greedy_match(dts: List[dict], gts: List[dict], iou_type: str) -> np.ndarray:
+    """
+    LVISEval's matching of one image and category: each detection (in score order) takes
+    the free ground truth of highest IoU >= the threshold. Returns matched flags [n, T].
+    """
+    tp = np.zeros((len(dts), len(IOU_THRESHOLDS)), dtype=bool)
+    if not gts:
+        return tp
+    ious = _iou(dts, gts, iou_type)
+    for t, thr in enumerate(IOU_THRESHOLDS):
+        taken = np.zeros(len(gts), dtype=bool)
+        for d in range(len(dts)):
+            best, best_iou = -1, min(thr, 1 - 1e-10)
+            for g in range(len(gts)):
+                if taken[g] or ious[d, g] < best_iou:
+                    continue
+                best, best_iou = g, ious[d, g]
+            if best >= 0:
+                taken[best] = True
+                tp[d, t] = True
+    return tp
+
+
+def _sorted_detections(imgs: list, scores: list, tps: list, ignored: list):
+    """One category's (image indices [n], matched [n, T], ignored [n, T]), by descending score."""
+    if not scores:
+        empty = np.zeros((0, len(IOU_THRESHOLDS)), bool)
+        return np.zeros(0, dtype=np.int64), empty, empty.copy()
+    order = np.argsort(-np.asarray(scores), kind="mergesort")
+    return np.asarray(imgs)[order], np.concatenate(tps)[order], np.concatenate(ignored)[order]
+
+
 class LVISAPTable:
     """
     Matched detections of one model on one LVIS-format ground truth.
@@ -112,40 +175,20 @@ class LVISAPTable:
     """
 
     def __init__(self, gt_json: str, results, iou_type: str = "segm", max_dets: int = 300):
-        from lvis import LVIS
-
-        from ..compat.numpy_aliases import ensure_numpy_aliases
-
-        ensure_numpy_aliases()
-        gt = LVIS(gt_json)
-        source = results if isinstance(results, str) else "results"
-        if isinstance(results, str):
-            with open(results) as f:
-                results = json.load(f)
-        check_results(results, gt.get_img_ids(), gt.get_cat_ids(), iou_type, source)
+        gt, results = _load_gt_and_results(gt_json, results, iou_type)
         self.image_ids = sorted(gt.get_img_ids())
         self.category_ids = sorted(gt.get_cat_ids())
         self.frequency = {c: gt.cats[c]["frequency"] for c in self.category_ids}
         image_index = {i: k for k, i in enumerate(self.image_ids)}
-        by_image: Dict[int, List[dict]] = {}
-        for r in results:
-            by_image.setdefault(r["image_id"], []).append(r)
-        for image_id, dts in by_image.items():  # LVISResults keeps the top max_dets per image
-            dts.sort(key=lambda r: -r["score"])
-            del dts[max_dets:]
-        if iou_type == "segm":  # LVISEval computes the RLE of each ground-truth mask
-            for ann in gt.anns.values():
-                ann["segmentation"] = gt.ann_to_rle(ann)
-
-        # per category: detection image indices, scores, matched flags [n, T], ignored [n, T];
-        # per category and image: number of (non-ignored) ground-truth objects
         gt_by_pair: Dict[tuple, List[dict]] = {}
         for ann in gt.anns.values():
             gt_by_pair.setdefault((ann["image_id"], ann["category_id"]), []).append(ann)
         dt_by_pair: Dict[tuple, List[dict]] = {}
-        for image_id, dts in by_image.items():
+        for image_id, dts in _top_per_image(results, max_dets).items():
             for r in dts:
                 dt_by_pair.setdefault((image_id, r["category_id"]), []).append(r)
+        # per category and image: number of ground-truth objects; per category: detection
+        # image indices, matched flags [n, T], ignored [n, T], in descending score order
         self._num_gt = np.zeros((len(self.category_ids), len(self.image_ids)), dtype=np.int64)
         self._dets = []
         for ci, cat in enumerate(self.category_ids):
@@ -160,40 +203,13 @@ class LVISAPTable:
                 if not dts:
                     continue
                 dts.sort(key=lambda r: -r["score"])  # stable, as LVISEval's mergesort
-                tp = np.zeros((len(dts), len(IOU_THRESHOLDS)), dtype=bool)
-                if gts:
-                    ious = _iou(dts, gts, iou_type)
-                    for t, thr in enumerate(IOU_THRESHOLDS):
-                        taken = np.zeros(len(gts), dtype=bool)
-                        for d in range(len(dts)):
-                            best, best_iou = -1, min(thr, 1 - 1e-10)
-                            for g in range(len(gts)):
-                                if taken[g] or ious[d, g] < best_iou:
-                                    continue
-                                best, best_iou = g, ious[d, g]
-                            if best >= 0:
-                                taken[best] = True
-                                tp[d, t] = True
-                ign = np.zeros_like(tp)
-                if cat in img.get("not_exhaustive_category_ids", []):
-                    ign = ~tp
+                tp = _greedy_match(dts, gts, iou_type)
+                not_exhaustive = cat in img.get("not_exhaustive_category_ids", [])
                 imgs += [image_index[image_id]] * len(dts)
                 scores += [r["score"] for r in dts]
                 tps.append(tp)
-                ignored.append(ign)
-            if scores:
-                order = np.argsort(-np.asarray(scores), kind="mergesort")
-                tp = np.concatenate(tps)[order]
-                ig = np.concatenate(ignored)[order]
-                self._dets.append((np.asarray(imgs)[order], tp, ig))
-            else:
-                self._dets.append(
-                    (
-                        np.zeros(0, dtype=np.int64),
-                        np.zeros((0, len(IOU_THRESHOLDS)), bool),
-                        np.zeros((0, len(IOU_THRESHOLDS)), bool),
-                    )
-                )
+                ignored.append(~tp if not_exhaustive else np.zeros_like(tp))
+            self._dets.append(_sorted_detections(imgs, scores, tps, ignored))
 
     def category_ap(self, image_weights: Optional[np.ndarray] = None) -> np.ndarray:
         """

@@ -21,6 +21,7 @@ from detectron2.structures import Boxes, BoxMode
 from tqdm import tqdm
 
 from ..data.augmentation import build_test_augmentation
+from ..teacher.region_encoder import encode_regions
 
 __all__ = ["head_accuracy", "clip_on_crops_detections", "lvis_results"]
 
@@ -55,6 +56,12 @@ def head_accuracy(
         "base, base classes only" (accuracy on base boxes with the novel classes left out,
         as in training) and "cosine to true class" (mean over all boxes, x100).
     """
+    sims, truth = _gt_box_similarities(cfg, model, dataset_dicts, class_embeddings)
+    return {head: _accuracies(s, truth, groups) for head, s in sims.items()}
+
+
+def _gt_box_similarities(cfg, model, dataset_dicts, class_embeddings):
+    """(head -> cosine similarities [N, C] of every ground-truth box, their classes [N])."""
     resize = build_test_augmentation(cfg)[0]
     heads = model.roi_heads
     emb = class_embeddings.to(model.device)
@@ -80,28 +87,29 @@ def head_accuracy(
         truth.append(
             torch.tensor([a["category_id"] for a in d["annotations"] if not a.get("iscrowd", 0)])
         )
-    truth = torch.cat(truth)
+    return {head: torch.cat(s).cpu() for head, s in predicted.items()}, torch.cat(truth)
+
+
+def _accuracies(sims: torch.Tensor, truth: torch.Tensor, groups) -> Dict[str, float]:
+    """One head's top-1 (%) per group (see :func:`head_accuracy`)."""
+    correct = (sims.argmax(1) == truth).float()
     out = {}
+    for name, ids in {"all": None, **groups}.items():
+        sel = (
+            torch.ones_like(correct, dtype=torch.bool)
+            if ids is None
+            else torch.isin(truth, torch.as_tensor(list(ids)))
+        )
+        out[name] = float(100 * correct[sel].mean()) if sel.any() else float("nan")
     base = torch.as_tensor(list(groups.get("base", [])), dtype=torch.long)
     novel = torch.as_tensor(list(groups.get("novel", [])), dtype=torch.long)
-    for head, sims in predicted.items():
-        sims = torch.cat(sims).cpu()  # [N, C] cosine similarities
-        correct = (sims.argmax(1) == truth).float()
-        out[head] = {}
-        for name, ids in {"all": None, **groups}.items():
-            sel = (
-                torch.ones_like(correct, dtype=torch.bool)
-                if ids is None
-                else torch.isin(truth, torch.as_tensor(list(ids)))
-            )
-            out[head][name] = float(100 * correct[sel].mean()) if sel.any() else float("nan")
-        if len(base) and len(novel):
-            on_base = torch.isin(truth, base)
-            base_only = sims.index_fill(1, novel, float("-inf")).argmax(1) == truth
-            out[head]["base, base classes only"] = (
-                float(100 * base_only[on_base].float().mean()) if on_base.any() else float("nan")
-            )
-            out[head]["cosine to true class"] = float(100 * sims.gather(1, truth[:, None]).mean())
+    if len(base) and len(novel):
+        on_base = torch.isin(truth, base)
+        base_only = sims.index_fill(1, novel, float("-inf")).argmax(1) == truth
+        out["base, base classes only"] = (
+            float(100 * base_only[on_base].float().mean()) if on_base.any() else float("nan")
+        )
+        out["cosine to true class"] = float(100 * sims.gather(1, truth[:, None]).mean())
     return out
 
 
@@ -139,52 +147,32 @@ def clip_on_crops_detections(
         per image a dict: image_id, boxes [n, 4] XYXY (original pixels), scores [n],
         classes [n] (contiguous ids).
     """
-    from ..teacher.region_encoder import encode_regions
-
-    text = text_embeddings.float()
-    out = []
+    text, out = text_embeddings.float(), []
     for d in tqdm(dataset_dicts, desc="CLIP on crops", unit="img", disable=not progress):
         image = utils.read_image(d["file_name"], format="RGB")
         boxes, logits = proposals(d, image, with_scores=True)
-        boxes, logits = boxes[:num_proposals], logits[:num_proposals]
-        h, w = image.shape[:2]
-        if not len(boxes):
-            out.append(
-                {
-                    "image_id": d["image_id"],
-                    "boxes": np.zeros((0, 4), np.float32),
-                    "scores": np.zeros(0, np.float32),
-                    "classes": np.zeros(0, np.int64),
-                }
+        boxes = torch.as_tensor(boxes[:num_proposals], dtype=torch.float32)
+        logits = torch.as_tensor(logits[:num_proposals], dtype=torch.float32)
+        found = {
+            "boxes": np.zeros((0, 4), np.float32),
+            "scores": np.zeros(0, np.float32),
+            "classes": np.zeros(0, np.int64),
+        }
+        if len(boxes):
+            pixels = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+            emb = encode_regions(teacher, pixels, boxes, scales)
+            probs = F.softmax(emb @ text.t() / temperature, dim=1)
+            scores = (probs * torch.sigmoid(logits)[:, None]).sqrt()
+            scores = torch.cat([scores, torch.zeros(len(scores), 1)], dim=1)  # no background
+            inst, _ = fast_rcnn_inference_single_image(
+                boxes, scores, image.shape[:2], 1e-4, nms_thresh, detections_per_image
             )
-            continue
-        emb = encode_regions(
-            teacher,
-            torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
-            torch.as_tensor(boxes, dtype=torch.float32),
-            scales,
-        )
-        probs = F.softmax(emb @ text.t() / temperature, dim=1)
-        scores = (
-            probs * torch.sigmoid(torch.as_tensor(logits, dtype=torch.float32))[:, None]
-        ).sqrt()
-        scores = torch.cat([scores, torch.zeros(len(scores), 1)], dim=1)  # no background column
-        inst, _ = fast_rcnn_inference_single_image(
-            torch.as_tensor(boxes, dtype=torch.float32),
-            scores,
-            (h, w),
-            1e-4,
-            nms_thresh,
-            detections_per_image,
-        )
-        out.append(
-            {
-                "image_id": d["image_id"],
+            found = {
                 "boxes": inst.pred_boxes.tensor.numpy(),
                 "scores": inst.scores.numpy(),
                 "classes": inst.pred_classes.numpy(),
             }
-        )
+        out.append({"image_id": d["image_id"], **found})
     return out
 
 

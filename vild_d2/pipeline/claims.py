@@ -49,59 +49,58 @@ def check_claims(ap: Dict[str, Dict[str, float]], intervals: List[dict]) -> List
     def get(model, metric):
         return ap.get(model, {}).get(metric, float("nan"))
 
-    def interval(a, b, metric):
-        r = ci.get((a, b, metric))
-        return (r["lo"], r["hi"]) if r else (float("nan"), float("nan"))
+    r = ci.get(("vild", "vild_text", "APr"))
+    lo, hi = (r["lo"], r["hi"]) if r else (float("nan"), float("nan"))
+    return [_claim_a(get, lo, hi), _claim_b(get), _claim_c(get)]
 
-    def known(*values):
-        return all(isinstance(v, (int, float)) and not math.isnan(v) for v in values)
 
+def _known(*values) -> bool:
+    return all(isinstance(v, (int, float)) and not math.isnan(v) for v in values)
+
+
+def _claim_a(get, lo: float, hi: float) -> dict:
     vild, text = get("vild", "APr"), get("vild_text", "APr")
     vild_c, text_c = get("vild", "APr-concept"), get("vild_text", "APr-concept")
-    lo, hi = interval("vild", "vild_text", "APr")
-    a_met = (
-        known(vild, text, vild_c, text_c, lo)
-        and vild > text
-        and lo > 0
-        and vild_c >= text_c + CONCEPT_MARGIN
+    met = _known(vild, text, vild_c, text_c, lo) and vild > text and lo > 0
+    return {
+        "name": "a",
+        "met": bool(met and vild_c >= text_c + CONCEPT_MARGIN),
+        "text": (
+            "ViLD APr > ViLD-text APr (90% interval above 0), and on concept-novel categories "
+            f">= ViLD-text + {CONCEPT_MARGIN:g}"
+        ),
+        "detail": (
+            f"APr {vild:.1f} vs {text:.1f} (diff {vild - text:+.1f}, 90% CI [{lo:+.1f},"
+            f" {hi:+.1f}]); APr-concept {vild_c:.1f} vs {text_c:.1f}"
+        ),
+    }
+
+
+def _claim_b(get) -> dict:
+    vild, ens, sup = (
+        get("vild", "APr"),
+        get("vild_ensemble", "APr"),
+        get("mask_rcnn_supervised", "APr"),
     )
+    return {
+        "name": "b",
+        "met": bool(_known(ens, vild, sup) and ens >= vild and ens >= sup),
+        "text": "ViLD-ensemble APr >= ViLD APr and >= supervised APr",
+        "detail": f"APr {ens:.1f} vs ViLD {vild:.1f} and supervised {sup:.1f}",
+    }
 
-    ens, sup = get("vild_ensemble", "APr"), get("mask_rcnn_supervised", "APr")
-    b_met = known(ens, vild, sup) and ens >= vild and ens >= sup
 
+def _claim_c(get) -> dict:
     ens_c, ens_f = get("vild_ensemble", "APc"), get("vild_ensemble", "APf")
-    text_cc, text_f = get("vild_text", "APc"), get("vild_text", "APf")
-    c_met = (
-        known(ens_c, ens_f, text_cc, text_f)
-        and ens_c >= text_cc - BASE_TOLERANCE
+    text_c, text_f = get("vild_text", "APc"), get("vild_text", "APf")
+    met = (
+        _known(ens_c, ens_f, text_c, text_f)
+        and ens_c >= text_c - BASE_TOLERANCE
         and ens_f >= text_f - BASE_TOLERANCE
     )
-
-    return [
-        {
-            "name": "a",
-            "met": bool(a_met),
-            "text": (
-                "ViLD APr > ViLD-text APr (90% interval above 0), and on concept-novel categories "
-                f">= ViLD-text + {CONCEPT_MARGIN:g}"
-            ),
-            "detail": (
-                f"APr {vild:.1f} vs {text:.1f} (diff {vild - text:+.1f}, 90% CI [{lo:+.1f},"
-                f" {hi:+.1f}]); APr-concept {vild_c:.1f} vs {text_c:.1f}"
-            ),
-        },
-        {
-            "name": "b",
-            "met": bool(b_met),
-            "text": "ViLD-ensemble APr >= ViLD APr and >= supervised APr",
-            "detail": f"APr {ens:.1f} vs ViLD {vild:.1f} and supervised {sup:.1f}",
-        },
-        {
-            "name": "c",
-            "met": bool(c_met),
-            "text": (
-                f"ViLD-ensemble APc and APf within {BASE_TOLERANCE:g} points of ViLD-text or above"
-            ),
-            "detail": f"APc {ens_c:.1f} vs {text_cc:.1f}, APf {ens_f:.1f} vs {text_f:.1f}",
-        },
-    ]
+    return {
+        "name": "c",
+        "met": bool(met),
+        "text": f"ViLD-ensemble APc and APf within {BASE_TOLERANCE:g} points of ViLD-text or above",
+        "detail": f"APc {ens_c:.1f} vs {text_c:.1f}, APf {ens_f:.1f} vs {text_f:.1f}",
+    }

@@ -31,6 +31,31 @@ def worker_images(dataset_dicts: List[dict], rank: int, world_size: int) -> List
     return sorted(dataset_dicts, key=lambda d: d["image_id"])[rank::world_size]
 
 
+def _read(d: dict) -> np.ndarray:
+    """The RGB image [H, W, 3] uint8 of dataset dict ``d``; PrecomputeError naming it."""
+    try:
+        return utils.read_image(d["file_name"], format="RGB")
+    except Exception as e:  # PIL and OSError raise many kinds: name the image and what
+        raise PrecomputeError(
+            f"image id {d['image_id']}: cannot read {d['file_name']} ({e})"
+        ) from None
+
+
+def _regions(proposals, image_size, min_box_size: float, stats: dict) -> np.ndarray:
+    """
+    Proposals [n, 4] XYXY clipped to ``image_size`` (h, w), those narrower or shorter than
+    ``min_box_size`` dropped; counts both in ``stats``. Returns [k, 4] float32, in order.
+    """
+    boxes = np.asarray(proposals, dtype=np.float32).reshape(-1, 4)
+    clipped = clip_boxes_xyxy(boxes, tuple(image_size))
+    stats["boxes_clipped"] += int((clipped != boxes).any(axis=1).sum())
+    ok = ((clipped[:, 2] - clipped[:, 0]) >= min_box_size) & (
+        (clipped[:, 3] - clipped[:, 1]) >= min_box_size
+    )
+    stats["boxes_dropped"] += int((~ok).sum())
+    return clipped[ok]
+
+
 def precompute_shard(
     dataset_dicts: List[dict],
     proposals: Callable[[dict, np.ndarray], np.ndarray],
@@ -64,14 +89,8 @@ def precompute_shard(
         seconds, images/s and regions/s.
     """
     dim = int(model.text_projection.shape[1])
-    create_region_store(
-        store_dir,
-        teacher=teacher_name,
-        embed_dim=dim,
-        crop_scales=scales,
-        num_shards=world_size,
-        extra=extra,
-    )
+    shape = dict(embed_dim=dim, crop_scales=scales, num_shards=world_size)
+    create_region_store(store_dir, teacher=teacher_name, extra=extra, **shape)
     mine = worker_images(dataset_dicts, rank, world_size)
     stats = dict(images=0, already_done=0, regions=0, boxes_clipped=0, boxes_dropped=0)
     start = time.perf_counter()
@@ -81,21 +100,9 @@ def precompute_shard(
             if d["image_id"] in shard:
                 stats["already_done"] += 1
                 continue
-            try:
-                image = utils.read_image(d["file_name"], format="RGB")
-            except Exception as e:
-                raise PrecomputeError(
-                    f"image id {d['image_id']}: cannot read {d['file_name']} ({e})"
-                ) from None
+            image = _read(d)
             h, w = image.shape[:2]
-            boxes = np.asarray(proposals(d, image), dtype=np.float32).reshape(-1, 4)
-            clipped = clip_boxes_xyxy(boxes, (h, w))
-            stats["boxes_clipped"] += int((clipped != boxes).any(axis=1).sum())
-            ok = ((clipped[:, 2] - clipped[:, 0]) >= min_box_size) & (
-                (clipped[:, 3] - clipped[:, 1]) >= min_box_size
-            )
-            stats["boxes_dropped"] += int((~ok).sum())
-            kept = clipped[ok][:num_regions]
+            kept = _regions(proposals(d, image), (h, w), min_box_size, stats)[:num_regions]
             tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
             emb = encode_regions(model, tensor, torch.from_numpy(kept), scales)
             shard.add(d["image_id"], kept, emb.numpy(), (h, w))

@@ -103,27 +103,28 @@ def render_scene(rng: np.random.Generator, spec: ShapesWorldSpec, categories: Se
                 draw.polygon(flat, fill=tuple(int(v) for v in fill))
                 placed.append([cat, poly, poly.area, poly, index])
                 break
-    objects = []
-    for cat, _, _, visible, index in placed:
-        parts = _parts(visible)
-        if not parts:
-            continue
-        x0 = min(p.bounds[0] for p in parts)
-        y0 = min(p.bounds[1] for p in parts)
-        x1 = max(p.bounds[2] for p in parts)
-        y1 = max(p.bounds[3] for p in parts)
-        objects.append(
-            {
-                "category": int(cat),
-                "index": index,
-                "polygons": [
-                    [round(v, 2) for xy in list(p.exterior.coords)[:-1] for v in xy] for p in parts
-                ],
-                "bbox": [x0, y0, x1 - x0, y1 - y0],
-                "area": float(sum(p.area for p in parts)),
-            }
-        )
-    return img, objects
+    objects = [_visible_object(cat, visible, index) for cat, _, _, visible, index in placed]
+    return img, [o for o in objects if o is not None]
+
+
+def _visible_object(cat: int, visible, index: int):
+    """The object dict of a placed object from its visible geometry (None: all hidden)."""
+    parts = _parts(visible)
+    if not parts:
+        return None
+    x0 = min(p.bounds[0] for p in parts)
+    y0 = min(p.bounds[1] for p in parts)
+    x1 = max(p.bounds[2] for p in parts)
+    y1 = max(p.bounds[3] for p in parts)
+    return {
+        "category": int(cat),
+        "index": index,
+        "polygons": [
+            [round(v, 2) for xy in list(p.exterior.coords)[:-1] for v in xy] for p in parts
+        ],
+        "bbox": [x0, y0, x1 - x0, y1 - y0],
+        "area": float(sum(p.area for p in parts)),
+    }
 
 
 def scene_plan(

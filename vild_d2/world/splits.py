@@ -43,6 +43,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from ..utils.atomic_io import atomic_write
 from .render import render_scene, scene_plan
 from .spec import (
     TRANSFER_COLOURS,
@@ -132,6 +133,27 @@ def _frequencies(train_anns: List[dict], num_cats: int, rare: Sequence[int]) -> 
 # The transfer dataset's vocabulary: these colours x every shape, colour by colour.
 
 
+def _write_json(path: str, data: dict) -> None:
+    """The split's json (compact), atomically."""
+    atomic_write(path, lambda f: json.dump(data, f), mode="w")
+
+
+def _transfer_categories(vocabulary, anns: List[dict], world_categories: dict) -> List[dict]:
+    """The transfer vocabulary's categories (ids 1..), each with the world's fields and counts."""
+    categories = []
+    for k, name in enumerate(vocabulary):
+        cat_anns = [a for a in anns if a["category_id"] == k + 1]
+        categories.append(
+            {
+                **world_categories[name],
+                "id": k + 1,
+                "instance_count": len(cat_anns),
+                "image_count": len({a["image_id"] for a in cat_anns}),
+            }
+        )
+    return categories
+
+
 def generate_transfer_split(root: str, num_images: int) -> str:
     """
     Write ``root/annotations/transfer.json`` and its images for the world already under
@@ -165,17 +187,7 @@ def generate_transfer_split(root: str, num_images: int) -> str:
             c for c in range(1, len(vocabulary) + 1) if c not in shown.get(img["id"], set())
         ]
         img["not_exhaustive_category_ids"] = []
-    categories = []
-    for k, name in enumerate(vocabulary):
-        cat_anns = [a for a in anns if a["category_id"] == k + 1]
-        categories.append(
-            {
-                **world_categories[name],
-                "id": k + 1,
-                "instance_count": len(cat_anns),
-                "image_count": len({a["image_id"] for a in cat_anns}),
-            }
-        )
+    categories = _transfer_categories(vocabulary, anns, world_categories)
     data = {
         "info": {
             "description": (
@@ -190,10 +202,7 @@ def generate_transfer_split(root: str, num_images: int) -> str:
         "categories": categories,
     }
     path = os.path.join(root, "annotations", "transfer.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
+    _write_json(path, data)
     return path
 
 
@@ -245,9 +254,6 @@ def generate_shapes_world(root: str, spec: ShapesWorldSpec = ShapesWorldSpec()) 
             "categories": categories,
         }
         path = os.path.join(root, "annotations", f"{split}.json")
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
+        _write_json(path, data)
         splits[split] = path
     return splits

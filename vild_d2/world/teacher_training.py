@@ -15,6 +15,7 @@ import random
 import time
 from typing import Dict, List, Optional, Sequence
 
+import clip
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -27,6 +28,7 @@ __all__ = [
     "scale_and_clip",
     "AdamWSteps",
     "train_clip_on_crops",
+    "symmetric_infonce",
     "zero_shot_accuracy",
 ]
 
@@ -183,6 +185,69 @@ class AdamWSteps:
             self._loss = self._acc = 0.0
 
 
+class _CropSampler:
+    """
+    Each step's crops: ``batch_size`` jittered, rescaled object boxes drawn uniformly from
+    every labelled box, then (``background_fraction``) boxes of no object, target C.
+    """
+
+    def __init__(
+        self, images, boxes, labels, num_classes, batch_size, background_fraction, scales, seed
+    ):
+        if len({tuple(im.shape) for im in images}) != 1:
+            raise ValueError("train_clip_on_crops needs images of one size (they are stacked)")
+        self.stacked = torch.stack(images)
+        self.height, self.width = self.stacked.shape[-2:]
+        self.owners = torch.cat(
+            [torch.full((len(b),), i, dtype=torch.long) for i, b in enumerate(boxes)]
+        )
+        self.boxes = torch.cat([b.float().reshape(-1, 4) for b in boxes])
+        self.labels = torch.cat(labels)
+        if len(self.owners) == 0:
+            raise ValueError("no labelled boxes to train on")
+        self.per_image, self.padded = boxes, _padded(boxes)
+        self.num_classes, self.scales = num_classes, torch.tensor(scales)
+        self.num_background = int(round(batch_size * background_fraction))
+        self.num_objects = batch_size - self.num_background
+        sides = self.boxes[:, 2:] - self.boxes[:, :2]
+        self.sides = (float(sides.min().clamp(min=4)), float(sides.max()))
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def sample(self, size: int):
+        """(crops [B, 3, size, size] uint8, targets [B] int64)."""
+        gen, n = self.gen, self.num_objects
+        chosen = torch.randint(len(self.owners), (n,), generator=gen)
+        b = jitter_boxes(self.boxes[chosen], gen)
+        s = self.scales[torch.randint(len(self.scales), (n,), generator=gen)]
+        b = scale_and_clip(b, s, self.height, self.width)
+        owners, targets = self.owners[chosen], self.labels[chosen]
+        if self.num_background:
+            empty = torch.randint(len(self.stacked), (self.num_background,), generator=gen)
+            found = background_boxes(
+                self.per_image, empty, self.sides, self.height, self.width, gen, padded=self.padded
+            )
+            b, owners = torch.cat([b, found]), torch.cat([owners, empty])
+            targets = torch.cat([targets, torch.full((self.num_background,), self.num_classes)])
+        used, index = owners.unique(return_inverse=True)
+        return crop_batch(self.stacked[used], b, index, size), targets
+
+
+def symmetric_infonce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """
+    CLIP's symmetric InfoNCE on crops x captions, ``logits`` [B, C], ``targets`` [B]: the
+    crop-to-caption cross-entropy and the caption-to-crops one with every crop of a
+    category a positive of its caption, averaged.
+    """
+    loss_i2t = F.cross_entropy(logits, targets)
+    present = targets.unique()
+    positives = targets[None, :] == present[:, None]  # [P, B]
+    t2i = logits.t()[present]  # [P, B]
+    loss_t2i = (
+        torch.logsumexp(t2i, dim=1) - torch.logsumexp(t2i.masked_fill(~positives, -1e4), dim=1)
+    ).mean()
+    return (loss_i2t + loss_t2i) / 2
+
+
 def train_clip_on_crops(
     model,
     images: List[torch.Tensor],
@@ -218,64 +283,25 @@ def train_clip_on_crops(
         per 50 steps: step, loss, crop-to-caption training accuracy.
     """
     device = next(model.parameters()).device
-    import clip
-
-    gen = torch.Generator().manual_seed(seed)
+    sampler = _CropSampler(
+        images, boxes, labels, len(class_names), batch_size, background_fraction, scales, seed
+    )
     pick = random.Random(seed)  # caption templates
-    if len({tuple(im.shape) for im in images}) != 1:
-        raise ValueError("train_clip_on_crops needs images of one size (they are stacked)")
-    stacked = torch.stack(images)
-    height, width = stacked.shape[-2:]
-    owners = torch.cat([torch.full((len(b),), i, dtype=torch.long) for i, b in enumerate(boxes)])
-    all_boxes = torch.cat([b.float().reshape(-1, 4) for b in boxes])
-    all_labels = torch.cat(labels)
-    if len(owners) == 0:
-        raise ValueError("no labelled boxes to train on")
+    captioned = [*class_names, background_name] if sampler.num_background else list(class_names)
     model.train()
-    size = model.visual.input_resolution
     bar = tqdm(range(steps), desc="teacher", unit="step", disable=not progress)
     training = AdamWSteps(model.parameters(), steps, lr, weight_decay, bar)
-    num_background = int(round(batch_size * background_fraction))
-    num_objects = batch_size - num_background
-    sides = all_boxes[:, 2:] - all_boxes[:, :2]
-    sides = (float(sides.min().clamp(min=4)), float(sides.max()))
-    captioned = [*class_names, background_name] if num_background else list(class_names)
-    padded = _padded(boxes)
     for step in bar:
-        chosen = torch.randint(len(owners), (num_objects,), generator=gen)
-        b = jitter_boxes(all_boxes[chosen], gen)
-        s = torch.tensor(scales)[torch.randint(len(scales), (num_objects,), generator=gen)]
-        b = scale_and_clip(b, s, height, width)
-        crop_owners = owners[chosen]
-        targets = all_labels[chosen]
-        if num_background:
-            empty = torch.randint(len(images), (num_background,), generator=gen)
-            b = torch.cat(
-                [b, background_boxes(boxes, empty, sides, height, width, gen, padded=padded)]
-            )
-            crop_owners = torch.cat([crop_owners, empty])
-            targets = torch.cat([targets, torch.full((num_background,), len(class_names))])
-        used, index = crop_owners.unique(return_inverse=True)
-        crops = crop_batch(stacked[used], b, index, size).to(device)
-        targets = targets.to(device)
+        crops, targets = sampler.sample(model.visual.input_resolution)
+        crops, targets = crops.to(device), targets.to(device)
         prompts = [
             fill_template(pick.choice(list(templates)), n.replace("_", " ")) for n in captioned
         ]
-        tokens = clip.tokenize(prompts, context_length=model.context_length, truncate=True).to(
-            device
-        )
+        tokens = clip.tokenize(prompts, context_length=model.context_length, truncate=True)
         img = F.normalize(model.encode_image(crops), dim=-1)
-        txt = F.normalize(model.encode_text(tokens), dim=-1)
+        txt = F.normalize(model.encode_text(tokens.to(device)), dim=-1)
         logits = model.logit_scale.exp().clamp(max=100) * img @ txt.t()  # [B, C]
-        loss_i2t = F.cross_entropy(logits, targets)
-        present = targets.unique()
-        positives = targets[None, :] == present[:, None]  # [P, B]
-        t2i = logits.t()[present]  # [P, B]
-        loss_t2i = (
-            torch.logsumexp(t2i, dim=1) - torch.logsumexp(t2i.masked_fill(~positives, -1e4), dim=1)
-        ).mean()
-        loss = (loss_i2t + loss_t2i) / 2
-        training.take(step, loss, logits, targets)
+        training.take(step, symmetric_infonce(logits, targets), logits, targets)
     model.eval()
     return training.history
 

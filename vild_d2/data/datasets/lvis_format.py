@@ -158,8 +158,28 @@ def load_lvis_format_json(json_file: str, image_root: str) -> List[dict]:
         0-based), ``segmentation`` (polygons) and ``iscrowd`` 0.
     """
     data = _read_json(json_file)
-    meta = lvis_format_metadata(data["categories"])
-    id_map = meta["thing_dataset_id_to_contiguous_id"]
+    id_map = lvis_format_metadata(data["categories"])["thing_dataset_id_to_contiguous_id"]
+    anns_per_image = _annotations_per_image(json_file, data, id_map)
+    dataset_dicts = []
+    for img in data["images"]:
+        record = {
+            "file_name": _image_path(image_root, img),
+            "height": img["height"],
+            "width": img["width"],
+            "image_id": img["id"],
+            "not_exhaustive_category_ids": [
+                id_map[c] for c in img.get("not_exhaustive_category_ids", [])
+            ],
+            "neg_category_ids": [id_map[c] for c in img.get("neg_category_ids", [])],
+            "annotations": [_instance(json_file, ann, id_map) for ann in anns_per_image[img["id"]]],
+        }
+        dataset_dicts.append(record)
+    logger.info(f"Loaded {len(dataset_dicts)} images from {json_file}")
+    return dataset_dicts
+
+
+def _annotations_per_image(json_file: str, data: dict, id_map: dict) -> Dict[int, List[dict]]:
+    """image id -> its annotations; DatasetFormatError on a repeated id or a dangling reference."""
     anns_per_image: Dict[int, List[dict]] = {img["id"]: [] for img in data["images"]}
     seen_ann_ids = set()
     for ann in data["annotations"]:
@@ -178,47 +198,29 @@ def load_lvis_format_json(json_file: str, image_root: str) -> List[dict]:
             )
         check_box(json_file, ann)
         anns_per_image[ann["image_id"]].append(ann)
+    return anns_per_image
 
-    dataset_dicts = []
-    for img in data["images"]:
-        record = {
-            "file_name": _image_path(image_root, img),
-            "height": img["height"],
-            "width": img["width"],
-            "image_id": img["id"],
-            "not_exhaustive_category_ids": [
-                id_map[c] for c in img.get("not_exhaustive_category_ids", [])
-            ],
-            "neg_category_ids": [id_map[c] for c in img.get("neg_category_ids", [])],
-        }
-        objs = []
-        for ann in anns_per_image[img["id"]]:
-            obj = {
-                "bbox": ann["bbox"],
-                "bbox_mode": BoxMode.XYWH_ABS,
-                "category_id": id_map[ann["category_id"]],
-                "iscrowd": 0,
-            }
-            if "segmentation" in ann:
-                if isinstance(
-                    ann["segmentation"], dict
-                ):  # RLE (e.g. a crowd region converted from COCO)
-                    raise DatasetFormatError(
-                        f"{json_file}: annotation id={ann['id']} has an RLE segmentation;"
-                        " LVIS-format files here hold polygons (convert it, or drop the"
-                        " annotation)"
-                    )
-                polygons = [p for p in ann["segmentation"] if len(p) % 2 == 0 and len(p) >= 6]
-                if not polygons:
-                    raise DatasetFormatError(
-                        f"{json_file}: annotation id={ann['id']} has no valid polygon"
-                    )
-                obj["segmentation"] = polygons
-            objs.append(obj)
-        record["annotations"] = objs
-        dataset_dicts.append(record)
-    logger.info(f"Loaded {len(dataset_dicts)} images from {json_file}")
-    return dataset_dicts
+
+def _instance(json_file: str, ann: dict, id_map: dict) -> dict:
+    """One annotation as a detectron2 instance dict (polygons only)."""
+    obj = {
+        "bbox": ann["bbox"],
+        "bbox_mode": BoxMode.XYWH_ABS,
+        "category_id": id_map[ann["category_id"]],
+        "iscrowd": 0,
+    }
+    if "segmentation" in ann:
+        if isinstance(ann["segmentation"], dict):  # RLE (e.g. a crowd region from COCO)
+            raise DatasetFormatError(
+                f"{json_file}: annotation id={ann['id']} has an RLE segmentation;"
+                " LVIS-format files here hold polygons (convert it, or drop the"
+                " annotation)"
+            )
+        polygons = [p for p in ann["segmentation"] if len(p) % 2 == 0 and len(p) >= 6]
+        if not polygons:
+            raise DatasetFormatError(f"{json_file}: annotation id={ann['id']} has no valid polygon")
+        obj["segmentation"] = polygons
+    return obj
 
 
 def register_lvis_format(
