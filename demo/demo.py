@@ -20,10 +20,40 @@ p(noun) * p(attribute) (the paper's systematic expansion).
 
 import argparse
 import glob
+import json
 import os
 import sys
 
+import vild_d2  # noqa: F401  (first: registers datasets and components, imports detectron2 quietly)
+
+# isort: split
+
 import numpy as np
+import pycocotools.mask as mask_util
+import torch
+from detectron2.data.catalog import Metadata
+from detectron2.data.detection_utils import read_image
+from detectron2.utils.visualizer import Visualizer
+from PIL import Image
+from tqdm import tqdm
+
+from vild_d2.config import ConfigError, load_config
+from vild_d2.data.image_check import check_images
+from vild_d2.data.vocabulary import dataset_vocabulary
+from vild_d2.inference import OpenVocabularyPredictor
+from vild_d2.inference.vocabularies import (
+    Vocabulary,
+    custom_vocabulary,
+    dataset_vocabulary_embeddings,
+    expanded_vocabulary,
+    file_vocabulary,
+)
+from vild_d2.modeling.text_embeddings import (
+    VocabularyError,
+    evaluation_embeddings_file,
+    evaluation_vocabulary,
+)
+from vild_d2.utils.atomic_io import atomic_folder
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 RESULTS_FILE = "results.json"  # in --output: COCO results (+ "category_name", "file_name")
@@ -105,15 +135,6 @@ def expand_inputs(patterns):
 
 
 def resolve_vocabulary(args, cfg, embed_dim: int, device: str):
-    from vild_d2.inference.vocabularies import (
-        Vocabulary,
-        custom_vocabulary,
-        dataset_vocabulary_embeddings,
-        expanded_vocabulary,
-        file_vocabulary,
-    )
-    from vild_d2.modeling.text_embeddings import VocabularyError
-
     if args.attributes and not args.nouns:
         raise VocabularyError("--attributes needs --nouns")
     if args.vocabulary_file and (args.nouns or args.custom_vocabulary is not None):
@@ -137,8 +158,6 @@ def resolve_vocabulary(args, cfg, embed_dim: int, device: str):
             "no vocabulary: give --vocabulary, --vocabulary-file, --custom-vocabulary or "
             "--nouns/--attributes (an exported model has none of its own)"
         )
-    from vild_d2.data.vocabulary import dataset_vocabulary
-    from vild_d2.modeling.text_embeddings import evaluation_embeddings_file, evaluation_vocabulary
 
     emb, base_mask = evaluation_vocabulary(cfg, 0)
     names = dataset_vocabulary(cfg.DATASETS.TEST[0])["class_names"]
@@ -174,13 +193,6 @@ def picture_names(paths):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    import torch
-
-    import vild_d2  # noqa: F401  (first: registers datasets, imports detectron2 quietly)
-    from vild_d2.config import ConfigError, load_config
-    from vild_d2.data.image_check import check_images
-    from vild_d2.inference import OpenVocabularyPredictor
-    from vild_d2.modeling.text_embeddings import VocabularyError
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -216,8 +228,6 @@ def run(predictor, vocabulary, paths, output: str, threshold: float) -> None:
     appears whole or not at all (written aside, then renamed; an existing folder is
     replaced as a whole).
     """
-    from vild_d2.utils.atomic_io import atomic_folder
-
     results = []
     atomic_folder(
         output,
@@ -232,14 +242,6 @@ def run(predictor, vocabulary, paths, output: str, threshold: float) -> None:
 
 def _detect(predictor, vocabulary, paths, folder: str, threshold: float) -> list:
     """Pictures and COCO results of every image, written into ``folder``; returns the results."""
-    import json
-
-    from detectron2.data.catalog import Metadata
-    from detectron2.data.detection_utils import read_image
-    from detectron2.utils.visualizer import Visualizer
-    from PIL import Image
-    from tqdm import tqdm
-
     metadata = Metadata(thing_classes=list(vocabulary.names))
     results = []
     for image_id, (path, picture) in enumerate(
@@ -263,8 +265,6 @@ def _detect(predictor, vocabulary, paths, folder: str, threshold: float) -> list
 
 def _coco_results(inst, image_id: int, path: str, names) -> list:
     """COCO results (XYWH boxes, RLE masks) of one image's detections, with class names."""
-    import pycocotools.mask as mask_util
-
     masks = inst.pred_masks.numpy() if inst.has("pred_masks") else None
     out = []
     for k, (box, score, cls) in enumerate(

@@ -25,10 +25,25 @@ import vild_d2  # noqa: F401  (first: registers datasets and components, imports
 
 # isort: split
 
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog
+from detectron2.data.detection_utils import read_image
+from detectron2.modeling import build_model
+
+from vild_d2.checkpoint.files import check_weights
+from vild_d2.config import ConfigError, load_config
+from vild_d2.data.augmentation import build_test_augmentation
+from vild_d2.export import ExportError, export_model
+from vild_d2.inference import EXPORT_INFO_FILE, export_info
+from vild_d2.modeling.text_embeddings import VocabularyError
+from vild_d2.utils.atomic_io import atomic_write
+
 MODEL_FILE = "model.ts"
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -38,48 +53,41 @@ def main(argv=None) -> int:
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--sample-image", default=None, help="an image for tracing")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
-    args = p.parse_args(argv)
+    return p
 
-    import numpy as np
-    import torch
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.data import DatasetCatalog
-    from detectron2.data.detection_utils import read_image
-    from detectron2.modeling import build_model
 
-    from vild_d2.checkpoint.files import check_weights
-    from vild_d2.config import ConfigError, load_config
-    from vild_d2.data.augmentation import build_test_augmentation
-    from vild_d2.export import ExportError, export_model
-    from vild_d2.inference import EXPORT_INFO_FILE, export_info
-    from vild_d2.modeling.text_embeddings import VocabularyError
-    from vild_d2.utils.atomic_io import atomic_write
+def _sample_image(cfg, path, device) -> torch.Tensor:
+    """The tracing input: ``path`` (or DATASETS.TEST's first image) resized for the test."""
+    if path is None:
+        if not cfg.DATASETS.TEST:
+            raise ExportError("tracing needs --sample-image (DATASETS.TEST is empty)")
+        path = DatasetCatalog.get(cfg.DATASETS.TEST[0])[0]["file_name"]
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"sample image not found: {path}")
+    raw = read_image(path, format=cfg.INPUT.FORMAT)
+    resized = build_test_augmentation(cfg)[0].get_transform(raw).apply_image(raw)
+    return torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))).float().to(device)
 
+
+def _load_and_export(args):
+    """(config, eager model, exported module); the errors a user's input can cause."""
+    cfg = load_config(args.config_file, args.opts)
+    cfg.freeze()
+    if not cfg.MODEL.WEIGHTS:
+        raise ConfigError("MODEL.WEIGHTS is empty: name the trained model's checkpoint")
+    check_weights(cfg)
+    model = build_model(cfg).eval()
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    image = None
+    if args.export_method == "tracing":
+        image = _sample_image(cfg, args.sample_image, model.device)
+    return cfg, model, export_model(model, args.export_method, image)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        cfg = load_config(args.config_file, args.opts)
-        cfg.freeze()
-        if not cfg.MODEL.WEIGHTS:
-            raise ConfigError("MODEL.WEIGHTS is empty: name the trained model's checkpoint")
-        check_weights(cfg)
-        model = build_model(cfg).eval()
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-        image = None
-        if args.export_method == "tracing":
-            path = args.sample_image
-            if path is None:
-                if not cfg.DATASETS.TEST:
-                    raise ExportError("tracing needs --sample-image (DATASETS.TEST is empty)")
-                path = DatasetCatalog.get(cfg.DATASETS.TEST[0])[0]["file_name"]
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"sample image not found: {path}")
-            raw = read_image(path, format=cfg.INPUT.FORMAT)
-            resized = build_test_augmentation(cfg)[0].get_transform(raw).apply_image(raw)
-            image = (
-                torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
-                .float()
-                .to(model.device)
-            )
-        exported = export_model(model, args.export_method, image)
+        cfg, model, exported = _load_and_export(args)
     except (ConfigError, ExportError, VocabularyError, FileNotFoundError, ValueError) as e:
         print(f"export_model.py: error: {e}", file=sys.stderr)
         return 2

@@ -30,6 +30,25 @@ import re
 import sys
 from datetime import timedelta
 
+import vild_d2  # noqa: F401  (first: registers datasets and components, imports detectron2 quietly)
+
+# isort: split
+
+import detectron2.utils.comm as comm
+import torch
+from detectron2.data import DatasetCatalog
+from detectron2.utils.logger import setup_logger
+
+from vild_d2.checkpoint.files import check_weights
+from vild_d2.config import load_config
+from vild_d2.data.datasets import load_image_list
+from vild_d2.data.region_store import create_region_store, finalize_region_store
+from vild_d2.data.region_store.layout import MANIFEST, file_digest, read_manifest
+from vild_d2.engine.launch import launch
+from vild_d2.teacher import load_clip
+from vild_d2.teacher.precompute import precompute_shard, worker_images
+from vild_d2.teacher.proposals import FileProposals, RPNProposals
+
 __all__ = ["build_parser", "parse_args", "main"]
 
 
@@ -38,14 +57,18 @@ CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 
 
 def build_parser():
-    import vild_d2  # noqa: F401  (first: imports detectron2 quietly)
-
     parser = argparse.ArgumentParser(
         description="Precompute CLIP region embeddings of proposals into a region store.",
         epilog=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    # train_net.py's launch flags, and only those that mean something here
+    _add_launch_flags(parser)
+    _add_region_flags(parser)
+    return parser
+
+
+def _add_launch_flags(parser: argparse.ArgumentParser) -> None:
+    """train_net.py's launch flags, and only those that mean something here."""
     parser.add_argument(
         "--config-file", default="", metavar="FILE", help="a config whose model has an RPN"
     )
@@ -63,6 +86,10 @@ def build_parser():
         default=[],
         help="KEY VALUE config overrides of --config-file, at the end (e.g. MODEL.WEIGHTS x.pth)",
     )
+
+
+def _add_region_flags(parser: argparse.ArgumentParser) -> None:
+    """What to embed, with which teacher, into which store."""
     parser.add_argument(
         "--teacher", required=True, help="CLIP model name or CLIP-format checkpoint"
     )
@@ -102,7 +129,6 @@ def build_parser():
         action="store_true",
         help="accept a --config-file without MODEL.WEIGHTS (random proposals; for tests)",
     )
-    return parser
 
 
 def _run_settings(args) -> dict:
@@ -114,9 +140,6 @@ def _run_settings(args) -> dict:
     """
     if getattr(args, "settings", None) is not None:
         return args.settings
-    from vild_d2.config import load_config
-    from vild_d2.data.region_store.layout import file_digest
-
     if args.proposals_file:
         proposals = {
             "proposals_file": os.path.abspath(args.proposals_file),
@@ -143,12 +166,12 @@ def _run_settings(args) -> dict:
 
 def _check_inputs(args) -> None:
     """One-line errors (ValueError) before any worker starts; creates or checks the store."""
-    from vild_d2.checkpoint.files import check_weights
-    from vild_d2.config import load_config
-    from vild_d2.data.region_store import create_region_store
-    from vild_d2.data.region_store.layout import MANIFEST, read_manifest
-    from vild_d2.teacher import load_clip
+    _check_sources(args)
+    _check_store(args)
 
+
+def _check_sources(args) -> None:
+    """The images, the proposal source and M."""
     if bool(args.dataset) == bool(args.json):
         raise ValueError("give exactly one of --dataset and --json")
     if args.json and not args.image_root:
@@ -156,8 +179,6 @@ def _check_inputs(args) -> None:
     if args.json and not os.path.isfile(args.json):
         raise ValueError(f"json not found: {args.json}")
     if args.dataset:
-        from detectron2.data import DatasetCatalog
-
         if args.dataset not in DatasetCatalog.list():
             raise ValueError(f"dataset '{args.dataset}' is not registered")
     if bool(args.proposals_file) == bool(args.config_file):
@@ -176,6 +197,10 @@ def _check_inputs(args) -> None:
         check_weights(cfg)  # ConfigError on a missing or unreadable checkpoint
     if args.num_regions < 1:
         raise ValueError(f"--num-regions must be >= 1, got {args.num_regions}")
+
+
+def _check_store(args) -> None:
+    """Create the store, or check an existing one was made with this run's settings."""
     model, _ = load_clip(args.teacher, device="cpu")
     world = args.num_gpus * args.num_machines
     settings = _run_settings(args)
@@ -208,18 +233,11 @@ def _check_inputs(args) -> None:
 
 def _dataset_dicts(args):
     if args.json:
-        from vild_d2.data.datasets import load_image_list
-
         return load_image_list(args.json, args.image_root)
-    from detectron2.data import DatasetCatalog
-
     return DatasetCatalog.get(args.dataset)
 
 
 def _proposal_source(args, image_ids):
-    from vild_d2.config import load_config
-    from vild_d2.teacher.proposals import FileProposals, RPNProposals
-
     if args.proposals_file:
         source = FileProposals(args.proposals_file, nms_thresh=args.nms_thresh)
         source.check_covers(image_ids)
@@ -231,14 +249,6 @@ def _proposal_source(args, image_ids):
 
 def worker(args) -> None:
     """One rank: its shard of the store; rank 0 then finalises and prints the summary."""
-    import detectron2.utils.comm as comm
-    from detectron2.utils.logger import setup_logger
-
-    import vild_d2  # noqa: F401  (registers datasets)
-    from vild_d2.data.region_store import finalize_region_store
-    from vild_d2.teacher import load_clip
-    from vild_d2.teacher.precompute import precompute_shard, worker_images
-
     rank, world = comm.get_rank(), comm.get_world_size()
     setup_logger(distributed_rank=rank, name="vild_d2")
     dicts = _dataset_dicts(args)
@@ -318,11 +328,6 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import torch
-
-    import vild_d2  # noqa: F401  (registers datasets)
-    from vild_d2.engine.launch import launch
-
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         _check_inputs(args)

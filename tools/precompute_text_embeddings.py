@@ -20,7 +20,23 @@ import json
 import os
 import sys
 
+import vild_d2  # noqa: F401  (first: registers datasets and components, imports detectron2 quietly)
+
+# isort: split
+
 import numpy as np
+import torch
+from detectron2.data import MetadataCatalog
+
+from vild_d2.data.vocabulary import dataset_vocabulary
+from vild_d2.teacher import load_clip
+from vild_d2.teacher.prompts import (
+    SINGLE_TEMPLATE,
+    VILD_TEMPLATES,
+    VocabularyInputError,
+    encode_vocabulary,
+)
+from vild_d2.utils.atomic_io import atomic_save_npy, atomic_write_json
 
 __all__ = ["vocabulary_from_args", "main"]
 
@@ -28,9 +44,6 @@ __all__ = ["vocabulary_from_args", "main"]
 def vocabulary_from_args(args):
     """(names, synonyms or None, source description) from --dataset / --json / --names(-file)."""
     if args.dataset:
-        import vild_d2  # noqa: F401  (registers datasets)
-        from vild_d2.data.vocabulary import dataset_vocabulary
-
         vocab = dataset_vocabulary(args.dataset)
         if vocab is None:
             raise SystemExit(
@@ -39,8 +52,6 @@ def vocabulary_from_args(args):
             )
         synonyms = None
         if args.synonyms:
-            from detectron2.data import MetadataCatalog
-
             json_file = getattr(MetadataCatalog.get(args.dataset), "json_file", None)
             if json_file and os.path.isfile(json_file):
                 synonyms = [c.get("synonyms", []) for c in _json_categories(json_file)]
@@ -76,17 +87,8 @@ def main(argv=None) -> int:
     parser.add_argument("--synonyms", action="store_true", help="average over LVIS 'synonyms' too")
     parser.add_argument("--single-template", action="store_true", help='only "a photo of a {}."')
     parser.add_argument("--output", required=True, help="the .npy to write")
-    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
-
-    from vild_d2.teacher import load_clip
-    from vild_d2.teacher.prompts import (
-        SINGLE_TEMPLATE,
-        VILD_TEMPLATES,
-        VocabularyInputError,
-        encode_vocabulary,
-    )
-    from vild_d2.utils.atomic_io import atomic_save_npy, atomic_write_json
 
     names, synonyms, source = vocabulary_from_args(args)
     templates = SINGLE_TEMPLATE if args.single_template else VILD_TEMPLATES
@@ -115,12 +117,6 @@ def main(argv=None) -> int:
         f"{len(templates)} templates, teacher {args.teacher}"
     )
     return 0
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 if __name__ == "__main__":

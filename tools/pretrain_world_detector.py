@@ -31,10 +31,14 @@ import time
 
 import torch
 
+from vild_d2.config import ConfigError, load_config
+from vild_d2.utils.atomic_io import atomic_write, atomic_write_json
+from vild_d2.world.imagenet import RoIClassifier, pretrain_roi_classifier, roi_top1_accuracy
 from vild_d2.world.objects import teacher_objects, val_objects, world_annotations
+from vild_d2.world.spec import category_names, category_shapes, novel_kinds, spec_from_json
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -55,13 +59,40 @@ def main(argv=None) -> int:
         "scenes of every category, labelled by shape only (never by category)",
     )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
-    args = p.parse_args(argv)
+    return p
 
-    from vild_d2.config import ConfigError, load_config
-    from vild_d2.utils.atomic_io import atomic_write, atomic_write_json
-    from vild_d2.world.imagenet import RoIClassifier, pretrain_roi_classifier, roi_top1_accuracy
-    from vild_d2.world.spec import category_names, category_shapes, novel_kinds, spec_from_json
 
+def label_space(spec, labels: str):
+    """
+    (categories drawn, class names, category -> class index [C] (-1: not a class)):
+    "shapes": every category, labelled by its shape; "base-categories": the base ones.
+    """
+    names = category_names(spec)
+    if labels == "shapes":
+        drawn = list(range(len(names)))
+        return drawn, [*spec.shapes, *spec.concept_shapes], torch.tensor(category_shapes(spec))
+    novel = novel_kinds(spec)
+    drawn = [c for c in range(len(names)) if c not in novel]
+    to_class = torch.full((len(names),), -1, dtype=torch.long)
+    to_class[drawn] = torch.arange(len(drawn))
+    return drawn, [names[c] for c in drawn], to_class
+
+
+def _write(args, model, classes, accuracy: float, history, seconds: float) -> None:
+    """The checkpoint (backbone and box head) and its .json record, each atomically."""
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    state = {"model": model.detector_state_dict()}
+    atomic_write(args.output, lambda f: torch.save(state, f))
+    record = {k: getattr(args, k) for k in ("config_file", "opts", "labels")}
+    record["classes"] = classes
+    record.update({k: getattr(args, k) for k in ("images", "steps", "batch_size", "crop_size")})
+    record.update(lr=args.lr, seed=args.seed, val_top1=accuracy, history=history)
+    record["seconds"] = seconds
+    atomic_write_json(os.path.splitext(args.output)[0] + ".json", record)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     found = world_annotations(args.world, "pretrain_world_detector.py")
     if found is None:
         return 2
@@ -72,19 +103,7 @@ def main(argv=None) -> int:
         print(f"pretrain_world_detector.py: error: {e}", file=sys.stderr)
         return 2
     spec = spec_from_json(train_json)
-    names = category_names(spec)
-    num_categories = len(names)
-    novel = novel_kinds(spec)
-    if args.labels == "shapes":
-        drawn = list(range(num_categories))  # every category is drawn, labelled by its shape
-        classes = [*spec.shapes, *spec.concept_shapes]
-        to_class = torch.tensor(category_shapes(spec))
-    else:
-        drawn = [c for c in range(num_categories) if c not in novel]
-        classes = [names[c] for c in drawn]
-        to_class = torch.full((num_categories,), -1, dtype=torch.long)
-        to_class[drawn] = torch.arange(len(drawn))  # category -> base class index (-1: novel)
-
+    drawn, classes, to_class = label_space(spec, args.labels)
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
     # stream 3: images that neither the dataset nor the teacher (stream 2) uses
@@ -98,42 +117,14 @@ def main(argv=None) -> int:
         flush=True,
     )
     model = RoIClassifier(cfg, len(classes))
+    options = dict(steps=args.steps, batch_size=args.batch_size, crop_size=args.crop_size)
     history = pretrain_roi_classifier(
-        model,
-        images,
-        boxes,
-        labels,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        crop_size=args.crop_size,
-        lr=args.lr,
-        seed=args.seed,
+        model, images, boxes, labels, lr=args.lr, seed=args.seed, **options
     )
     val_images, val_boxes, val_labels = val_objects(val_json, args.world)
-    accuracy = roi_top1_accuracy(
-        model, val_images, val_boxes, [to_class[lab] for lab in val_labels]
-    )
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    state = {"model": model.detector_state_dict()}
-    atomic_write(args.output, lambda f: torch.save(state, f))
-    atomic_write_json(
-        os.path.splitext(args.output)[0] + ".json",
-        {
-            "config_file": args.config_file,
-            "opts": args.opts,
-            "labels": args.labels,
-            "classes": classes,
-            "images": args.images,
-            "steps": args.steps,
-            "batch_size": args.batch_size,
-            "crop_size": args.crop_size,
-            "lr": args.lr,
-            "seed": args.seed,
-            "val_top1": accuracy,  # on val's objects of the drawn categories
-            "history": history,
-            "seconds": time.perf_counter() - t0,
-        },
-    )
+    val_labels = [to_class[lab] for lab in val_labels]
+    accuracy = roi_top1_accuracy(model, val_images, val_boxes, val_labels)  # drawn categories'
+    _write(args, model, classes, accuracy, history, time.perf_counter() - t0)
     print(
         f"wrote {args.output}: top-1 on shapes_world_val's {what} objects (whole images, "
         f"ground-truth RoIs) {accuracy:.1f}%, {time.perf_counter() - t0:.0f}s"

@@ -21,6 +21,12 @@ import time
 
 import torch
 
+from vild_d2.teacher import build_clip, load_clip, save_clip_checkpoint
+from vild_d2.utils.atomic_io import atomic_write_json
+from vild_d2.world.objects import teacher_objects, val_objects, world_annotations
+from vild_d2.world.spec import category_names, novel_kinds, spec_from_json
+from vild_d2.world.teacher_training import train_clip_on_crops, zero_shot_accuracy
+
 __all__ = ["WORLD_TEACHER_SHAPE", "main"]
 
 # A CLIP with a small ModifiedResNet image tower (learns from scratch far faster than a
@@ -38,7 +44,11 @@ WORLD_TEACHER_SHAPE = dict(
 )
 
 
-def main(argv=None) -> int:
+# the arguments kept in the checkpoint's .json record
+RECORDED_ARGUMENTS = ("images", "steps", "batch_size", "lr", "background_fraction", "seed")
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -57,15 +67,19 @@ def main(argv=None) -> int:
         help="share of each batch that are crops of no object, captioned 'background'",
     )
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    return p
 
-    # (vild_d2 imports detectron2: after the arguments, so that --help answers at once)
-    from vild_d2.teacher import build_clip, load_clip, save_clip_checkpoint
-    from vild_d2.utils.atomic_io import atomic_write_json
-    from vild_d2.world.objects import teacher_objects, val_objects, world_annotations
-    from vild_d2.world.spec import category_names, novel_kinds, spec_from_json
-    from vild_d2.world.teacher_training import train_clip_on_crops, zero_shot_accuracy
 
+def _zero_shot_on_val(checkpoint: str, val_json: str, world: str, names, kinds) -> dict:
+    """The saved teacher, read by the loader every user goes through, on val's boxes."""
+    loaded, _ = load_clip(checkpoint)
+    groups = {kind: [i for i, k in kinds.items() if k == kind] for kind in set(kinds.values())}
+    val = val_objects(val_json, world)
+    return zero_shot_accuracy(loaded, *val, names, novel_ids=sorted(kinds), groups=groups)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     found = world_annotations(args.world, "train_world_teacher.py")
     if found is None:
         return 2
@@ -93,26 +107,14 @@ def main(argv=None) -> int:
         seed=args.seed,
     )
     save_clip_checkpoint(model, args.output)
-    loaded, _ = load_clip(args.output)  # measured through the loader every user goes through
-    acc = zero_shot_accuracy(
-        loaded,
-        *val_objects(val_json, args.world),
-        names,
-        novel_ids=sorted(kinds),
-        groups={kind: [i for i, k in kinds.items() if k == kind] for kind in set(kinds.values())},
-    )
+    acc = _zero_shot_on_val(args.output, val_json, args.world, names, kinds)
     atomic_write_json(
         os.path.splitext(args.output)[0] + ".json",
         {
             "shape": {
                 k: list(v) if isinstance(v, tuple) else v for k, v in WORLD_TEACHER_SHAPE.items()
             },
-            "images": args.images,
-            "steps": args.steps,
-            "batch_size": args.batch_size,
-            "lr": args.lr,
-            "background_fraction": args.background_fraction,
-            "seed": args.seed,
+            **{k: getattr(args, k) for k in RECORDED_ARGUMENTS},
             "zero_shot_val": acc,
             "history": history,
             "seconds": time.perf_counter() - t0,

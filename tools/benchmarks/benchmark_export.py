@@ -25,6 +25,12 @@ import vild_d2  # noqa: F401  (first: registers ViLD components, imports detectr
 
 # isort: split
 from benchmark_models import tiny_model_opts
+from detectron2.modeling import build_model
+
+from vild_d2.config import load_config
+from vild_d2.export import export_model
+from vild_d2.teacher import build_clip
+from vild_d2.teacher.region_encoder import encode_regions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = {
@@ -45,7 +51,7 @@ def _timed(fn, device: str) -> float:
     return time.perf_counter() - t0
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--images", type=int, default=10, help="images for the export comparison")
     p.add_argument(
@@ -58,17 +64,11 @@ def main() -> None:
         "--max-proposals", type=int, default=0, help="crop at most this many proposals (0: all)"
     )
     p.add_argument("--device", default="cpu")
-    args = p.parse_args()
+    return p
 
-    from detectron2.modeling import build_model
 
-    from vild_d2.config import load_config
-    from vild_d2.export import export_model
-    from vild_d2.teacher import build_clip
-    from vild_d2.teacher.region_encoder import encode_regions
-
-    common, vild_opts = tiny_model_opts(args.classes, args.embed_dim, args.size, args.device)
-    opts = common + vild_opts
+def _inputs(args):
+    """(random images [3, S, S], a unit-norm vocabulary [C, D], a base mask [C])."""
     g = torch.Generator().manual_seed(0)
     images = [
         torch.randint(0, 255, (3, args.size, args.size), generator=g).float().to(args.device)
@@ -77,15 +77,24 @@ def main() -> None:
     vocab = torch.nn.functional.normalize(
         torch.randn(args.classes, args.embed_dim, generator=g), dim=1
     ).to(args.device)
-    base_mask = (torch.arange(args.classes) % 2 == 0).to(args.device)
+    return images, vocab, (torch.arange(args.classes) % 2 == 0).to(args.device)
 
-    print(
-        f"\n1. exported vs eager, per image: {args.images} images of {args.size}x{args.size},"
-        f" C={args.classes}, D={args.embed_dim}, device={args.device}, torch"
-        f" threads={torch.get_num_threads()}\n"
-    )
-    print("| model | eager ms | scripted ms | traced ms | scripted / eager | traced / eager |")
-    print("|---|---:|---:|---:|---:|---:|")
+
+def _interleaved_ms(runs: dict, images, device: str) -> dict:
+    """Median ms of each run over ``images``, runs interleaved so that drift hits all alike."""
+    times = {k: [] for k in runs}
+    with torch.no_grad():
+        for run in runs.values():  # warm-up (and TorchScript's profiling runs)
+            for _ in range(2):
+                run(images[0])
+        for img in images:
+            for k, run in runs.items():
+                times[k].append(_timed(lambda: run(img), device))
+    return {k: _median_ms(v) for k, v in times.items()}
+
+
+def compare_exported(args, opts, images, vocab, base_mask):
+    """Part 1: the table rows; returns the ViLD model (for part 2)."""
     vild = None
     for name, rel in CONFIGS.items():
         torch.manual_seed(0)
@@ -96,29 +105,15 @@ def main() -> None:
         for method in ("scripting", "tracing"):
             exported = export_model(model, method, images[0], vocab)
             runs[method] = lambda img, e=exported: e(img, vocab, *extra)
-        times = {k: [] for k in runs}
-        with torch.no_grad():
-            for run in runs.values():  # warm-up (and TorchScript's profiling runs)
-                for _ in range(2):
-                    run(images[0])
-            for img in images:  # interleaved, so that drift hits every variant alike
-                for k, run in runs.items():
-                    times[k].append(_timed(lambda: run(img), args.device))
-        e, s, t = (_median_ms(times[k]) for k in ("eager", "scripting", "tracing"))
+        ms = _interleaved_ms(runs, images, args.device)
+        e, s, t = (ms[k] for k in ("eager", "scripting", "tracing"))
         print(f"| {name} | {e:.1f} | {s:.1f} | {t:.1f} | {s / e:.3f}x | {t / e:.3f}x |")
-        if name == "ViLD":
-            vild = model
+        vild = model if name == "ViLD" else vild
+    return vild
 
-    num_proposals = vild.proposal_generator.post_nms_topk[False]
-    if args.max_proposals:
-        vild.proposal_generator.post_nms_topk[False] = num_proposals = min(
-            num_proposals, args.max_proposals
-        )
-    print(
-        f"\n2. ViLD vs CLIP on cropped regions, per image: the same {num_proposals} RPN proposals,"
-        " crops at 1.0x and 1.5x through a ViT-B/32-shaped random CLIP;"
-        f" {args.crop_images} images\n"
-    )
+
+def compare_crops(args, vild, images, num_proposals: int) -> None:
+    """Part 2: ViLD vs a ViT-B/32-shaped CLIP on its proposals' 1.0x and 1.5x crops."""
     teacher = build_clip(seed=0).to(args.device)  # ViT-B/32's shape
     vild_times, crop_times = [], []
     with torch.no_grad():
@@ -141,6 +136,30 @@ def main() -> None:
         f"| CLIP on cropped regions ({2 * num_proposals} crops, encoder only) | {c:.1f} |"
         f" {c / v:.1f}x |"
     )
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    common, vild_opts = tiny_model_opts(args.classes, args.embed_dim, args.size, args.device)
+    images, vocab, base_mask = _inputs(args)
+    print(
+        f"\n1. exported vs eager, per image: {args.images} images of {args.size}x{args.size},"
+        f" C={args.classes}, D={args.embed_dim}, device={args.device}, torch"
+        f" threads={torch.get_num_threads()}\n"
+    )
+    print("| model | eager ms | scripted ms | traced ms | scripted / eager | traced / eager |")
+    print("|---|---:|---:|---:|---:|---:|")
+    vild = compare_exported(args, common + vild_opts, images, vocab, base_mask)
+    num_proposals = vild.proposal_generator.post_nms_topk[False]
+    if args.max_proposals:
+        num_proposals = min(num_proposals, args.max_proposals)
+        vild.proposal_generator.post_nms_topk[False] = num_proposals
+    print(
+        f"\n2. ViLD vs CLIP on cropped regions, per image: the same {num_proposals} RPN proposals,"
+        " crops at 1.0x and 1.5x through a ViT-B/32-shaped random CLIP;"
+        f" {args.crop_images} images\n"
+    )
+    compare_crops(args, vild, images, num_proposals)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import time
 import numpy as np
 import torch
 from benchmark_images import benchmark_dataset_dicts
+from clip.clip import _transform
 from detectron2.data import detection_utils as utils
 from PIL import Image
 
@@ -53,6 +54,48 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def _encoder_alone(model, dicts, boxes, device, dtype) -> float:
+    """B: seconds of the image encoder alone on each image's crops (one call per image)."""
+    size = model.visual.input_resolution
+    warm = crop_regions(
+        torch.zeros(3, 64, 64, device=device), torch.tensor([[0.0, 0, 32, 32]]), SCALES, size
+    )
+    with torch.no_grad():  # warm-up: allocator, kernels
+        model.encode_image(warm.to(dtype))
+    crops = []
+    for d in dicts:
+        image = torch.from_numpy(
+            np.ascontiguousarray(utils.read_image(d["file_name"], "RGB").transpose(2, 0, 1))
+        )
+        regions = torch.from_numpy(boxes[d["image_id"]])
+        crops.append(crop_regions(image.to(device), regions, SCALES, size).to(dtype))
+    sync(device)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for c in crops:
+            model.encode_image(c)
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def _reference(model, dicts, boxes, device) -> float:
+    """C: seconds of the reference path (PIL crops + clip's own preprocessing)."""
+    preprocess = _transform(model.visual.input_resolution)
+    t0 = time.perf_counter()
+    for d in dicts:
+        pil = Image.open(d["file_name"]).convert("RGB")
+        reference_region_embeddings(model, preprocess, pil, boxes[d["image_id"]], SCALES)
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def _print_table(rows, n_regions: int, t_encoder: float) -> None:
+    print(f"| {'path':<52} | {'seconds':>8} | {'regions/s':>9} | {'vs encoder':>10} |")
+    print(f"|{'-' * 54}|{'-' * 10}|{'-' * 11}|{'-' * 12}|")
+    for name, t in rows:
+        print(f"| {name:<52} | {t:8.2f} | {n_regions / t:9.2f} | {t_encoder / t:9.3f}x |")
+
+
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -67,43 +110,12 @@ def main():
     if args.device.startswith("cuda"):
         model = model.half()  # as load_clip on a GPU
     dtype = next(model.parameters()).dtype
-    size = model.visual.input_resolution
     with tempfile.TemporaryDirectory() as tmp:
         dicts, source = benchmark_dataset_dicts(args.images, tmp)
         boxes = random_boxes(dicts, args.regions)
         n_regions = sum(len(b) for b in boxes.values())
-
-        # warm-up: one image through the encoder (allocator, kernels)
-        warm = crop_regions(
-            torch.zeros(3, 64, 64, device=args.device),
-            torch.tensor([[0.0, 0, 32, 32]]),
-            SCALES,
-            size,
-        )
-        with torch.no_grad():
-            model.encode_image(warm.to(dtype))
-
-        # B. the encoder alone on each image's crops (one encode call per image, as in A)
-        crops = []
-        for d in dicts:
-            image = torch.from_numpy(
-                np.ascontiguousarray(utils.read_image(d["file_name"], "RGB").transpose(2, 0, 1))
-            )
-            crops.append(
-                crop_regions(
-                    image.to(args.device), torch.from_numpy(boxes[d["image_id"]]), SCALES, size
-                ).to(dtype)
-            )
-        sync(args.device)
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            for c in crops:
-                model.encode_image(c)
-        sync(args.device)
-        t_encoder = time.perf_counter() - t0
-
-        # A. the pipeline, writing a store
-        stats = precompute_shard(
+        t_encoder = _encoder_alone(model, dicts, boxes, args.device, dtype)
+        stats = precompute_shard(  # A. the pipeline, writing a store
             dicts,
             lambda d, image: boxes[d["image_id"]],
             model,
@@ -116,38 +128,26 @@ def main():
         sync(args.device)
         t_pipeline = stats["seconds"]
         assert stats["regions"] == n_regions, stats
-
-        # C. the reference path
-        t_reference = None
+        rows = [
+            ("B. image encoder alone, same crops", t_encoder),
+            ("A. precompute pipeline (decode+crop+encode+write)", t_pipeline),
+        ]
         if not args.skip_reference:
-            from clip.clip import _transform
-
-            preprocess = _transform(size)
-            t0 = time.perf_counter()
-            for d in dicts:
-                pil = Image.open(d["file_name"]).convert("RGB")
-                reference_region_embeddings(model, preprocess, pil, boxes[d["image_id"]], SCALES)
-            sync(args.device)
-            t_reference = time.perf_counter() - t0
-
+            rows.append(
+                (
+                    "C. reference path (PIL crop + clip preprocess)",
+                    _reference(model, dicts, boxes, args.device),
+                )
+            )
     print(
         f"\n{len(dicts)} images of {source}, {n_regions} regions ({args.regions}/image, scales"
         f" {SCALES}), ViT-B/32-shaped CLIP on {args.device} ({dtype}), torch threads"
         f" {torch.get_num_threads()}:"
     )
-    rows = [
-        ("B. image encoder alone, same crops", t_encoder),
-        ("A. precompute pipeline (decode+crop+encode+write)", t_pipeline),
-    ]
-    if t_reference is not None:
-        rows.append(("C. reference path (PIL crop + clip preprocess)", t_reference))
-    print(f"| {'path':<52} | {'seconds':>8} | {'regions/s':>9} | {'vs encoder':>10} |")
-    print(f"|{'-' * 54}|{'-' * 10}|{'-' * 11}|{'-' * 12}|")
-    for name, t in rows:
-        print(f"| {name:<52} | {t:8.2f} | {n_regions / t:9.2f} | {t_encoder / t:9.3f}x |")
+    _print_table(rows, n_regions, t_encoder)
     print(f"\npipeline / encoder regions/s = {t_encoder / t_pipeline:.3f} (target >= 0.9)")
-    if t_reference is not None:
-        print(f"pipeline / reference regions/s = {t_reference / t_pipeline:.2f}x")
+    if not args.skip_reference:
+        print(f"pipeline / reference regions/s = {rows[2][1] / t_pipeline:.2f}x")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,12 @@ import vild_d2  # noqa: F401  (first: registers ViLD components, imports detectr
 
 # isort: split
 from benchmark_models import tiny_model_opts
+from detectron2.modeling import build_model
+from detectron2.solver import build_optimizer
+from detectron2.structures import Boxes, Instances, PolygonMasks
+from detectron2.utils.events import EventStorage
+
+from vild_d2.config import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = {
@@ -36,8 +42,6 @@ CONFIGS = {
 
 def synthetic_batch(seed: int, images: int, size: int, regions: int, dim: int, classes: int):
     """Images with 6 boxes (and masks) each and ``regions`` distillation regions."""
-    from detectron2.structures import Boxes, Instances, PolygonMasks
-
     g = torch.Generator().manual_seed(seed)
     batch = []
     for _ in range(images):
@@ -66,6 +70,20 @@ def synthetic_batch(seed: int, images: int, size: int, regions: int, dim: int, c
     return batch
 
 
+def build_models(args) -> dict:
+    """name -> (model in training mode, its optimizer), each from seed 0."""
+    common, vild = tiny_model_opts(args.classes, args.dim, args.size, "cpu")
+    run = ["MODEL.VILD.NUM_DISTILL_REGIONS", str(args.regions)]
+    run += ["SOLVER.IMS_PER_BATCH", str(args.images)]
+    models = {}
+    for name, (rel, extra) in CONFIGS.items():
+        torch.manual_seed(0)
+        cfg = load_config(os.path.join(ROOT, rel), common + vild + extra + run)
+        model = build_model(cfg).train()
+        models[name] = (model, build_optimizer(cfg, model))
+    return models
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument(
@@ -78,30 +96,7 @@ def main() -> None:
     p.add_argument("--classes", type=int, default=48, help="vocabulary size C")
     args = p.parse_args()
 
-    from detectron2.modeling import build_model
-    from detectron2.solver import build_optimizer
-    from detectron2.utils.events import EventStorage
-
-    from vild_d2.config import load_config
-
-    common, vild = tiny_model_opts(args.classes, args.dim, args.size, "cpu")
-    models = {}
-    for name, (rel, extra) in CONFIGS.items():
-        torch.manual_seed(0)
-        cfg = load_config(
-            os.path.join(ROOT, rel),
-            common
-            + vild
-            + extra
-            + [
-                "MODEL.VILD.NUM_DISTILL_REGIONS",
-                str(args.regions),
-                "SOLVER.IMS_PER_BATCH",
-                str(args.images),
-            ],
-        )
-        model = build_model(cfg).train()
-        models[name] = (model, build_optimizer(cfg, model))
+    models = build_models(args)
     batches = [
         synthetic_batch(s, args.images, args.size, args.regions, args.dim, args.classes)
         for s in range(args.steps + 2)

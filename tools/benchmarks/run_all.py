@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 
+import torch
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 # how the commands are shown: this interpreter, relative to the checkout when inside it
@@ -104,8 +106,6 @@ def _markdown(text: str) -> str:
 
 
 def machine() -> str:
-    import torch
-
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:

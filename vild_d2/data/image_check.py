@@ -14,6 +14,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Sequence
 
+from PIL import Image
 from tqdm import tqdm
 
 from ..compat.image_depth import image_mode_problem
@@ -29,8 +30,6 @@ class ImageCheckError(RuntimeError):
 
 
 def _problem(d: dict, decode: bool = False) -> Optional[str]:
-    from PIL import Image
-
     path = d["file_name"]
     try:
         with Image.open(path) as im:

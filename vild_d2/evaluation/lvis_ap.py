@@ -16,6 +16,7 @@ import json
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+from pycocotools import mask as mask_utils
 
 __all__ = [
     "LVISAPTable",
@@ -88,8 +89,6 @@ def _brief(r: dict) -> str:
 
 
 def _iou(dts: List[dict], gts: List[dict], iou_type: str) -> np.ndarray:
-    from pycocotools import mask as mask_utils
-
     if iou_type == "segm":
         d, g = [x["segmentation"] for x in dts], [x["segmentation"] for x in gts]
     else:

@@ -37,6 +37,7 @@ from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference_single_i
 from detectron2.structures import Boxes, ImageList
 from torch import nn
 
+from ..compat.quiet_imports import JIT_DEPRECATION
 from ..modeling.losses import ensemble_scores
 from ..modeling.meta_arch import ViLDRCNN
 from ..modeling.official import OfficialViLDRCNN, clip_boxes_inclusive
@@ -69,8 +70,7 @@ class ExportError(ValueError):
     """A model or example input that cannot be exported; says which and why."""
 
 
-@torch.jit.script
-def check_inputs(
+def _check_inputs(
     image: torch.Tensor, class_embeddings: torch.Tensor, embed_dim: int
 ) -> torch.Tensor:
     """
@@ -105,8 +105,7 @@ def check_inputs(
     return class_embeddings
 
 
-@torch.jit.script
-def check_base_mask(base_mask: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
+def _check_base_mask(base_mask: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
     """ViLD-ensemble's base mask: one bool per class of the vocabulary; returns it."""
     if base_mask.dtype != torch.bool or base_mask.shape != [class_embeddings.shape[0]]:
         raise ValueError(
@@ -114,6 +113,18 @@ def check_base_mask(base_mask: torch.Tensor, class_embeddings: torch.Tensor) -> 
             + "] (one per class), got " + str(base_mask.dtype) + " " + str(base_mask.shape)
         )  # fmt: skip
     return base_mask
+
+
+def _script_quietly(fn):
+    """``torch.jit.script(fn)`` without torch >= 2.10's deprecation warning: scripting is
+    what this module exports with, and it runs at import time."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=JIT_DEPRECATION, category=FutureWarning)
+        return torch.jit.script(fn)
+
+
+check_inputs = _script_quietly(_check_inputs)
+check_base_mask = _script_quietly(_check_base_mask)
 
 
 class ViLDInferenceModule(nn.Module):

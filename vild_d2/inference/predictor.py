@@ -10,10 +10,14 @@ from typing import Optional
 
 import numpy as np
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 
+from ..checkpoint.files import check_weights
 from ..data.augmentation import build_test_resize
+from ..export import inference_module
 from ..modeling.official import official_postprocess
 from .vocabularies import Vocabulary
 
@@ -75,12 +79,6 @@ class OpenVocabularyPredictor:
             self.info = json.loads(extra[EXPORT_INFO_FILE])
             self.model = None
         else:
-            from detectron2.checkpoint import DetectionCheckpointer
-            from detectron2.modeling import build_model
-
-            from ..checkpoint.files import check_weights
-            from ..export import inference_module
-
             if not cfg.MODEL.WEIGHTS:
                 raise ValueError("MODEL.WEIGHTS is empty: name the trained model's checkpoint")
             check_weights(cfg)  # ConfigError (a ValueError) on a missing or unreadable file

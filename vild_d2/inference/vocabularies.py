@@ -15,8 +15,17 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import torch
+from detectron2.data import DatasetCatalog
 
+from ..data.vocabulary import dataset_vocabulary
 from ..modeling.text_embeddings import VocabularyError, check_text_embeddings, load_text_embeddings
+from ..teacher import load_clip
+from ..teacher.prompts import (
+    VILD_TEMPLATES,
+    VocabularyInputError,
+    check_class_names,
+    encode_vocabulary,
+)
 
 __all__ = [
     "Vocabulary",
@@ -49,8 +58,6 @@ class Vocabulary:
 
 def split_names(text: str, what: str = "--custom-vocabulary") -> List[str]:
     """ "a,b , c" -> ["a", "b", "c"]; VocabularyError if empty, blank or duplicated."""
-    from ..teacher.prompts import VocabularyInputError, check_class_names
-
     names = [n.strip() for n in text.split(",")] if text.strip() else []
     try:
         return check_class_names(names, source=what)
@@ -75,8 +82,6 @@ def file_vocabulary(path: str, embed_dim: int, names_file: Optional[str] = None)
     if names_file is not None:
         if not os.path.isfile(names_file):
             raise FileNotFoundError(f"vocabulary names file not found: {names_file}")
-        from ..teacher.prompts import VocabularyInputError, check_class_names
-
         with open(names_file, encoding="utf-8") as f:
             lines = [line.strip() for line in f if line.strip()]
         try:
@@ -108,10 +113,6 @@ def dataset_vocabulary_embeddings(
     registered dataset; the embeddings come from ``embeddings_file`` or the alias's file.
     Novel categories of the dataset (``novel_class_ids``) are marked non-base.
     """
-    from detectron2.data import DatasetCatalog
-
-    from ..data.vocabulary import dataset_vocabulary
-
     dataset, default_file = BUILTIN_VOCABULARIES.get(name, (name, None))
     path = embeddings_file or default_file
     if dataset not in DatasetCatalog.list():
@@ -148,9 +149,6 @@ def dataset_vocabulary_embeddings(
 
 
 def _encode(teacher, names: Sequence[str], device: str) -> torch.Tensor:
-    from ..teacher import load_clip
-    from ..teacher.prompts import VILD_TEMPLATES, encode_vocabulary
-
     model, _ = load_clip(teacher, device=device)
     return encode_vocabulary(model, names, VILD_TEMPLATES)
 

@@ -11,6 +11,7 @@ synonym pair). ``VILD_TEMPLATES`` are the 63 prompt templates of ViLD's release;
 
 from typing import List, Optional, Sequence
 
+import clip
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -142,8 +143,6 @@ def encode_vocabulary(
     Returns:
         [C, D] float32 tensor on the CPU, rows unit-norm, in ``class_names`` order.
     """
-    import clip
-
     names = check_class_names(class_names)
     if not templates:
         raise VocabularyInputError("no prompt templates given")
