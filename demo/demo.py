@@ -39,10 +39,8 @@ from tqdm import tqdm
 
 from vild_d2.config import ConfigError, load_config
 from vild_d2.data.image_check import check_images
-from vild_d2.data.vocabulary import dataset_vocabulary
 from vild_d2.inference import OpenVocabularyPredictor
 from vild_d2.inference.vocabularies import (
-    Vocabulary,
     custom_vocabulary,
     dataset_vocabulary_embeddings,
     expanded_vocabulary,
@@ -159,14 +157,9 @@ def resolve_vocabulary(args, cfg, embed_dim: int, device: str):
             "--nouns/--attributes (an exported model has none of its own)"
         )
 
-    emb, base_mask = evaluation_vocabulary(cfg, 0)
-    names = dataset_vocabulary(cfg.DATASETS.TEST[0])["class_names"]
-    return Vocabulary(
-        names=names,
-        embeddings=emb,
-        base_mask=base_mask,
-        source=f"{cfg.DATASETS.TEST[0]} ({evaluation_embeddings_file(cfg, 0)[0]})",
-    )
+    vocab = evaluation_vocabulary(cfg, 0)
+    vocab.source = f"{cfg.DATASETS.TEST[0]} ({evaluation_embeddings_file(cfg, 0)[0]})"
+    return vocab
 
 
 def _check_output(output: str, overwrite: bool) -> None:

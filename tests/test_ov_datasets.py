@@ -31,7 +31,7 @@ def test_builtin_ov_registrations():
         ("coco_2017_val_ov", 65, 17),
     ]:
         vocab = dataset_vocabulary(name)
-        assert vocab["num_classes"] == classes and int((~vocab["base_mask"]).sum()) == novel, name
+        assert vocab.num_classes == classes and int((~vocab.base_mask).sum()) == novel, name
     meta = lvis_v1_ov_metadata()
     rare = {meta["thing_classes"][i] for i in meta["novel_class_ids"]}
     assert all(meta["class_frequency"][i] == "r" for i in meta["novel_class_ids"])

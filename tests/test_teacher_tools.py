@@ -11,13 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from vild_d2.data.vocabulary import VocabularyError
 from vild_d2.teacher import load_clip
-from vild_d2.teacher.prompts import (
-    VILD_TEMPLATES,
-    VocabularyInputError,
-    encode_vocabulary,
-    fill_template,
-)
+from vild_d2.teacher.prompts import VILD_TEMPLATES, encode_vocabulary, fill_template
 from vild_d2.teacher.region_encoder import encode_regions, reference_region_embeddings, scale_boxes
 
 from .conftest import ROOT, SHARED, needs_shared
@@ -64,11 +60,9 @@ def test_prompt_ensemble_equals_formula(teacher):
 
 def test_vocabulary_errors(teacher):
     model, _ = teacher
-    with pytest.raises(VocabularyInputError, match="empty"):
+    with pytest.raises(VocabularyError, match="empty"):
         encode_vocabulary(model, [])
-    with pytest.raises(
-        VocabularyInputError, match="classes 0 and 2 have the same name 'Fire hydrant'"
-    ):
+    with pytest.raises(VocabularyError, match="classes 0 and 2 have the same name 'Fire hydrant'"):
         encode_vocabulary(model, ["fire_hydrant", "cat", "Fire hydrant"])
 
 

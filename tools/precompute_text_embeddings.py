@@ -33,7 +33,6 @@ from vild_d2.teacher import load_clip
 from vild_d2.teacher.prompts import (
     SINGLE_TEMPLATE,
     VILD_TEMPLATES,
-    VocabularyInputError,
     encode_vocabulary,
 )
 from vild_d2.utils.atomic_io import atomic_save_npy, atomic_write_json
@@ -55,7 +54,7 @@ def vocabulary_from_args(args):
             json_file = getattr(MetadataCatalog.get(args.dataset), "json_file", None)
             if json_file and os.path.isfile(json_file):
                 synonyms = [c.get("synonyms", []) for c in _json_categories(json_file)]
-        return vocab["class_names"], synonyms, f"dataset {args.dataset}"
+        return vocab.names, synonyms, f"dataset {args.dataset}"
     if args.json:
         cats = _json_categories(args.json)
         synonyms = [c.get("synonyms", []) for c in cats] if args.synonyms else None
@@ -95,7 +94,7 @@ def main(argv=None) -> int:
     try:
         model, _ = load_clip(args.teacher, device=args.device)
         emb = encode_vocabulary(model, names, templates, synonyms=synonyms, progress=True)
-    except (VocabularyInputError, FileNotFoundError, RuntimeError, ValueError) as e:
+    except (FileNotFoundError, RuntimeError, ValueError) as e:  # VocabularyError is a ValueError
         print(f"precompute_text_embeddings.py: error: {e}", file=sys.stderr)
         return 2
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

@@ -7,22 +7,42 @@ categories held out of training; absent means none).
 """
 
 import os
-from typing import Optional
+from dataclasses import dataclass
+from typing import List, Optional
 
 import torch
 from detectron2.data import MetadataCatalog
 
 from .datasets.lvis_format import ensure_lvis_metadata
 
-__all__ = ["dataset_vocabulary"]
+__all__ = ["Vocabulary", "VocabularyError", "dataset_vocabulary"]
 
 
-def dataset_vocabulary(dataset_name: str) -> Optional[dict]:
+class VocabularyError(ValueError):
+    """A vocabulary that cannot be used (names, embeddings or their shapes); names the culprit."""
+
+
+@dataclass
+class Vocabulary:
+    """What a detector looks for: class names and, once embedded, their text embeddings."""
+
+    names: List[str]  # C class names (with attributes: the C = N * A pairs, "attribute noun")
+    embeddings: Optional[torch.Tensor] = None  # [N, D] unit-norm (the nouns, with attributes)
+    source: str = ""  # where it came from, for messages and results files
+    attribute_embeddings: Optional[torch.Tensor] = None  # [A, D]: score noun x attribute pairs
+    base_mask: Optional[torch.Tensor] = None  # [C] bool: classes that were base in training
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+
+def dataset_vocabulary(dataset_name: str) -> Optional[Vocabulary]:
     """
     Returns:
-        None if the dataset's categories are not known yet (e.g. its json is absent);
-        else a dict with ``dataset``, ``num_classes``, ``class_names`` and ``base_mask``
-        ([C] bool tensor, False for novel categories).
+        None if the dataset's categories are not known yet (e.g. its json is absent); else
+        its class names and ``base_mask`` ([C] bool, False for novel categories), without
+        embeddings; ``source`` is "dataset '<name>'".
     """
     meta = MetadataCatalog.get(dataset_name)
     if getattr(meta, "evaluator_type", None) == "lvis" and os.path.isfile(
@@ -40,9 +60,4 @@ def dataset_vocabulary(dataset_name: str) -> Optional[dict]:
                 f"dataset '{dataset_name}': novel_class_ids {novel[:10]} outside [0, {len(names)})"
             )
         base_mask[torch.tensor(novel)] = False
-    return {
-        "dataset": dataset_name,
-        "num_classes": len(names),
-        "class_names": names,
-        "base_mask": base_mask,
-    }
+    return Vocabulary(names=names, base_mask=base_mask, source=f"dataset '{dataset_name}'")

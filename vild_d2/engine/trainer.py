@@ -75,7 +75,8 @@ class Trainer(DefaultTrainer):
             return super().test(cfg, model, evaluators)
         results = OrderedDict()
         for index, name in enumerate(names):
-            vild.set_vocabulary(*evaluation_vocabulary(cfg, index))
+            vocab = evaluation_vocabulary(cfg, index)
+            vild.set_vocabulary(vocab.embeddings, vocab.base_mask)
             one = cfg.clone()
             one.defrost()
             one.DATASETS.TEST = (name,)

@@ -55,7 +55,7 @@ class ProposalRecallEvaluator(DatasetEvaluator):
         self._limits = [int(k) for k in limits]
         self._distributed = distributed
         vocab = dataset_vocabulary(dataset_name)
-        self._base_mask = vocab["base_mask"].numpy() if vocab else None
+        self._base_mask = vocab.base_mask.numpy() if vocab else None
         self._kinds = np.array(
             getattr(MetadataCatalog.get(dataset_name), "class_novel_kind", []), dtype=object
         )

@@ -11,21 +11,15 @@ Where an inference vocabulary comes from: class names and their [C, D] text embe
 
 import json
 import os
-from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import torch
 from detectron2.data import DatasetCatalog
 
-from ..data.vocabulary import dataset_vocabulary
-from ..modeling.text_embeddings import VocabularyError, check_text_embeddings, load_text_embeddings
+from ..data.vocabulary import Vocabulary, VocabularyError, dataset_vocabulary
+from ..modeling.text_embeddings import check_text_embeddings, load_text_embeddings
 from ..teacher import load_clip
-from ..teacher.prompts import (
-    VILD_TEMPLATES,
-    VocabularyInputError,
-    check_class_names,
-    encode_vocabulary,
-)
+from ..teacher.prompts import VILD_TEMPLATES, check_class_names, encode_vocabulary
 
 __all__ = [
     "Vocabulary",
@@ -45,24 +39,10 @@ BUILTIN_VOCABULARIES = {
 }
 
 
-@dataclass
-class Vocabulary:
-    """What the detector looks for."""
-
-    names: List[str]  # C class names (with attributes: the C = N * A pairs, "attribute noun")
-    embeddings: torch.Tensor  # [N, D] unit-norm text embeddings (the nouns, with attributes)
-    source: str  # where it came from, for messages and the results file
-    attribute_embeddings: Optional[torch.Tensor] = None  # [A, D]: score noun x attribute pairs
-    base_mask: Optional[torch.Tensor] = None  # [C] bool: classes that were base in training
-
-
 def split_names(text: str, what: str = "--custom-vocabulary") -> List[str]:
     """ "a,b , c" -> ["a", "b", "c"]; VocabularyError if empty, blank or duplicated."""
     names = [n.strip() for n in text.split(",")] if text.strip() else []
-    try:
-        return check_class_names(names, source=what)
-    except VocabularyInputError as e:
-        raise VocabularyError(str(e)) from None
+    return check_class_names(names, source=what)
 
 
 def _names_beside(path: str) -> Optional[List[str]]:
@@ -84,10 +64,7 @@ def file_vocabulary(path: str, embed_dim: int, names_file: Optional[str] = None)
             raise FileNotFoundError(f"vocabulary names file not found: {names_file}")
         with open(names_file, encoding="utf-8") as f:
             lines = [line.strip() for line in f if line.strip()]
-        try:
-            names = check_class_names(lines, source=names_file)
-        except VocabularyInputError as e:
-            raise VocabularyError(str(e)) from None
+        names = check_class_names(lines, source=names_file)
     else:
         names = _names_beside(path)
         if names is None:
@@ -127,7 +104,7 @@ def dataset_vocabulary_embeddings(
     names = _names_beside(path)
     vocab = dataset_vocabulary(dataset)
     if vocab is not None:
-        names = vocab["class_names"]
+        names = vocab.names
     if names is None:
         raise VocabularyError(
             f"vocabulary '{name}': the categories of dataset '{dataset}' are unknown "
@@ -144,7 +121,7 @@ def dataset_vocabulary_embeddings(
         names=list(names),
         embeddings=emb,
         source=f"{name} ({path})",
-        base_mask=vocab["base_mask"] if vocab is not None else None,
+        base_mask=vocab.base_mask if vocab is not None else None,
     )
 
 

@@ -14,7 +14,7 @@ import torch
 from detectron2.config import CfgNode as CN
 
 from ..config import ConfigError
-from ..data.vocabulary import dataset_vocabulary
+from ..data.vocabulary import Vocabulary, VocabularyError, dataset_vocabulary
 
 __all__ = [
     "load_text_embeddings",
@@ -25,10 +25,6 @@ __all__ = [
     "evaluation_embeddings_file",
     "check_test_vocabularies",
 ]
-
-
-class VocabularyError(ValueError):
-    """A text-embedding matrix that cannot serve as a vocabulary; names file and shapes."""
 
 
 def _read(path: str) -> torch.Tensor:
@@ -134,20 +130,30 @@ def load_text_embeddings(
     )
 
 
-def training_vocabulary(cfg) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+def _with_names(emb: torch.Tensor, vocab: Optional[Vocabulary], source: str) -> Vocabulary:
+    """``emb`` as a Vocabulary: the dataset's names and base mask, or "class i" without one."""
+    if vocab is None:
+        return Vocabulary(
+            names=[f"class {i}" for i in range(len(emb))], embeddings=emb, source=source
+        )
+    return Vocabulary(names=vocab.names, embeddings=emb, source=source, base_mask=vocab.base_mask)
+
+
+def training_vocabulary(cfg) -> Vocabulary:
     """
     The training vocabulary of a config: ``MODEL.VILD.TRAIN_TEXT_EMBEDDINGS`` checked
     against ``MODEL.ROI_HEADS.NUM_CLASSES`` and ``DATASETS.TRAIN[0]``'s categories.
 
     Returns:
-        ([C, D] unit-norm embeddings, [C] bool base mask or None when no dataset is known).
+        [C, D] unit-norm embeddings, with the names and base mask of ``DATASETS.TRAIN[0]``
+        (base mask None when no dataset is known).
     """
     num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     vocab = dataset_vocabulary(cfg.DATASETS.TRAIN[0]) if cfg.DATASETS.TRAIN else None
-    if vocab is not None and vocab["num_classes"] != num_classes:
+    if vocab is not None and vocab.num_classes != num_classes:
         raise ValueError(
-            f"MODEL.ROI_HEADS.NUM_CLASSES is {num_classes} but dataset "
-            f"'{vocab['dataset']}' has {vocab['num_classes']} categories"
+            f"MODEL.ROI_HEADS.NUM_CLASSES is {num_classes} but {vocab.source} has "
+            f"{vocab.num_classes} categories"
         )
     emb = load_text_embeddings(
         cfg.MODEL.VILD.TRAIN_TEXT_EMBEDDINGS,
@@ -156,7 +162,7 @@ def training_vocabulary(cfg) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         num_rows=num_classes,
         rows_of="MODEL.ROI_HEADS.NUM_CLASSES",
     )
-    return emb, (vocab["base_mask"] if vocab else None)
+    return _with_names(emb, vocab, cfg.MODEL.VILD.TRAIN_TEXT_EMBEDDINGS)
 
 
 def evaluation_embeddings_file(cfg, index: int) -> Tuple[str, str]:
@@ -182,14 +188,15 @@ def evaluation_embeddings_file(cfg, index: int) -> Tuple[str, str]:
     )
 
 
-def evaluation_vocabulary(cfg, index: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+def evaluation_vocabulary(cfg, index: int) -> Vocabulary:
     """
     The vocabulary of test dataset ``DATASETS.TEST[index]`` (see
     :func:`evaluation_embeddings_file`), its rows checked against that dataset's categories.
     Without test datasets (index 0 of an empty list): the test or training file, unchecked.
 
     Returns:
-        ([C, D] unit-norm embeddings, [C] bool base mask or None when no dataset is known).
+        [C, D] unit-norm embeddings, with the test dataset's names and base mask (base mask
+        None when no dataset is known).
     """
     names = list(cfg.DATASETS.TEST)
     vocab = dataset_vocabulary(names[index]) if index < len(names) else None
@@ -205,10 +212,10 @@ def evaluation_vocabulary(cfg, index: int) -> Tuple[torch.Tensor, Optional[torch
         path,
         embed_dim=cfg.MODEL.VILD.EMBED_DIM,
         config_key=key,
-        num_rows=vocab["num_classes"] if vocab else None,
-        rows_of=f"dataset '{vocab['dataset']}'" if vocab else "",
+        num_rows=vocab.num_classes if vocab else None,
+        rows_of=vocab.source if vocab else "",
     )
-    return emb, (vocab["base_mask"] if vocab else None)
+    return _with_names(emb, vocab, path)
 
 
 def check_test_vocabularies(cfg: CN) -> None:

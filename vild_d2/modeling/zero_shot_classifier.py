@@ -90,13 +90,15 @@ class ZeroShotClassifier(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_size: int, use_background: bool = True):
-        train, train_mask = training_vocabulary(cfg)
+        train_vocab = training_vocabulary(cfg)
+        train, train_mask = train_vocab.embeddings, train_vocab.base_mask
         novel = cfg.MODEL.VILD.TRAIN_NOVEL_LOGITS
         if novel not in _NOVEL_LOGITS:
             raise ValueError(
                 f"MODEL.VILD.TRAIN_NOVEL_LOGITS is '{novel}': choose {' or '.join(_NOVEL_LOGITS)}"
             )
-        test, test_mask = evaluation_vocabulary(cfg, 0)
+        test_vocab = evaluation_vocabulary(cfg, 0)
+        test, test_mask = test_vocab.embeddings, test_vocab.base_mask
         return {
             "input_size": input_size,
             "train_class_embeddings": train,

@@ -49,7 +49,7 @@ def expansion_vocabulary(spec, teacher: str):
         raise AssertionError(
             f"noun x attribute pairs {vocab.names[:4]}... are not the world's classes"
         )
-    vocab.base_mask = dataset_vocabulary(VAL_DATASET)["base_mask"]
+    vocab.base_mask = dataset_vocabulary(VAL_DATASET).base_mask
     return vocab
 
 

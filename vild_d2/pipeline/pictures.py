@@ -31,7 +31,7 @@ TITLE_HEIGHT = 18  # pixels of the strip naming each row's model
 
 def _novel_ids(vocab) -> set:
     """Contiguous ids of the novel categories of a :func:`dataset_vocabulary` (None: none)."""
-    return set(torch.nonzero(~vocab["base_mask"]).flatten().tolist()) if vocab else set()
+    return set(torch.nonzero(~vocab.base_mask).flatten().tolist()) if vocab else set()
 
 
 def pick_images(dataset_name: str, num_images: int) -> List[dict]:
@@ -160,7 +160,7 @@ def draw_detections(
     vocab = dataset_vocabulary(dataset_name)
     if vocab is None:
         raise ValueError(f"dataset '{dataset_name}' has no categories (is its json present?)")
-    names, novel = vocab["class_names"], _novel_ids(vocab)
+    names, novel = vocab.names, _novel_ids(vocab)
     dicts = pick_images(dataset_name, num_images)
     images = [read_image(d["file_name"], format="BGR") for d in dicts]
     rows = []

@@ -16,12 +16,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..data.vocabulary import VocabularyError
+
 __all__ = [
     "VILD_TEMPLATES",
     "SINGLE_TEMPLATE",
     "fill_template",
     "encode_vocabulary",
-    "VocabularyInputError",
+    "check_class_names",
 ]
 
 VILD_TEMPLATES = [
@@ -93,10 +95,6 @@ assert len(VILD_TEMPLATES) == 63
 SINGLE_TEMPLATE = ["a photo of {article} {}."]
 
 
-class VocabularyInputError(ValueError):
-    """An unusable list of class names (empty, duplicate, blank); names the culprit."""
-
-
 def fill_template(template: str, name: str) -> str:
     """``template`` with ``{}`` = name and ``{article}`` = "a"/"an" for that name."""
     article = "an" if name[:1].lower() in "aeiou" else "a"
@@ -104,16 +102,16 @@ def fill_template(template: str, name: str) -> str:
 
 
 def check_class_names(names: Sequence[str], source: str = "the vocabulary") -> List[str]:
-    """Names with '_' as spaces; VocabularyInputError if empty, blank or duplicated."""
+    """Names with '_' as spaces; VocabularyError if empty, blank or duplicated."""
     if len(names) == 0:
-        raise VocabularyInputError(f"{source} is empty: give at least one class name")
+        raise VocabularyError(f"{source} is empty: give at least one class name")
     cleaned = [str(n).replace("_", " ").strip() for n in names]
     seen = {}
     for i, n in enumerate(cleaned):
         if not n:
-            raise VocabularyInputError(f"{source}: class {i} has an empty name")
+            raise VocabularyError(f"{source}: class {i} has an empty name")
         if n.lower() in seen:
-            raise VocabularyInputError(
+            raise VocabularyError(
                 f"{source}: classes {seen[n.lower()]} and {i} have the same name {n!r} "
                 "(their text embeddings would be identical)"
             )
@@ -145,7 +143,7 @@ def encode_vocabulary(
     """
     names = check_class_names(class_names)
     if not templates:
-        raise VocabularyInputError("no prompt templates given")
+        raise VocabularyError("no prompt templates given")
     per_class = []
     for i, name in enumerate(names):
         variants = [name]
