@@ -245,28 +245,6 @@ def test_classifier_is_one_scriptable_module(train_vocab):
     assert all(torch.allclose(c.test_class_embeddings, vocab, atol=1e-6) for c in classifiers)
 
 
-def test_checkpoints_from_before_the_classifier_module_still_load(train_vocab):
-    model = _model("vild_ensemble", train_vocab)
-    state = model.state_dict()
-    old = {}
-    for k, v in state.items():  # the names of the previous layout
-        k = k.replace("box_predictor.classifier.", "box_predictor.").replace(
-            "image_head.classifier.", "image_head."
-        )
-        old[k] = v.clone() + 1
-    other = _model("vild_ensemble", train_vocab)
-    missing, unexpected = other.load_state_dict(old, strict=False)
-    assert not missing and not unexpected
-    assert torch.equal(
-        other.roi_heads.box_predictor.classifier.bg_embedding,
-        state["roi_heads.box_predictor.classifier.bg_embedding"] + 1,
-    )
-    assert torch.equal(
-        other.roi_heads.image_head.classifier.projection.weight,
-        state["roi_heads.image_head.classifier.projection.weight"] + 1,
-    )
-
-
 BAD_INPUTS = r"""
 import sys, torch, torchvision  # a fresh process with nothing else, as a user of the file
 module = torch.jit.load(sys.argv[1])
