@@ -68,6 +68,7 @@ class PipelineRun:
     out: str  # absolute
     data_root: str  # the world's folder (datasets/shapes_world, or one under OUTPUT)
     python: str = field(default_factory=lambda: sys.executable)  # runs every stage
+    tau_options: Optional[List[str]] = field(default=None, repr=False)  # set on first use
 
     def teacher_file(self, name: str = "clip_world.pt") -> str:
         return os.path.join(self.data_root, "teacher", name)
@@ -282,7 +283,10 @@ def teacher_temperature(teacher: str) -> float:
 
 
 def _temperature_options(run: PipelineRun) -> List[str]:
-    return ["MODEL.VILD.TEMPERATURE", f"{teacher_temperature(run.teacher):.4g}"]
+    """The ViLD heads' tau option, read from the teacher once per run (it exists by then)."""
+    if run.tau_options is None:
+        run.tau_options = ["MODEL.VILD.TEMPERATURE", f"{teacher_temperature(run.teacher):.4g}"]
+    return run.tau_options
 
 
 def detector_options(run: PipelineRun, key: str, tau: List[str]) -> List[str]:
