@@ -151,20 +151,30 @@ def _intervals(lo):
 def test_claims_on_known_numbers():
     ap = {
         "vild_text": {"APr": 20.0, "APr-concept": 5.0, "APc": 40.0, "APf": 50.0},
-        "vild": {"APr": 30.0, "APr-concept": 16.0, "APc": 35.0, "APf": 45.0},
+        "vild": {"APr": 30.0, "APr-concept": 6.0, "APc": 35.0, "APf": 45.0},
         "vild_ensemble": {"APr": 31.0, "APc": 38.5, "APf": 48.0},
         "mask_rcnn_supervised": {"APr": 25.0},
     }
-    claims = {c["name"]: c["met"] for c in check_claims(ap, _intervals(0.5))}
-    assert claims == {"a": True, "b": True, "c": True}
-    # interval touching 0, concept lead under 10, ensemble under ViLD, APf 2.5 below
-    assert not check_claims(ap, _intervals(-0.1))[0]["met"]
-    ap["vild"]["APr-concept"] = 14.9
-    assert not check_claims(ap, _intervals(0.5))[0]["met"]
+    fit = {"top1_agreement": 75.0, "compositional_top1": 65.0}
+
+    def met(ap, lo=0.5, fit=fit):
+        return {c["name"]: c["met"] for c in check_claims(ap, _intervals(lo), fit)}
+
+    assert met(ap) == {"a": True, "a'": True, "b": True, "c": True, "d": True}
+    # an interval touching 0 fails (a) alone; the concept gap is reported with its own
+    assert met(ap, lo=-0.1) == {"a": False, "a'": True, "b": True, "c": True, "d": True}
+    concept = next(c for c in check_claims(ap, _intervals(0.5), fit) if c["name"] == "a'")
+    assert "diff +1.0, 90% CI [+0.5, +5.5]" in concept["detail"]
+    ap["vild"]["APr-concept"] = 4.9
+    assert not met(ap)["a'"]
     ap["vild_ensemble"]["APr"] = 29.9
-    assert not check_claims(ap, _intervals(0.5))[1]["met"]
+    assert not met(ap)["b"]
     ap["vild_ensemble"]["APf"] = 47.5
-    assert not check_claims(ap, _intervals(0.5))[2]["met"]
+    assert not met(ap)["c"]
+    # (d): both numbers at their bar or above
+    assert not met(ap, fit={**fit, "top1_agreement": 74.9})["d"]
+    assert not met(ap, fit={**fit, "compositional_top1": 64.9})["d"]
+    assert not met(ap, fit=None)["d"]
     # a missing number never passes
     assert not any(c["met"] for c in check_claims({}, []))
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from .conftest import ROOT
@@ -139,7 +140,39 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
     assert {(r["a"], r["b"], r["metric"]) for r in results["intervals"]} >= {
         ("vild", "vild_text", "APr")
     }
-    assert [c["name"] for c in results["claims"]] == ["a", "b", "c"]
+    assert [c["name"] for c in results["claims"]] == ["a", "a'", "b", "c", "d"]
+    # the distillation fit: the distilled models' and their probes' (8 images, M = 8)
+    assert set(results["distillation_fit"]) == {"vild", "vild_ensemble"}
+    for fit in results["distillation_fit"].values():
+        assert 0 < fit["regions"] <= 64
+        for found in (fit["student"], fit["probe"]["train"], fit["probe"]["held_out"]):
+            # L1 between unit vectors in D = 64 is at most 2 * sqrt(64)
+            assert 0 <= found["top1_agreement"] <= 100 and 0 <= found["l1"] <= 16
+    assert "**distillation fit** on" in stdout and "regions of training images" in stdout
+    # the fit's tool gives the analysis's numbers for the same images
+    fit_json = tmp_path / "fit.json"
+    tool = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "distillation_fit.py")]
+        + ["--config-file", str(out / "vild" / "config.yaml"), "--images", "8"]
+        + ["--probe-epochs", "1,2", "--output", str(fit_json)]
+        + ["MODEL.WEIGHTS", str(out / "vild" / "model_final.pth")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DETECTRON2_DATASETS": str(world.parent)},
+    )
+    assert tool.returncode == 0, tool.stderr[-3000:]
+    assert "| probe, 2 epochs |" in tool.stdout
+    by_tool = json.loads(fit_json.read_text())
+    assert by_tool["student"] == pytest.approx(results["distillation_fit"]["vild"]["student"])
+    refused = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "distillation_fit.py")]
+        + ["--config-file", str(out / "vild_text" / "config.yaml")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode != 0 and "not a distilled model" in refused.stderr
     assert set(results["head_accuracy"]) == {"vild_text", "vild", "vild_ensemble"}
     assert set(results["head_accuracy"]["vild_ensemble"]) == {"text head", "image head"}
     assert set(results["head_accuracy"]["vild"]) == {"head"}

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ..data.augmentation import build_test_augmentation
 from ..teacher.region_encoder import encode_regions
 
-__all__ = ["head_accuracy", "clip_on_crops_detections", "lvis_results"]
+__all__ = ["head_accuracy", "clip_on_crops_detections", "lvis_results", "RoIFeatureReader"]
 
 
 def _gt_boxes(d: dict) -> np.ndarray:
@@ -60,9 +60,27 @@ def head_accuracy(
     return {head: _accuracies(s, truth, groups) for head, s in sims.items()}
 
 
+class RoIFeatureReader:
+    """A model's pooled box-head features of given boxes of an image file, at test size."""
+
+    def __init__(self, cfg, model):
+        self.model, self.format = model, cfg.INPUT.FORMAT
+        self.resize = build_test_augmentation(cfg)[0]
+
+    def pool(self, file_name: str, boxes: np.ndarray) -> torch.Tensor:
+        """[n, 4] XYXY original-image boxes -> [n, C, S, S] (the box pooler's output)."""
+        model, heads = self.model, self.model.roi_heads
+        image = utils.read_image(file_name, format=self.format)
+        tf = self.resize.get_transform(image)
+        tensor = torch.as_tensor(np.ascontiguousarray(tf.apply_image(image).transpose(2, 0, 1)))
+        features = model.backbone(model.preprocess_image([{"image": tensor}]).tensor)
+        scaled = torch.as_tensor(tf.apply_box(boxes), dtype=torch.float32, device=model.device)
+        return heads.box_pooler([features[f] for f in heads.box_in_features], [Boxes(scaled)])
+
+
 def _gt_box_similarities(cfg, model, dataset_dicts, class_embeddings):
     """(head -> cosine similarities [N, C] of every ground-truth box, their classes [N])."""
-    resize = build_test_augmentation(cfg)[0]
+    reader = RoIFeatureReader(cfg, model)
     heads = model.roi_heads
     emb = class_embeddings.to(model.device)
     text_head = "head" if heads.image_head is None else "text head"
@@ -74,13 +92,7 @@ def _gt_box_similarities(cfg, model, dataset_dicts, class_embeddings):
         boxes = _gt_boxes(d)
         if not len(boxes):
             continue
-        image = utils.read_image(d["file_name"], format=cfg.INPUT.FORMAT)
-        tf = resize.get_transform(image)
-        tensor = torch.as_tensor(np.ascontiguousarray(tf.apply_image(image).transpose(2, 0, 1)))
-        images = model.preprocess_image([{"image": tensor}])
-        features = model.backbone(images.tensor)
-        scaled = torch.as_tensor(tf.apply_box(boxes), dtype=torch.float32, device=model.device)
-        pooled = heads.box_pooler([features[f] for f in heads.box_in_features], [Boxes(scaled)])
+        pooled = reader.pool(d["file_name"], boxes)
         predicted[text_head].append(heads.box_predictor.embed(heads.box_head(pooled)) @ emb.t())
         if heads.image_head is not None:
             predicted["image head"].append(heads.image_head.embed(pooled) @ emb.t())

@@ -104,6 +104,16 @@ class ViLDROIHeads(StandardROIHeads):
     def uses_distillation(self) -> bool:
         return self.training and self.image_loss_weight > 0
 
+    def distilled_embeddings(self, pooled: torch.Tensor) -> torch.Tensor:
+        """
+        [R, C, S, S] pooled RoI features -> [R, D] the unit-norm region embeddings that
+        distillation trains: the image head's (ViLD-ensemble) or else the box head's + the
+        box predictor's projection.
+        """
+        if self.image_head is not None:
+            return self.image_head.embed(pooled)
+        return self.box_predictor.embed(self.box_head(pooled))
+
     def forward(
         self,
         images: ImageList,

@@ -2,7 +2,8 @@
 The pipeline's analysis of the trained detectors on val: mask and box AP per kind of novel
 category and their bootstrap intervals (from each model's LVIS results), the "CLIP on
 cropped regions" baseline (the teacher as a detector), the heads' top-1 accuracy on val
-boxes, and the val classes detected as 8 shapes x 6 colours (systematic expansion).
+boxes, the distilled models' fit to the teacher on their training regions (with a probe's
+ceiling), and the val classes detected as 8 shapes x 6 colours (systematic expansion).
 Cached in OUTPUT/analysis.json, keyed by the files it reads.
 """
 
@@ -18,8 +19,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_tes
 from detectron2.evaluation import inference_on_dataset
 from detectron2.modeling import build_model
 
+from ..data.region_store import RegionStore
 from ..data.vocabulary import dataset_vocabulary
 from ..evaluation import build_evaluator
+from ..evaluation.distillation_fit import distillation_fit
 from ..evaluation.lvis_ap import LVISAPTable, bootstrap_differences
 from ..evaluation.region_classification import clip_on_crops_detections, head_accuracy, lvis_results
 from ..inference import expanded_vocabulary
@@ -30,12 +33,12 @@ from ..utils.atomic_io import atomic_write_json
 from ..world.spec import category_names, spec_from_json
 from .artefacts import fingerprint
 from .claims import CLAIM_COMPARISONS
-from .sizes import VAL_DATASET
+from .sizes import TRAIN_DATASET, VAL_DATASET
 from .stages import ROOT, PipelineRun
 
 __all__ = ["analyse", "expansion_vocabulary", "ANALYSIS_VERSION"]
 
-ANALYSIS_VERSION = 4  # bumped when the analysis computes something new (its cache is then redone)
+ANALYSIS_VERSION = 5  # bumped when the analysis computes something new (its cache is then redone)
 MAX_DETS = 300  # detections per image scored, as LVIS does
 
 
@@ -130,6 +133,19 @@ def _head_accuracies(model_cfgs: list, dicts: list, text, accuracy_groups: dict)
     return heads
 
 
+def _distillation_fits(run: PipelineRun, model_cfgs: list, text) -> dict:
+    """Each distilled model's fit to the teacher on its training regions, and its probe's."""
+    dicts = DatasetCatalog.get(TRAIN_DATASET)[: run.size.fit_images]
+    store = RegionStore(run.store)
+    fits = {}
+    for key, cfg, model in _vild_models(model_cfgs):
+        if cfg.MODEL.VILD.IMAGE_LOSS_WEIGHT > 0:
+            fits[key] = distillation_fit(
+                cfg, model, dicts, store, text, epochs=run.size.probe_epochs, seed=run.seed
+            )
+    return fits
+
+
 def _expansion_ap(run: PipelineRun, model_cfgs: list, gt_json: str) -> dict:
     """Mask AP of each ViLD model with the 48 classes as shapes x colours."""
     world = spec_from_json(
@@ -187,6 +203,8 @@ def analyse(run: PipelineRun, model_cfgs: list, rpn_cfg) -> dict:
     step("CLIP on cropped regions")
     heads = _head_accuracies(model_cfgs, dicts, text, accuracy_groups)
     step("heads' top-1 accuracy")
+    fits = _distillation_fits(run, model_cfgs, text)
+    step("distillation fit and its probe")
     expansion = _expansion_ap(run, model_cfgs, meta.json_file)
     step("systematic expansion")
     samples = run.size.bootstrap_samples
@@ -199,6 +217,7 @@ def analyse(run: PipelineRun, model_cfgs: list, rpn_cfg) -> dict:
         "ap": ap,
         "clip_on_crops": {"bbox": crops},
         "head_accuracy": heads,
+        "distillation_fit": fits,
         "intervals": intervals,
         "expansion": expansion,
         "seconds": time.time() - t0,

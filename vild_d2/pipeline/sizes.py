@@ -12,6 +12,7 @@ __all__ = [
     "MODELS",
     "DEFAULT_SEED",
     "TRANSFER_DATASET",
+    "TRAIN_DATASET",
     "VAL_DATASET",
     "PRETRAIN_LABELS",
     "RECALL_K",
@@ -21,6 +22,7 @@ __all__ = [
 
 DEFAULT_SEED = 0  # the world of datasets/shapes_world; other seeds get their own world
 VAL_DATASET = "shapes_world_val"  # every detector is evaluated on it
+TRAIN_DATASET = "shapes_world_train_ov"  # the ViLD models' (base annotations only) and its regions
 TRANSFER_DATASET = "shapes_world_transfer"  # another vocabulary of the same world
 PRETRAIN_LABELS = "shapes"  # what the world's ImageNet labels (tools/pretrain_world_detector.py)
 RECALL_K = 300  # the RPN's recall is reported at its POST_NMS_TOPK_TEST (rpn_R_18_FPN_tiny.yaml)
@@ -42,6 +44,8 @@ class PipelineSize:
     num_regions: int  # M: distillation regions per training image
     bootstrap_samples: int  # resamples of the val images for the claims' intervals
     num_transfer: int  # images of the transfer dataset (another vocabulary)
+    fit_images: int  # training images whose regions measure the distillation fit (analysis)
+    probe_epochs: int  # epochs of the probe on those regions' frozen features (the fit's ceiling)
 
 
 FULL = PipelineSize(
@@ -58,6 +62,8 @@ FULL = PipelineSize(
     num_regions=32,
     bootstrap_samples=400,
     num_transfer=60,
+    fit_images=300,  # 9600 regions
+    probe_epochs=30,
 )
 QUICK = PipelineSize(
     num_train=24,
@@ -71,6 +77,8 @@ QUICK = PipelineSize(
     num_regions=8,
     bootstrap_samples=20,
     num_transfer=4,
+    fit_images=8,
+    probe_epochs=2,
 )
 
 # (output folder, config in configs/shapes_world, title, training set) of the four compared

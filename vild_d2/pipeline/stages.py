@@ -33,7 +33,15 @@ from .artefacts import (
     world_matches,
 )
 from .runner import Stage, run_stages
-from .sizes import MODELS, PRETRAIN_LABELS, RECALL_K, TRANSFER_DATASET, VAL_DATASET, PipelineSize
+from .sizes import (
+    MODELS,
+    PRETRAIN_LABELS,
+    RECALL_K,
+    TRAIN_DATASET,
+    TRANSFER_DATASET,
+    VAL_DATASET,
+    PipelineSize,
+)
 
 __all__ = [
     "ROOT",
@@ -95,7 +103,7 @@ class PipelineRun:
 
     @property
     def store(self) -> str:
-        return os.path.join(self.out, "region_embeddings", "shapes_world_train_ov")
+        return os.path.join(self.out, "region_embeddings", TRAIN_DATASET)
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.out, *parts)
@@ -265,7 +273,7 @@ def base_and_teacher_stages(run: PipelineRun) -> List[List[PipelineStage]]:
 def region_stages(run: PipelineRun) -> List[List[PipelineStage]]:
     """The RPN's top M proposals of every base-training image, embedded by the teacher."""
     command = run.script("tools", "precompute_region_embeddings.py")
-    command += ["--teacher", run.teacher, "--dataset", "shapes_world_train_ov"]
+    command += ["--teacher", run.teacher, "--dataset", TRAIN_DATASET]
     command += ["--config-file", RPN_CONFIG, "--output", run.store]
     command += ["--num-regions", str(run.size.num_regions), "--device", run.device]
     command += ["MODEL.WEIGHTS", run.base_weights]
