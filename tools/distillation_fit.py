@@ -91,10 +91,8 @@ def main(argv=None) -> dict:
     for n in epochs:
         probe = probe_fit(regions, text, epochs=n)
         found[f"probe_{n}_epochs"] = probe
-        print(
-            f"| probe, {n} epochs | {_cells(probe['train'])} | {_cells(probe['held_out'])} |",
-            flush=True,
-        )
+        name = f"probe, {n} epoch{'s' if n != 1 else ''}"
+        print(f"| {name} | {_cells(probe['train'])} | {_cells(probe['held_out'])} |", flush=True)
     if args.output:
         atomic_write_json(args.output, found)
     return found
