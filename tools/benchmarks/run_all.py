@@ -6,8 +6,7 @@ ratio comes with the raw times it is made of, measured in the same run).
 
     python tools/benchmarks/run_all.py [--output docs/benchmarks.md] [--quick]
 
-``--quick`` shrinks every benchmark and runs two at a time (a smoke run: its numbers are not
-the documented ones).
+``--quick`` shrinks every benchmark (a smoke run: its numbers are not the documented ones).
 """
 
 import argparse
@@ -17,7 +16,6 @@ import platform
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -121,25 +119,6 @@ def machine() -> str:
     )
 
 
-def _run(benchmark, quick: bool):
-    """Run one benchmark: (its markdown section, whether it failed)."""
-    title, script, full, quick_args = benchmark
-    extra = quick_args if quick else full
-    cmd = [sys.executable, os.path.join(HERE, script), *extra]
-    print(f"== {title}: {' '.join(['python', 'tools/benchmarks/' + script, *extra])}", flush=True)
-    t0 = time.time()
-    proc = subprocess.run(
-        cmd, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore")
-    )
-    seconds = time.time() - t0
-    body = _markdown(proc.stdout)
-    if proc.returncode != 0:
-        body += "\n\nFAILED:\n" + "\n".join(proc.stderr.strip().splitlines()[-10:])
-    print(f"   {script} {'failed' if proc.returncode else 'done'} in {seconds:.0f}s", flush=True)
-    shown = " ".join([PYTHON, f"tools/benchmarks/{script}", *extra])
-    return f"## {title}\n\n`{shown}` ({seconds:.0f} s)\n\n{body}\n", proc.returncode != 0
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--output", default=os.path.join(ROOT, "docs", "benchmarks.md"))
@@ -151,12 +130,29 @@ def main() -> int:
         f"{datetime.date.today().isoformat()}, on: {machine()}.\n"
         + ("\n**Smoke run (--quick): tiny sizes, numbers not meaningful.**\n" if args.quick else "")
     ]
-    # A smoke run's numbers mean nothing, so its benchmarks run two at a time; a real run's
-    # one at a time, each alone on the machine.
-    with ThreadPoolExecutor(max_workers=2 if args.quick else 1) as pool:
-        ran = list(pool.map(lambda b: _run(b, args.quick), BENCHMARKS))
-    sections += [section for section, _ in ran]
-    failed = [b[1] for b, (_, bad) in zip(BENCHMARKS, ran) if bad]
+    failed = []
+    for title, script, full, quick in BENCHMARKS:
+        extra = quick if args.quick else full
+        cmd = [sys.executable, os.path.join(HERE, script), *extra]
+        print(
+            f"== {title}: {' '.join(['python', 'tools/benchmarks/' + script, *extra])}", flush=True
+        )
+        t0 = time.time()
+        proc = subprocess.run(
+            cmd,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PYTHONWARNINGS="ignore"),
+        )
+        seconds = time.time() - t0
+        body = _markdown(proc.stdout)
+        if proc.returncode != 0:
+            failed.append(script)
+            body += "\n\nFAILED:\n" + "\n".join(proc.stderr.strip().splitlines()[-10:])
+        print(f"   {'failed' if proc.returncode else 'done'} in {seconds:.0f}s", flush=True)
+        shown = " ".join([PYTHON, f"tools/benchmarks/{script}", *extra])
+        sections.append(f"## {title}\n\n`{shown}` ({seconds:.0f} s)\n\n{body}\n")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     tmp = args.output + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
