@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.region_store import RegionStore
+from ..modeling.losses import distillation_l1_loss
 from .region_classification import RoIFeatureReader
 
 __all__ = ["DistilledRegions", "distilled_regions", "fit_metrics", "probe_fit", "distillation_fit"]
@@ -75,10 +76,12 @@ def fit_metrics(
         "l1": mean L1 (summed over D); "top1_agreement": % of regions whose nearest class
         is the same for both.
     """
-    text = text.to(student)
-    l1 = (student - teacher.to(student)).abs().sum(1).mean()
-    same = (student @ text.t()).argmax(1) == (teacher.to(student) @ text.t()).argmax(1)
-    return {"l1": float(l1), "top1_agreement": float(100 * same.float().mean())}
+    teacher, text = teacher.to(student), text.to(student)
+    same = (student @ text.t()).argmax(1) == (teacher @ text.t()).argmax(1)
+    return {
+        "l1": float(distillation_l1_loss(student, teacher)),
+        "top1_agreement": float(100 * same.float().mean()),
+    }
 
 
 def probe_fit(
@@ -115,7 +118,7 @@ def probe_fit(
     for _ in range(epochs):
         total = 0.0
         for idx in torch.randperm(num_train, generator=generator).split(batch_size):
-            loss = (F.normalize(probe(x[idx]), dim=1) - teacher[idx]).abs().sum(1).mean()
+            loss = distillation_l1_loss(F.normalize(probe(x[idx]), dim=1), teacher[idx])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
