@@ -31,13 +31,26 @@ def _processes_mentioning(text: str):
     return found
 
 
-def _wait_for(predicate, timeout: float, what: str):
+def _tail(path, chars=3000) -> str:
+    with open(path, errors="replace") as f:
+        return f.read()[-chars:]
+
+
+def _wait_for(predicate, timeout: float, what: str, proc=None, log=None):
+    """Poll ``predicate`` until it holds; fail at once if ``proc`` exits first, with ``log``'s tail.
+
+    Background processes write to a file (``log``), never to a pipe nobody reads: a full pipe
+    would block the child and look like a slow one.
+    """
     end = time.time() + timeout
     while time.time() < end:
         if predicate():
             return
+        if proc is not None and proc.poll() is not None:
+            tail = _tail(log) if log else ""
+            raise AssertionError(f"exited ({proc.returncode}) before {what}:\n{tail}")
         time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}" + (f":\n{_tail(log)}" if log else ""))
 
 
 def test_killed_pipeline_stops_its_stage_and_a_second_pipeline_is_refused(tmp_path):
@@ -54,8 +67,11 @@ def test_killed_pipeline_stops_its_stage_and_a_second_pipeline_is_refused(tmp_pa
     log = open(tmp_path / "pipeline.out", "w")
     first = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
-        # the base detector's training: a train_net.py child working in OUTPUT/base
-        _wait_for(lambda: _processes_mentioning(str(out / "base")), 300, "the base stage")
+        # a stage at work: a process other than the pipeline with OUTPUT in its command line
+        def stage():
+            return [pid for pid in _processes_mentioning(str(out)) if pid != first.pid]
+
+        _wait_for(stage, 300, "a stage", first, tmp_path / "pipeline.out")
         second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert second.returncode != 0 and "is in use by pid" in second.stderr, second.stderr[-2000:]
         first.send_signal(signal.SIGTERM)
@@ -68,41 +84,42 @@ def test_killed_pipeline_stops_its_stage_and_a_second_pipeline_is_refused(tmp_pa
     assert _processes_mentioning(str(out)) == []  # nothing left to race a re-run
 
 
-def _train(out, datasets_root, *extra):
-    return subprocess.Popen(
-        [
-            sys.executable,
-            os.path.join(ROOT, "train_net.py"),
-            "--resume",
-            "--config-file",
-            TINY_CONFIG,
-            "MODEL.DEVICE",
-            "cpu",
-            "DATASETS.TRAIN",
-            "('shapes_world_train',)",
-            "DATASETS.TEST",
-            "()",
-            "SOLVER.IMS_PER_BATCH",
-            "2",
-            "SOLVER.MAX_ITER",
-            "40",
-            "SOLVER.CHECKPOINT_PERIOD",
-            "5",
-            "SOLVER.CHECKPOINTS_KEPT",
-            "1",
-            "DATALOADER.NUM_WORKERS",
-            "1",
-            "OUTPUT_DIR",
-            str(out),
-            *extra,
-        ],
-        cwd=ROOT,
-        env=dict(os.environ, DETECTRON2_DATASETS=str(datasets_root)),
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def _train(out, datasets_root, log, *extra):
+    """train_net.py in the background, its output in the file ``log`` (opened for appending)."""
+    with open(log, "a") as sink:  # the child keeps its own copy of the file
+        return subprocess.Popen(
+            [
+                sys.executable,
+                os.path.join(ROOT, "train_net.py"),
+                "--resume",
+                "--config-file",
+                TINY_CONFIG,
+                "MODEL.DEVICE",
+                "cpu",
+                "DATASETS.TRAIN",
+                "('shapes_world_train',)",
+                "DATASETS.TEST",
+                "()",
+                "SOLVER.IMS_PER_BATCH",
+                "2",
+                "SOLVER.MAX_ITER",
+                "24",
+                "SOLVER.CHECKPOINT_PERIOD",
+                "5",
+                "SOLVER.CHECKPOINTS_KEPT",
+                "1",
+                "DATALOADER.NUM_WORKERS",
+                "1",
+                "OUTPUT_DIR",
+                str(out),
+                *extra,
+            ],
+            cwd=ROOT,
+            env=dict(os.environ, DETECTRON2_DATASETS=str(datasets_root)),
+            start_new_session=True,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def test_killed_training_resumes_and_a_second_trainer_is_refused(tmp_path):
@@ -114,16 +131,18 @@ def test_killed_training_resumes_and_a_second_trainer_is_refused(tmp_path):
         ShapesWorldSpec(seed=3, num_train=6, num_val=2, image_size=96, object_size=(12, 28)),
     )
     out = tmp_path / "train"
-    first = _train(out, tmp_path / "data")
+    logs = {name: tmp_path / f"{name}.out" for name in ("first", "second", "again")}
+    first = _train(out, tmp_path / "data", logs["first"])
     try:
 
         def saved():
             last = out / "last_checkpoint"
             return last.is_file() and last.read_text().strip() not in ("", "model_0000004.pth")
 
-        _wait_for(saved, 300, "a second periodic checkpoint")
-        second = _train(out, tmp_path / "data")
-        text = second.communicate(timeout=120)[0]
+        _wait_for(saved, 300, "a second periodic checkpoint", first, logs["first"])
+        second = _train(out, tmp_path / "data", logs["second"])
+        second.wait(timeout=120)
+        text = logs["second"].read_text()
         assert (
             second.returncode == 2 and "train_net.py: error:" in text and "is in use by pid" in text
         ), text[-2000:]
@@ -135,8 +154,9 @@ def test_killed_training_resumes_and_a_second_trainer_is_refused(tmp_path):
     periodic = sorted(f for f in os.listdir(out) if f.startswith("model_0") and f.endswith(".pth"))
     assert len(periodic) == 1  # CHECKPOINTS_KEPT 1: older periodic checkpoints were deleted
     resumed_from = int(periodic[0][len("model_") : -len(".pth")]) + 1
-    again = _train(out, tmp_path / "data")  # the kernel released the killed trainer's lock
-    text = again.communicate(timeout=600)[0]
+    again = _train(out, tmp_path / "data", logs["again"])  # the killed trainer's lock is free
+    again.wait(timeout=600)
+    text = logs["again"].read_text()
     assert again.returncode == 0, text[-3000:]
     log = (out / "log.txt").read_text()
     assert f"Starting training from iteration {resumed_from}" in log

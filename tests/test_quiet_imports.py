@@ -22,17 +22,34 @@ ENTRY_POINTS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def helps(tmp_path_factory):
+    """Every entry point's ``--help``, all started at once: (exit code, stderr) by script."""
+    folder = tmp_path_factory.mktemp("helps")
+    running = {}
+    for i, script in enumerate(ENTRY_POINTS):
+        err = open(folder / f"{i}.err", "w+")  # a file: nobody reads a pipe while they run
+        proc = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, script), "--help"],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        running[script] = (proc, err)
+    done = {}
+    for script, (proc, err) in running.items():
+        code = proc.wait(timeout=300)
+        err.seek(0)
+        done[script] = (code, err.read())
+        err.close()
+    return done
+
+
 @pytest.mark.parametrize("script", ENTRY_POINTS)
-def test_help_has_no_jit_deprecation_noise(script):
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, script), "--help"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "torch.jit.script" not in proc.stderr, proc.stderr[-2000:]
+def test_help_has_no_jit_deprecation_noise(helps, script):
+    code, stderr = helps[script]
+    assert code == 0, stderr[-2000:]
+    assert "torch.jit.script" not in stderr, stderr[-2000:]
 
 
 def test_a_users_own_jit_script_still_warns(tmp_path):

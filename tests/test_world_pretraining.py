@@ -13,6 +13,7 @@ from vild_d2.world.imagenet import RoIClassifier, pretrain_roi_classifier, roi_t
 from vild_d2.world.spec import ShapesWorldSpec, category_names, category_shapes, novel_kinds
 
 from .conftest import ROOT
+from .helpers.scripts import load_script
 
 BASE_CONFIG = os.path.join(ROOT, "configs", "shapes_world", "base_R_18_FPN_tiny.yaml")
 
@@ -134,23 +135,10 @@ def test_category_shapes_name_each_category_by_its_own_shape():
     assert set(category_shapes(spec)) == set(range(len(shapes)))
 
 
-def test_tool_names_a_missing_world(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "tools", "pretrain_world_detector.py"),
-            "--world",
-            str(tmp_path / "nowhere"),
-            "--config-file",
-            BASE_CONFIG,
-            "--output",
-            str(tmp_path / "m.pth"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 2
-    assert "nowhere" in proc.stderr and "not found" in proc.stderr
+def test_tool_names_a_missing_world(tmp_path, capsys):
+    main = load_script("tools/pretrain_world_detector.py").main  # in-process: no 8 s start
+    argv = ["--world", str(tmp_path / "nowhere"), "--config-file", BASE_CONFIG]
+    assert main(argv + ["--output", str(tmp_path / "m.pth")]) == 2
+    stderr = capsys.readouterr().err
+    assert "nowhere" in stderr and "not found" in stderr
     assert not (tmp_path / "m.pth").exists()

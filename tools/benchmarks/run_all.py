@@ -32,7 +32,7 @@ BENCHMARKS = [
         "Inference: ViLD and ViLD-ensemble vs stock Mask R-CNN, C = 1203",
         "benchmark_inference.py",
         ["--classes", "1203"],
-        ["--images", "2", "--size", "256", "--classes", "100"],
+        ["--images", "1", "--size", "128", "--classes", "20"],
     ),
     (
         "Inference: the official ViLD architecture (converted) vs vild_d2's, R50, 1024 px",
@@ -55,7 +55,7 @@ BENCHMARKS = [
         "Training step: distillation vs ViLD-text, and ViLD-ensemble",
         "benchmark_training.py",
         [],
-        ["--steps", "2", "--size", "256", "--regions", "50"],
+        ["--steps", "2", "--size", "128", "--regions", "8"],
     ),
     (
         "Export (TorchScript) vs eager; ViLD vs CLIP on cropped regions",
@@ -63,15 +63,15 @@ BENCHMARKS = [
         [],
         [
             "--images",
-            "2",
+            "1",
             "--size",
-            "256",
+            "128",
             "--classes",
-            "100",
+            "20",
             "--crop-images",
             "1",
             "--max-proposals",
-            "20",
+            "4",
         ],
     ),
     (
@@ -84,7 +84,7 @@ BENCHMARKS = [
         "Two CPU workers vs one: the region tool and ViLD training",
         "benchmark_workers.py",
         [],
-        ["--images", "4", "--regions", "4", "--iters", "4"],
+        ["--images", "2", "--regions", "2", "--iters", "3"],
     ),
     (
         "Region store: size, mapper time, read with its crc32 check",
