@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from .conftest import ROOT, TINY_CLIP_SHAPE
-from .test_kill_and_lock import _wait_for
+from .test_kill_and_lock import _start_logged, _wait_for
 
 VILD = os.path.join(ROOT, "configs", "shapes_world", "vild_R_18_FPN_tiny.yaml")
 RPN = os.path.join(ROOT, "configs", "shapes_world", "rpn_R_18_FPN_tiny.yaml")
@@ -99,10 +99,7 @@ def _train_net(world, workers, out, *opts, config=VILD, log=None, flags=()):
             str(world["root"] / "store"),
         ]
     if log is not None:
-        with open(log, "w") as sink:  # a file, not a pipe: nobody reads while the run goes on
-            return subprocess.Popen(
-                cmd, cwd=ROOT, env=world["env"], stdout=sink, stderr=subprocess.STDOUT
-            )
+        return _start_logged(cmd, log, env=world["env"])
     proc = subprocess.run(
         cmd, cwd=ROOT, env=world["env"], capture_output=True, text=True, timeout=600
     )

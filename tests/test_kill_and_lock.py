@@ -36,6 +36,14 @@ def _tail(path, chars=3000) -> str:
         return f.read()[-chars:]
 
 
+def _start_logged(cmd, log, **popen_kwargs) -> subprocess.Popen:
+    """``cmd`` in the background from ROOT, its stdout and stderr appended to the file ``log``."""
+    with open(log, "a") as sink:  # the child keeps its own copy of the file
+        return subprocess.Popen(
+            cmd, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, **popen_kwargs
+        )
+
+
 def _wait_for(predicate, timeout: float, what: str, proc=None, log=None):
     """Poll ``predicate`` until it holds; fail at once if ``proc`` exits first, with ``log``'s tail.
 
@@ -64,8 +72,7 @@ def test_killed_pipeline_stops_its_stage_and_a_second_pipeline_is_refused(tmp_pa
         "--output",
         str(out),
     ]
-    log = open(tmp_path / "pipeline.out", "w")
-    first = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    first = _start_logged(cmd, tmp_path / "pipeline.out")
     try:
         # a stage at work: a process other than the pipeline with OUTPUT in its command line
         def stage():
@@ -79,47 +86,43 @@ def test_killed_pipeline_stops_its_stage_and_a_second_pipeline_is_refused(tmp_pa
     finally:
         if first.poll() is None:
             first.kill()
-        log.close()
     assert "stopped by signal" in (tmp_path / "pipeline.out").read_text()
     assert _processes_mentioning(str(out)) == []  # nothing left to race a re-run
 
 
 def _train(out, datasets_root, log, *extra):
     """train_net.py in the background, its output in the file ``log`` (opened for appending)."""
-    with open(log, "a") as sink:  # the child keeps its own copy of the file
-        return subprocess.Popen(
-            [
-                sys.executable,
-                os.path.join(ROOT, "train_net.py"),
-                "--resume",
-                "--config-file",
-                TINY_CONFIG,
-                "MODEL.DEVICE",
-                "cpu",
-                "DATASETS.TRAIN",
-                "('shapes_world_train',)",
-                "DATASETS.TEST",
-                "()",
-                "SOLVER.IMS_PER_BATCH",
-                "2",
-                "SOLVER.MAX_ITER",
-                "24",
-                "SOLVER.CHECKPOINT_PERIOD",
-                "5",
-                "SOLVER.CHECKPOINTS_KEPT",
-                "1",
-                "DATALOADER.NUM_WORKERS",
-                "1",
-                "OUTPUT_DIR",
-                str(out),
-                *extra,
-            ],
-            cwd=ROOT,
-            env=dict(os.environ, DETECTRON2_DATASETS=str(datasets_root)),
-            start_new_session=True,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
+    return _start_logged(
+        [
+            sys.executable,
+            os.path.join(ROOT, "train_net.py"),
+            "--resume",
+            "--config-file",
+            TINY_CONFIG,
+            "MODEL.DEVICE",
+            "cpu",
+            "DATASETS.TRAIN",
+            "('shapes_world_train',)",
+            "DATASETS.TEST",
+            "()",
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            "SOLVER.MAX_ITER",
+            "24",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "5",
+            "SOLVER.CHECKPOINTS_KEPT",
+            "1",
+            "DATALOADER.NUM_WORKERS",
+            "1",
+            "OUTPUT_DIR",
+            str(out),
+            *extra,
+        ],
+        log,
+        env=dict(os.environ, DETECTRON2_DATASETS=str(datasets_root)),
+        start_new_session=True,
+    )
 
 
 def test_killed_training_resumes_and_a_second_trainer_is_refused(tmp_path):
