@@ -41,10 +41,11 @@ def _demo(out, expect_success=True):
 
 
 def _last_eval(model_dir, key):
-    rows = [json.loads(l) for l in (model_dir / "metrics.json").read_text().splitlines()]
-    evals = [r for r in rows if key in r]
-    assert evals, f"{model_dir}: no evaluation with {key}"
-    return evals[-1]
+    from vild_d2.pipeline.artefacts import final_evaluation
+
+    found = final_evaluation(str(model_dir), key)
+    assert found, f"{model_dir}: no evaluation with {key}"
+    return found
 
 
 def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
@@ -108,6 +109,17 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
     summary = store.verify(progress=False)  # raises on a corrupt shard
     assert summary["num_images"] == len(train["images"]) and summary["regions_per_image_max"] == 8
 
+    # the ViLD models' heads trained on the base detector's cached RoI features (one epoch
+    # in --quick), the supervised detector end to end
+    from vild_d2.pipeline import QUICK
+
+    assert (out / "roi_features" / "roi_features.pth").is_file()
+    for key in MODELS[:3]:
+        epochs = json.loads((out / key / "head_training.json").read_text())
+        assert len(epochs) == QUICK.head_epochs and ("loss_image" in epochs[0]) == (
+            key != "vild_text"
+        )
+    assert (out / "mask_rcnn_supervised" / "metrics.json").is_file()
     # four detectors, each evaluated with LVIS AP split by frequency
     for key in MODELS:
         assert (out / key / "model_final.pth").is_file()
@@ -206,6 +218,7 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
         "base",
         "rpn",
         "text",
+        "roi features",
         *MODELS,
         "transfer text",
         *(f"transfer {k}" for k in MODELS[:3]),

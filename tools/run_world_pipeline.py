@@ -23,10 +23,12 @@ full output goes to OUTPUT/<stage>.log):
   4. text      tools/precompute_text_embeddings.py: the 48 categories' embeddings
   5. regions   tools/precompute_region_embeddings.py: the RPN's top M proposals of every
                base-training image, embedded by the teacher
-  6. models    train_net.py: ViLD-text, ViLD, ViLD-ensemble (on shapes_world_train_ov,
-               rare = novel annotations removed; tau = 1 / the teacher's logit scale) and
-               the supervised Mask R-CNN (on shapes_world_train, all categories); each
-               evaluated with LVISEvaluator
+  6. models    tools/train_heads_on_cached_features.py: the base detector's pooled RoI
+               features of every base-training image cached once, then the heads of
+               ViLD-text, ViLD, ViLD-ensemble trained on them (24 epochs; rare = novel
+               annotations removed; tau = 1 / the teacher's logit scale); train_net.py:
+               the supervised Mask R-CNN (shapes_world_train, all categories, end to
+               end); each evaluated with LVISEvaluator
   7. transfer  train_net.py --eval-only: the three ViLD models, no retraining, on val and on
                shapes_world_transfer (another vocabulary), each with its own embeddings
   8. analysis  APr per kind of novel category, the "CLIP on cropped regions" baseline, the
@@ -35,10 +37,10 @@ full output goes to OUTPUT/<stage>.log):
   9. pictures  OUTPUT/detections_val.png: the models on the same val images;
                OUTPUT/expansion_val.png: ViLD-text and ViLD with the 48 names vs shapes x colours
 Stages that do not depend on each other run side by side (--jobs, default 2 on a CPU):
-the teacher lane (teacher, text) beside the detector lane (pretrain, base, rpn), then the
-four detectors and the transfer evaluations two at a time, each process with cores / 2
-threads (on 2 cores each detector trained at ~1.4x the throughput; the conv-heavy teacher
-and pretraining gain little).
+the teacher lane (teacher, text) beside the detector lane (pretrain, base, rpn), the
+caching beside the supervised detector, then the ViLD heads and the transfer evaluations
+two at a time, each process with cores / 2 threads (on 2 cores a small detector trains
+at ~1.4x the throughput; the conv-heavy teacher and pretraining gain little).
 A stage whose result is complete is skipped, so a killed run resumes where it stopped
 (delete OUTPUT to start over). Results: the tables printed at the end and
 OUTPUT/results.json.

@@ -19,6 +19,7 @@ from .region_store import RegionStore, RegionStoreError
 
 __all__ = [
     "build_vild_train_loader",
+    "training_dataset_and_mapper",
     "open_training_store",
     "check_datasets_registered",
     "check_training_inputs",
@@ -57,6 +58,15 @@ def build_vild_train_loader(cfg):
     Every training image is checked first (:func:`check_images`, cached in
     ``OUTPUT_DIR/.cache``), so a bad file stops training before the first iteration.
     """
+    dataset, mapper = training_dataset_and_mapper(cfg)
+    return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
+
+
+def training_dataset_and_mapper(cfg):
+    """
+    The training images of ``cfg`` (each file checked, see :func:`build_vild_train_loader`)
+    and the training mapper, with the region store when the config names one.
+    """
     dataset = get_detection_dataset_dicts(
         cfg.DATASETS.TRAIN,
         filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
@@ -75,12 +85,9 @@ def build_vild_train_loader(cfg):
         )
     comm.synchronize()
     if not cfg.DATASETS.REGION_STORE_TRAIN:
-        return build_detection_train_loader(
-            cfg, mapper=DistillDatasetMapper(cfg, is_train=True), dataset=dataset
-        )
+        return dataset, DistillDatasetMapper(cfg, is_train=True)
     store = open_training_store(cfg, dataset)
-    mapper = DistillDatasetMapper(cfg, is_train=True, region_store=store)
-    return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset)
+    return dataset, DistillDatasetMapper(cfg, is_train=True, region_store=store)
 
 
 def check_datasets_registered(cfg: CN) -> None:

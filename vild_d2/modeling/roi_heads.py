@@ -140,15 +140,7 @@ class ViLDROIHeads(StandardROIHeads):
                 predictions = predictions + (self.image_head(pooled),)
             return self.box_predictor.inference(predictions, proposals)[0]
 
-        regions = None
-        if self.uses_distillation:
-            if distill_regions is None:
-                raise ValueError(
-                    "MODEL.VILD.IMAGE_LOSS_WEIGHT > 0 but the batch has no 'distill_regions': "
-                    "use a region-embedding store for the training set, or set the weight to 0 "
-                    "(ViLD-text)"
-                )
-            regions = [r[: self.num_distill_regions] for r in distill_regions]
+        regions = self._distill_regions(distill_regions)
         boxes = [p.proposal_boxes for p in proposals]
         if regions is not None:
             boxes = [Boxes.cat([b, r.boxes]) for b, r in zip(boxes, regions)]
@@ -156,28 +148,72 @@ class ViLDROIHeads(StandardROIHeads):
         is_proposal = torch.cat(
             [torch.arange(len(b), device=pooled.device) < len(p) for b, p in zip(boxes, proposals)]
         )
-        if self.image_head is None:
-            x = self.box_head(pooled)
-            text_x, distill_x = x[is_proposal], x[~is_proposal]
+        if regions is None:
+            return self.pooled_box_losses(pooled, proposals)
+        teacher = torch.cat([r.embeddings for r in regions]).to(pooled.device)
+        valid = torch.cat(
+            [
+                (
+                    r.valid
+                    if r.has("valid")
+                    else torch.ones(len(r), dtype=torch.bool, device=r.embeddings.device)
+                )
+                for r in regions
+            ]
+        ).to(pooled.device)
+        return self.pooled_box_losses(
+            pooled[is_proposal], proposals, pooled[~is_proposal], teacher, valid
+        )
+
+    def _distill_regions(self, distill_regions) -> Optional[List[Instances]]:
+        """Each image's first M distillation regions in training with distillation, else None."""
+        if not self.uses_distillation:
+            return None
+        if distill_regions is None:
+            raise ValueError(
+                "MODEL.VILD.IMAGE_LOSS_WEIGHT > 0 but the batch has no 'distill_regions': "
+                "use a region-embedding store for the training set, or set the weight to 0 "
+                "(ViLD-text)"
+            )
+        return [r[: self.num_distill_regions] for r in distill_regions]
+
+    def pooled_box_losses(
+        self,
+        proposal_features: torch.Tensor,
+        proposals: List[Instances],
+        region_features: Optional[torch.Tensor] = None,
+        teacher: Optional[torch.Tensor] = None,
+        valid: Optional[torch.Tensor] = None,
+    ) -> Dict[str, torch.Tensor]:
+        """
+        The box losses from pooled RoI features: the text loss and box regression of the
+        sampled proposals and, with ``region_features``, the distillation loss (weight w).
+        Used by training and by head training on cached features
+        (:mod:`vild_d2.engine.cached_roi_features`).
+
+        Args:
+            proposal_features: [N, C, S, S] pooled features of the sampled proposals.
+            proposals: Instances with ``proposal_boxes``, ``gt_classes``, ``gt_boxes``
+                (N rows over all of them, in the order of ``proposal_features``).
+            region_features: [M, C, S, S] pooled features of the distillation regions.
+            teacher: [M, D] their teacher embeddings (unit norm).
+            valid: optional [M] bool; regions marked False contribute nothing.
+        """
+        n = len(proposal_features)
+        if region_features is None:
+            text_x = self.box_head(proposal_features)
+        elif self.image_head is None:  # one pass: the text head's features are distilled
+            x = self.box_head(torch.cat([proposal_features, region_features]))
+            text_x, region_x = x[:n], x[n:]
         else:
-            text_x = self.box_head(pooled[is_proposal])
-            distill_x = pooled[~is_proposal]
+            text_x = self.box_head(proposal_features)
         losses = self.box_predictor.losses(self.box_predictor(text_x), proposals)
-        if regions is not None:
-            embed = self.box_predictor.embed if self.image_head is None else self.image_head.embed
-            student = embed(distill_x)
-            teacher = torch.cat([r.embeddings for r in regions]).to(student.device)
-            valid = torch.cat(
-                [
-                    (
-                        r.valid
-                        if r.has("valid")
-                        else torch.ones(len(r), dtype=torch.bool, device=r.embeddings.device)
-                    )
-                    for r in regions
-                ]
-            ).to(student.device)
+        if region_features is not None:
+            if self.image_head is None:
+                student = self.box_predictor.embed(region_x)
+            else:
+                student = self.image_head.embed(region_features)
             losses["loss_image"] = self.image_loss_weight * distillation_l1_loss(
-                student, teacher, valid
+                student, teacher.to(student.device), valid
             )
         return losses

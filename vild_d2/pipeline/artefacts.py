@@ -19,6 +19,7 @@ __all__ = [
     "EVAL_RESULTS_FILE",
     "metrics_rows",
     "last_evaluation",
+    "final_evaluation",
     "eval_results",
     "trained",
     "loss_flatness",
@@ -61,10 +62,23 @@ def eval_results(output_dir: str) -> dict:
         return json.load(f)
 
 
+def final_evaluation(output_dir: str, key: str) -> dict:
+    """
+    A training's final evaluation holding ``key``: the last such row of metrics.json
+    (train_net.py) or else eval_results.json (tools/train_heads_on_cached_features.py);
+    {} if none.
+    """
+    found = last_evaluation(output_dir, key)
+    if found:
+        return found
+    results = eval_results(output_dir)
+    return results if key in results else {}
+
+
 def trained(output_dir: str, key: str) -> bool:
-    """A training that finished: its model_final.pth and an evaluation holding ``key``."""
+    """A training that finished: its model_final.pth and a final evaluation holding ``key``."""
     return os.path.isfile(os.path.join(output_dir, "model_final.pth")) and bool(
-        last_evaluation(output_dir, key)
+        final_evaluation(output_dir, key)
     )
 
 
@@ -72,7 +86,15 @@ def loss_flatness(output_dir: str, key: str = "total_loss") -> dict:
     """
     The training loss over the last fifth of the iterations: its mean over the first and
     the second half of that fifth, and their relative change (flat: a few % at most).
+    For heads trained on cached features (OUTPUT_DIR/head_training.json): the summed
+    losses of the last two epochs.
     """
+    epochs = _head_training_epochs(output_dir)
+    if epochs:
+        if len(epochs) < 2:
+            return {}
+        a, b = (sum(e.values()) for e in epochs[-2:])
+        return {"first": a, "second": b, "change": (b - a) / a if a else float("nan")}
     rows = [
         (r["iteration"], r[key]) for r in metrics_rows(output_dir) if key in r and "iteration" in r
     ]
@@ -85,6 +107,14 @@ def loss_flatness(output_dir: str, key: str = "total_loss") -> dict:
     second = [v for i, v in tail if i >= mid]
     a, b = sum(first) / len(first), sum(second) / len(second)
     return {"first": a, "second": b, "change": (b - a) / a if a else float("nan")}
+
+
+def _head_training_epochs(output_dir: str) -> List[dict]:
+    path = os.path.join(output_dir, "head_training.json")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return json.load(f)
 
 
 def unreadable(path: str) -> str:

@@ -8,7 +8,7 @@ import math
 import os
 from typing import List
 
-from .artefacts import categories, eval_results, last_evaluation, loss_flatness
+from .artefacts import categories, eval_results, final_evaluation, loss_flatness
 from .claims import check_claims
 from .sizes import CROPS_KEY, CROPS_TITLE, MODELS, RECALL_K, TRANSFER_DATASET, VAL_DATASET
 from .stages import PipelineRun
@@ -29,7 +29,7 @@ GROUP_SUFFIX = {  # the suffix of each group's keys in the RPN's and the teacher
 def _model_rows(run: PipelineRun, analysis: dict) -> List[dict]:
     rows = []
     for key, _, title, on in MODELS:
-        evaluation = last_evaluation(run.path(key), "segm/AP")
+        evaluation = final_evaluation(run.path(key), "segm/AP")
         rows.append(
             {
                 "key": key,

@@ -9,7 +9,10 @@ another; the lanes of a phase run side by side (``--jobs``), each lane's stages 
     pretrain, base, rpn  the detector lane: the world's ImageNet, the base detector, its recall
     teacher, text, ...   the teacher lane: the world's CLIP and the vocabularies' embeddings
     regions              tools/precompute_region_embeddings.py (resumes by itself)
-    the four detectors   train_net.py, two at a time on a CPU
+    roi features         tools/train_heads_on_cached_features.py --cache-only: the base
+                         detector's pooled RoI features, beside the supervised detector
+                         (train_net.py)
+    the ViLD models      tools/train_heads_on_cached_features.py: their heads on that cache
     transfer <model>     train_net.py --eval-only on val and another vocabulary at once
 """
 
@@ -61,7 +64,7 @@ RPN_CONFIG = os.path.join(CONFIGS, "rpn_R_18_FPN_tiny.yaml")
 RPN_DONE_KEY = f"proposals/AR@{RECALL_K}"  # in the RPN's eval_results.json once it was evaluated
 BASE_CONFIG = "base_R_18_FPN_tiny.yaml"  # the base detector's (and the pretraining's) config
 MODEL_CONFIGS = {key: config for key, config, _, _ in MODELS}
-DETECTOR_ORDER = ["vild_ensemble", "vild", "mask_rcnn_supervised", "vild_text"]  # longest first
+HEAD_TRAINED = ("vild_text", "vild", "vild_ensemble")  # heads trained on cached RoI features
 
 
 @dataclass
@@ -77,6 +80,10 @@ class PipelineRun:
     data_root: str  # the world's folder (datasets/shapes_world, or one under OUTPUT)
     python: str = field(default_factory=lambda: sys.executable)  # runs every stage
     tau_options: Optional[List[str]] = field(default=None, repr=False)  # set on first use
+
+    @property
+    def training_seed(self) -> int:  # the detectors' SEED
+        return 42 + self.seed
 
     def teacher_file(self, name: str = "clip_world.pt") -> str:
         return os.path.join(self.data_root, "teacher", name)
@@ -100,6 +107,10 @@ class PipelineRun:
     @property
     def base_weights(self) -> str:
         return os.path.join(self.out, "base", "model_final.pth")
+
+    @property
+    def roi_features(self) -> str:  # the base detector's cached RoI features
+        return os.path.join(self.out, "roi_features", "roi_features.pth")
 
     @property
     def store(self) -> str:
@@ -195,7 +206,7 @@ def schedule(run: PipelineRun, iters: int) -> List[str]:
         "SOLVER.WARMUP_ITERS",
         str(min(50, iters // 2)),
         "SEED",
-        str(42 + run.seed),
+        str(run.training_seed),
     ]
 
 
@@ -297,11 +308,19 @@ def _temperature_options(run: PipelineRun) -> List[str]:
     return run.tau_options
 
 
-def detector_options(run: PipelineRun, key: str, tau: List[str]) -> List[str]:
-    """The training options of detector ``key`` (a MODELS key), from the base detector."""
-    opts = ["MODEL.DEVICE", run.device, "OUTPUT_DIR", run.path(key)]
+def detector_options(
+    run: PipelineRun, key: str, tau: List[str], output_dir: Optional[str] = None
+) -> List[str]:
+    """
+    The training options of detector ``key`` (a MODELS key), from the base detector, into
+    ``output_dir`` (default OUTPUT/key).
+    """
+    opts = ["MODEL.DEVICE", run.device, "OUTPUT_DIR", output_dir or run.path(key)]
     opts += ["MODEL.WEIGHTS", run.base_weights]
-    opts += ["MODEL.BACKBONE.FREEZE_AT", "2", *schedule(run, run.size.detector_iters)]
+    if key in HEAD_TRAINED:  # the seed of the cache's sampling and of the heads' training
+        opts += ["SEED", str(run.training_seed)]
+    else:
+        opts += ["MODEL.BACKBONE.FREEZE_AT", "2", *schedule(run, run.size.detector_iters)]
     if key.startswith("vild"):
         opts += ["MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", run.text]
         opts += ["MODEL.VILD.NUM_DISTILL_REGIONS", str(run.size.num_regions), *tau]
@@ -309,17 +328,51 @@ def detector_options(run: PipelineRun, key: str, tau: List[str]) -> List[str]:
     return opts
 
 
-def detector_stages(run: PipelineRun) -> List[List[PipelineStage]]:
-    """The four detectors, each initialised from the base detector; the longest first."""
-    tau = _temperature_options(run)
-    lanes = []
-    for key in DETECTOR_ORDER:
-        config = os.path.join(CONFIGS, MODEL_CONFIGS[key])
+def _detector_stage(run: PipelineRun, key: str, tau: List[str]) -> PipelineStage:
+    """
+    Detector ``key`` trained from the base detector: the supervised one end to end
+    (train_net.py), the ViLD ones by their heads on the base detector's cached RoI
+    features (tools/train_heads_on_cached_features.py, why: its docstring).
+    """
+    config = os.path.join(CONFIGS, MODEL_CONFIGS[key])
+    if key in HEAD_TRAINED:
+        command = run.script("tools", "train_heads_on_cached_features.py")
+        command += ["--config-file", config, "--epochs", str(run.size.head_epochs)]
+        command += ["--cache", run.roi_features]
+        show = lines_with("epoch ", "copypaste: AP,")
+    else:
         command = _train_net(run, "--resume", "--config-file", config)
-        command += detector_options(run, key, tau)
-        done = partial(_trained_weights, run.path(key))
-        lanes.append([PipelineStage(key, command, done, training_progress)])
-    return lanes
+        show = training_progress
+    command += detector_options(run, key, tau)
+    return PipelineStage(key, command, partial(_trained_weights, run.path(key)), show)
+
+
+def roi_feature_stages(run: PipelineRun) -> List[List[PipelineStage]]:
+    """
+    The base detector's pooled RoI features of every training image (sampled proposals and
+    distillation regions), cached once for the three ViLD models' heads; beside it, the
+    supervised detector's end-to-end training.
+    """
+    tau = _temperature_options(run)
+    command = run.script("tools", "train_heads_on_cached_features.py")
+    command += ["--cache-only", "--cache", run.roi_features]
+    command += ["--config-file", os.path.join(CONFIGS, MODEL_CONFIGS["vild"])]
+    command += detector_options(run, "vild", tau, output_dir=run.path("roi_features"))
+    cached = lambda: _file_if(os.path.isfile(run.roi_features), run.roi_features)  # noqa: E731
+    show = lines_with("cached in")
+    return [
+        [PipelineStage("roi features", command, cached, show)],
+        [_detector_stage(run, "mask_rcnn_supervised", tau)],
+    ]
+
+
+def detector_stages(run: PipelineRun) -> List[List[PipelineStage]]:
+    """The three ViLD models' heads, on the cached features: ViLD beside the other two."""
+    tau = _temperature_options(run)
+    return [
+        [_detector_stage(run, "vild", tau)],
+        [_detector_stage(run, "vild_ensemble", tau), _detector_stage(run, "vild_text", tau)],
+    ]
 
 
 def transfer_stages(run: PipelineRun) -> List[List[PipelineStage]]:
@@ -349,6 +402,7 @@ PHASES = [
     transfer_data_stages,
     base_and_teacher_stages,
     region_stages,
+    roi_feature_stages,
     detector_stages,
     transfer_stages,
 ]
