@@ -1,6 +1,7 @@
 """Head training on cached RoI features: what the cache holds, what training changes, the tool."""
 
 import json
+import logging
 import os
 
 import pytest
@@ -112,11 +113,25 @@ def _tool(*args):
     """``tools/train_heads_on_cached_features.py ARGS`` in this process (its datasets are
     registered here): the exit code (0 when it returned)."""
     tool = load_script("tools/train_heads_on_cached_features.py")
+    handlers = _all_handlers()
     try:
         tool.invoke_main(list(args))
     except SystemExit as e:
         return e.code
+    finally:  # the tool's set-up logs to this test's captured streams: not to later tests'
+        for logger, added in _all_handlers().items():
+            for handler in added - handlers.get(logger, set()):
+                logger.removeHandler(handler)
+                handler.close()
     return 0
+
+
+def _all_handlers():
+    """Every logger's handlers: {logger: set of handlers}."""
+    loggers = [logging.getLogger()] + [
+        v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger)
+    ]
+    return {logger: set(logger.handlers) for logger in loggers}
 
 
 def test_tool_trains_evaluates_and_reuses_its_cache(
