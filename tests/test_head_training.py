@@ -60,7 +60,7 @@ def test_cache_holds_the_pooled_features_of_its_boxes(cached, tiny_lvis):
         features = model.backbone(image.tensor)
         feats = [features[f] for f in model.roi_heads.box_in_features]
         rows = cache.proposal_rows(torch.tensor([1]))
-        boxes = cache.proposals(torch.tensor([1])).proposal_boxes
+        boxes = cache.proposals(rows).proposal_boxes
         again = model.roi_heads.box_pooler(feats, [boxes])
     torch.testing.assert_close(cache.proposal_features[rows].float(), again, atol=2e-3, rtol=2e-3)
     gt = cache.gt_classes[rows]

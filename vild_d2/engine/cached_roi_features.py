@@ -105,9 +105,8 @@ class RoiFeatureCache:
     def has_regions(self) -> bool:
         return len(self.region_features) > 0
 
-    def proposals(self, images: torch.Tensor) -> Instances:
-        """The sampled proposals of ``images`` (indices), concatenated, for the box losses."""
-        rows = self._rows(self.proposal_start, images)
+    def proposals(self, rows: torch.Tensor) -> Instances:
+        """The sampled proposals at ``rows`` (from :meth:`proposal_rows`), for the box losses."""
         out = Instances((0, 0))  # the losses read no image size
         out.proposal_boxes = Boxes(self.proposal_boxes[rows])
         out.gt_boxes = Boxes(self.gt_boxes[rows])

@@ -46,7 +46,7 @@ def _lr_at(step: int, total: int, base_lr: float, warmup: int) -> float:
 def _batch_losses(heads, cache: RoiFeatureCache, images: torch.Tensor, distill: bool):
     device = next(heads.parameters()).device
     rows = cache.proposal_rows(images)
-    proposals = cache.proposals(images).to(device)
+    proposals = cache.proposals(rows).to(device)
     features = cache.proposal_features[rows].to(device).float()
     if not distill:
         return heads.pooled_box_losses(features, [proposals])
