@@ -42,3 +42,25 @@ def test_the_probe_reaches_a_fit_its_features_allow_and_not_one_they_do_not():
     # teacher embeddings unrelated to the features: memorised at best, never generalised
     noise = probe_fit(_regions(768, g, learnable=False), text, hidden=64, epochs=60, batch_size=64)
     assert noise["held_out"]["top1_agreement"] < 40 and noise["held_out"]["l1"] > 1.5
+
+
+def test_models_on_the_same_features_share_one_probe(monkeypatch):
+    from vild_d2.evaluation import distillation_fit as module
+
+    g = torch.Generator().manual_seed(1)
+    text = F.normalize(torch.randn(6, 8, generator=g), dim=1)
+    same, other = _regions(96, g), _regions(96, g)
+    by_model = {"a": same, "b": DistilledRegions(same.pooled.clone(), same.teacher, same.teacher)}
+    by_model["c"] = other
+    monkeypatch.setattr(module, "distilled_regions", lambda cfg, model, *a: by_model[model])
+    probes = []
+    monkeypatch.setattr(module, "probe_fit", lambda regions, *a, **k: probes.append(regions) or {})
+    cfg = type("Cfg", (), {})()
+    cfg.MODEL = type("M", (), {"VILD": type("V", (), {"NUM_DISTILL_REGIONS": 8})})
+    known = []
+    fits = {m: module.distillation_fit(cfg, m, [], None, text, known) for m in ("a", "b", "c")}
+    assert [p is r for p, r in zip(probes, (same, other))] == [True, True]  # b reused a's
+    assert fits["b"]["probe"] is fits["a"]["probe"] and len(known) == 2
+    # the student's own fit is still its own: b's student equals its teacher
+    assert fits["b"]["student"]["top1_agreement"] == 100.0
+    assert fits["a"]["student"]["top1_agreement"] < 100.0

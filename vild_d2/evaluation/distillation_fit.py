@@ -13,7 +13,7 @@ was trained on: the stored proposals of training images and the teacher's embedd
 """
 
 from dataclasses import dataclass
-from typing import Dict, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -133,17 +133,32 @@ def probe_fit(
 
 
 def distillation_fit(
-    cfg, model, dataset_dicts: Sequence[dict], store: RegionStore, text: torch.Tensor, **probe
+    cfg,
+    model,
+    dataset_dicts: Sequence[dict],
+    store: RegionStore,
+    text: torch.Tensor,
+    known_probes: Optional[List[Tuple[torch.Tensor, dict]]] = None,
+    **probe,
 ) -> Dict[str, Dict[str, float]]:
     """
     {"student": its fit, "probe": {"train", "held_out"}: the fit of a probe on its frozen
     features (:func:`probe_fit`), "regions": how many} (see the module's doc).
+
+    ``known_probes``: a list shared between calls with the same probe options, of (pooled
+    features, probe fit). Models whose pooled features are equal (heads trained on one
+    detector's cached features) then share one probe, which depends on nothing else.
     """
     regions = distilled_regions(
         cfg, model, dataset_dicts, store, cfg.MODEL.VILD.NUM_DISTILL_REGIONS
     )
+    known = [] if known_probes is None else known_probes
+    fit = next((f for pooled, f in known if torch.equal(pooled, regions.pooled)), None)
+    if fit is None:
+        fit = probe_fit(regions, text, **probe)
+        known.append((regions.pooled, fit))
     return {
         "student": fit_metrics(regions.student, regions.teacher, text),
-        "probe": probe_fit(regions, text, **probe),
+        "probe": fit,
         "regions": len(regions.teacher),
     }

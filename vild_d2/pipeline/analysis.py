@@ -137,11 +137,11 @@ def _distillation_fits(run: PipelineRun, model_cfgs: list, text) -> dict:
     """Each distilled model's fit to the teacher on its training regions, and its probe's."""
     dicts = DatasetCatalog.get(TRAIN_DATASET)[: run.size.fit_images]
     store = RegionStore(run.store)
-    fits = {}
+    fits, probes = {}, []  # models on the same frozen features share one probe
     for key, cfg, model in _vild_models(model_cfgs):
         if cfg.MODEL.VILD.IMAGE_LOSS_WEIGHT > 0:
             fits[key] = distillation_fit(
-                cfg, model, dicts, store, text, epochs=run.size.probe_epochs, seed=run.seed
+                cfg, model, dicts, store, text, probes, epochs=run.size.probe_epochs, seed=run.seed
             )
     return fits
 
