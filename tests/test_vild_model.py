@@ -179,8 +179,9 @@ def test_ensemble_image_head_starts_from_the_checkpoints_box_head(vocab_file, tm
 def test_world_base_detector_hands_every_head_but_the_classifier(config, vocab_file, tmp_path):
     """The shapes world's stock Mask R-CNN (the base detector every world model starts
     from) has ViLD's class-agnostic box regression and mask heads: loaded into a ViLD
-    model, every parameter but the classifier (text projection, background embedding)
-    comes from it. With class-specific heads, the box and mask predictors restarted."""
+    model, every parameter comes from it but the classifier (text projection, background
+    embedding) and the layers the ViLD configs widen (box-head fcs of 1024, not 256, and the
+    box regression on them). With class-specific heads, the mask predictor restarted too."""
     from detectron2.checkpoint import DetectionCheckpointer
 
     stock_config = os.path.join(ROOT, "configs", "shapes_world", "mask_rcnn_R_18_FPN_tiny.yaml")
@@ -193,11 +194,18 @@ def test_world_base_detector_hands_every_head_but_the_classifier(config, vocab_f
     base = stock.state_dict()
     own = [k for k in vild.state_dict() if ".classifier." in k]
     assert own  # the projection to D and the background embedding
+    widened = []
     for k, v in vild.state_dict().items():
         if k in own:
             continue
         source = k.replace("roi_heads.image_head.", "roi_heads.")  # the ensemble's copy
-        assert source in base and torch.equal(v, base[source]), k
+        assert source in base, k
+        if v.shape != base[source].shape:
+            widened.append(source)
+            continue
+        assert torch.equal(v, base[source]), k
+    fcs = {f"roi_heads.box_head.fc{i}.{p}" for i in (1, 2) for p in ("weight", "bias")}
+    assert set(widened) == fcs | {"roi_heads.box_predictor.bbox_pred.weight"}
 
 
 def test_novel_classes_get_no_gradient(vocab_file):
