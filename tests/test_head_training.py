@@ -15,7 +15,7 @@ from vild_d2.engine.cached_roi_features import (
     build_roi_feature_cache,
     load_roi_feature_cache,
 )
-from vild_d2.engine.head_training import head_parameters, train_heads_on_cache
+from vild_d2.engine.head_training import head_parameters, load_text_head, train_heads_on_cache
 
 from .conftest import ROOT
 from .helpers.scripts import load_script
@@ -100,6 +100,54 @@ def test_head_training_fits_the_teacher_and_changes_only_the_heads(cached):
         not torch.equal(before[n], p) for n, p in model.named_parameters() if "box_head" in n
     )
     assert not model.training
+
+
+def test_ensemble_takes_a_trained_text_head_and_trains_its_image_head_alone(
+    cached, tiny_lvis, store, vocab, tmp_path  # noqa: F811
+):
+    cfg, _, cache = cached
+    torch.manual_seed(1)
+    text_model = build_model(cfg)  # a "trained ViLD-text": heads of its own
+    trained_text = str(tmp_path / "vild_text.pth")
+    torch.save({"model": text_model.state_dict()}, trained_text)
+    ensemble = build_model(_cfg(tiny_lvis, store, vocab, tmp_path, "MODEL.VILD.ENSEMBLE", "True"))
+    load_text_head(ensemble, trained_text)
+    heads, text_heads = ensemble.roi_heads, text_model.roi_heads
+    # the text head, and the image head's box head to start from, are ViLD-text's
+    for mine, theirs in (
+        (heads.box_head, text_heads.box_head),
+        (heads.box_predictor, text_heads.box_predictor),
+        (heads.image_head.box_head, text_heads.box_head),
+    ):
+        for a, b in zip(mine.parameters(), theirs.parameters(), strict=True):
+            assert torch.equal(a, b)
+    trained = set(id(p) for p in head_parameters(ensemble, text_head=False))
+    assert trained == set(id(p) for p in heads.image_head.parameters())
+    before = {n: p.detach().clone() for n, p in ensemble.named_parameters()}
+    history = train_heads_on_cache(
+        ensemble, cache, epochs=20, images_per_batch=2, base_lr=0.05, text_head=False
+    )
+    assert set(history[0]) == {"loss_image"}
+    assert history[-1]["loss_image"] < 0.8 * history[0]["loss_image"], history
+    for name, p in ensemble.named_parameters():
+        assert torch.equal(before[name], p.detach()) != name.startswith(
+            "roi_heads.image_head."
+        ), name
+
+
+def test_a_text_head_of_other_shapes_is_refused_by_name(cached, tmp_path):
+    cfg, model, _ = cached
+    wrong = str(tmp_path / "narrow.pth")
+    state = {
+        k: v[..., :3] if k.endswith("fc1.weight") else v for k, v in model.state_dict().items()
+    }
+    torch.save({"model": state}, wrong)
+    ensemble_cfg = cfg.clone()
+    ensemble_cfg.merge_from_list(["MODEL.VILD.ENSEMBLE", "True"])
+    with pytest.raises(ValueError, match="narrow.pth: no text head of this model's shapes"):
+        load_text_head(build_model(ensemble_cfg), wrong)
+    with pytest.raises(ValueError, match="for ViLD-ensemble"):
+        load_text_head(model, wrong)
 
 
 def test_distilled_model_needs_regions_in_its_cache(cached):

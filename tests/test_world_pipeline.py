@@ -119,6 +119,13 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
         assert len(epochs) == QUICK.head_epochs and ("loss_image" in epochs[0]) == (
             key != "vild_text"
         )
+    assert set(epochs[0]) == {"loss_image"}  # ViLD-ensemble (last): its image head alone
+    # ... with ViLD-text's text head, as ViLD-text trained it
+    import torch
+
+    text, ensemble = (torch.load(str(out / k / "model_final.pth"))["model"] for k in MODELS[:3:2])
+    for name in ("roi_heads.box_head.fc1.weight", "roi_heads.box_predictor.bbox_pred.weight"):
+        assert torch.equal(ensemble[name], text[name]), name
     assert (out / "mask_rcnn_supervised" / "metrics.json").is_file()
     # four detectors, each evaluated with LVIS AP split by frequency
     for key in MODELS:

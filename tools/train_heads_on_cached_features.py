@@ -5,7 +5,7 @@ evaluate it like ``train_net.py --eval-only``:
 
     python tools/train_heads_on_cached_features.py \\
         --config-file configs/shapes_world/vild_R_18_FPN_tiny.yaml --epochs 8 \\
-        [--cache FILE] [--images-per-batch 8] \\
+        [--cache FILE] [--images-per-batch 8] [--text-head FILE] \\
         MODEL.WEIGHTS output/world/base/model_final.pth OUTPUT_DIR output/vild_heads [KEY VALUE ...]
 
 MODEL.WEIGHTS is the frozen detector (backbone, RPN and mask head are kept as they are);
@@ -16,6 +16,10 @@ datasets and sampling, so ViLD, ViLD-text and ViLD-ensemble can share one), and 
 head, box predictor and (ViLD-ensemble) image head train ``--epochs`` passes over them
 with the model's own losses: SGD at SOLVER.BASE_LR with SOLVER.MOMENTUM and
 SOLVER.WEIGHT_DECAY, 5% warm-up, cosine decay, seed SEED.
+With --text-head FILE (ViLD-ensemble) the text head is a trained ViLD-text's on the same
+frozen detector (FILE: its model_final.pth), kept as it is, and only the image head trains,
+on the distillation regions: with the detector frozen the ensemble's text head would train
+exactly as ViLD-text's did.
 With --cache-only it stops once the cache is written. Otherwise it writes
 OUTPUT_DIR/model_final.pth, OUTPUT_DIR/head_training.json (each epoch's losses)
 and, after evaluating on DATASETS.TEST, OUTPUT_DIR/eval_results.json.
@@ -40,7 +44,7 @@ from vild_d2.engine.cached_roi_features import (
     build_roi_feature_cache,
     load_roi_feature_cache,
 )
-from vild_d2.engine.head_training import train_heads_on_cache
+from vild_d2.engine.head_training import load_text_head, train_heads_on_cache
 from vild_d2.engine.trainer import build_config
 from vild_d2.modeling import ViLDRCNN
 from vild_d2.utils.atomic_io import atomic_write, atomic_write_json
@@ -65,6 +69,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument(
         "--cache-only", action="store_true", help="write the cache and stop (no training)"
+    )
+    p.add_argument(
+        "--text-head",
+        metavar="FILE",
+        help="ViLD-ensemble: take the text head from this ViLD-text checkpoint, train the image "
+        "head only",
     )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
     args = p.parse_args(argv)
@@ -98,6 +108,11 @@ def main(args) -> dict:
             "training on cached features trains ViLD heads (ViLDRCNN)"
         )
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    if args.text_head:
+        try:
+            load_text_head(model, args.text_head)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--text-head: {e}") from e
     cache = cached_features(
         cfg, model, args.cache or os.path.join(cfg.OUTPUT_DIR, "roi_features.pth")
     )
@@ -112,6 +127,7 @@ def main(args) -> dict:
         momentum=cfg.SOLVER.MOMENTUM,
         weight_decay=cfg.SOLVER.WEIGHT_DECAY,
         seed=cfg.SEED,
+        text_head=not args.text_head,
     )
     atomic_write_json(os.path.join(cfg.OUTPUT_DIR, "head_training.json"), history)
     weights = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")

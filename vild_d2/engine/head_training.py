@@ -21,18 +21,51 @@ from detectron2.utils.events import EventStorage
 
 from .cached_roi_features import RoiFeatureCache
 
-__all__ = ["head_parameters", "train_heads_on_cache"]
+__all__ = ["head_parameters", "load_text_head", "train_heads_on_cache"]
 
 logger = logging.getLogger(__name__)
 
 
-def head_parameters(model) -> List[torch.nn.Parameter]:
-    """The parameters head training updates: box head, box predictor and image head."""
+TEXT_HEAD_PREFIXES = ("roi_heads.box_head.", "roi_heads.box_predictor.")  # in a checkpoint
+
+
+def head_parameters(model, text_head: bool = True) -> List[torch.nn.Parameter]:
+    """
+    The parameters head training updates: box head, box predictor and image head; with
+    ``text_head=False`` the image head's only (ViLD-ensemble's, the text head kept as it is).
+    """
     heads = model.roi_heads
-    modules = [heads.box_head, heads.box_predictor]
-    if getattr(heads, "image_head", None) is not None:
-        modules.append(heads.image_head)
+    image_head = getattr(heads, "image_head", None)
+    modules = [heads.box_head, heads.box_predictor] if text_head else []
+    if image_head is not None:
+        modules.append(image_head)
     return [p for m in modules for p in m.parameters() if p.requires_grad]
+
+
+def load_text_head(model, path: str) -> None:
+    """
+    Set ViLD-ensemble ``model``'s text head (box head and box predictor) from the trained
+    checkpoint at ``path`` (a ViLD-text's) and start its image head's box head as a copy of
+    that box head. On a frozen detector the ensemble's text head trains exactly as a
+    ViLD-text head does (the same losses on the same features), so it is taken, not trained
+    again: only the image head is left to train. Raises ValueError naming ``path`` when its
+    heads are missing or of other shapes.
+    """
+    heads = model.roi_heads
+    if getattr(heads, "image_head", None) is None:
+        raise ValueError(f"a text head from {path} is for ViLD-ensemble (MODEL.VILD.ENSEMBLE)")
+    state = torch.load(path, map_location="cpu")
+    state = state.get("model", state)
+    own = model.state_dict()
+    wanted = [k for k in own if k.startswith(TEXT_HEAD_PREFIXES)]
+    wrong = [k for k in wanted if k not in state or state[k].shape != own[k].shape]
+    if wrong:
+        raise ValueError(
+            f"{path}: no text head of this model's shapes ({len(wrong)} of {len(wanted)} tensors "
+            f"missing or of other shapes, e.g. {wrong[0]})"
+        )
+    model.load_state_dict({k: state[k] for k in wanted}, strict=False)
+    heads.image_head.box_head.load_state_dict(heads.box_head.state_dict())
 
 
 def _lr_at(step: int, total: int, base_lr: float, warmup: int) -> float:
@@ -43,8 +76,17 @@ def _lr_at(step: int, total: int, base_lr: float, warmup: int) -> float:
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _batch_losses(heads, cache: RoiFeatureCache, images: torch.Tensor, distill: bool):
+def _batch_losses(
+    heads, cache: RoiFeatureCache, images: torch.Tensor, distill: bool, text_head: bool
+):
     device = next(heads.parameters()).device
+    if not text_head:  # ViLD-ensemble's image head alone: its distillation regions
+        regions = cache.region_rows(images)
+        return heads.image_head_losses(
+            cache.region_features[regions].to(device).float(),
+            cache.teacher[regions].to(device),
+            cache.region_valid[regions].to(device),
+        )
     rows = cache.proposal_rows(images)
     proposals = cache.proposals(rows).to(device)
     features = cache.proposal_features[rows].to(device).float()
@@ -70,22 +112,27 @@ def train_heads_on_cache(
     momentum: float = 0.9,
     weight_decay: float = 1e-4,
     seed: int = 0,
+    text_head: bool = True,
 ) -> List[Dict[str, float]]:
     """
     Train ``model``'s heads (:func:`head_parameters`) for ``epochs`` passes over ``cache``,
     ``images_per_batch`` images per step (their proposals and regions together), SGD with
     a 5% warm-up and a cosine decay. The distillation loss is used when the model's
-    ``IMAGE_LOSS_WEIGHT`` > 0 (the cache must then hold regions). The rest of the model
-    is not changed. Returns each epoch's mean losses.
+    ``IMAGE_LOSS_WEIGHT`` > 0 (the cache must then hold regions). With ``text_head=False``
+    (ViLD-ensemble after :func:`load_text_head`) only the image head trains, on the
+    distillation regions alone. The rest of the model is not changed. Returns each epoch's
+    mean losses.
     """
     heads = model.roi_heads
     distill = heads.image_loss_weight > 0
-    if distill and not cache.has_regions:
+    if (distill or not text_head) and not cache.has_regions:
         raise ValueError(
             "MODEL.VILD.IMAGE_LOSS_WEIGHT > 0 but the RoI feature cache holds no distillation "
             f"regions (computed from {cache.source}): cache it with the region store set"
         )
-    params = head_parameters(model)
+    if not text_head and (not distill or getattr(heads, "image_head", None) is None):
+        raise ValueError("training the image head alone needs ViLD-ensemble with distillation")
+    params = head_parameters(model, text_head)
     optimizer = torch.optim.SGD(params, lr=base_lr, momentum=momentum, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(cache.num_images / images_per_batch)
     total = epochs * steps_per_epoch
@@ -100,7 +147,7 @@ def train_heads_on_cache(
             for images in order.split(images_per_batch):
                 for group in optimizer.param_groups:
                     group["lr"] = _lr_at(step, total, base_lr, warmup)
-                losses = _batch_losses(heads, cache, images, distill)
+                losses = _batch_losses(heads, cache, images, distill, text_head)
                 optimizer.zero_grad()
                 sum(losses.values()).backward()
                 optimizer.step()

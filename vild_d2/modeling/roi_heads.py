@@ -211,9 +211,28 @@ class ViLDROIHeads(StandardROIHeads):
         if region_features is not None:
             if self.image_head is None:
                 student = self.box_predictor.embed(region_x)
+                losses["loss_image"] = self._weighted_distillation(student, teacher, valid)
             else:
-                student = self.image_head.embed(region_features)
-            losses["loss_image"] = self.image_loss_weight * distillation_l1_loss(
-                student, teacher.to(student.device), valid
-            )
+                losses.update(self.image_head_losses(region_features, teacher, valid))
         return losses
+
+    def image_head_losses(
+        self,
+        region_features: torch.Tensor,
+        teacher: torch.Tensor,
+        valid: Optional[torch.Tensor] = None,
+    ) -> Dict[str, torch.Tensor]:
+        """
+        ViLD-ensemble's image head alone: {"loss_image": w * L1} of its embeddings of
+        [M, C, S, S] pooled region features against the [M, D] teacher embeddings
+        (``valid``: optional [M] bool).
+        """
+        if self.image_head is None:
+            raise ValueError("image_head_losses needs ViLD-ensemble's image head (ENSEMBLE: True)")
+        student = self.image_head.embed(region_features)
+        return {"loss_image": self._weighted_distillation(student, teacher, valid)}
+
+    def _weighted_distillation(self, student, teacher, valid) -> torch.Tensor:
+        return self.image_loss_weight * distillation_l1_loss(
+            student, teacher.to(student.device), valid
+        )

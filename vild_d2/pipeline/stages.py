@@ -13,6 +13,7 @@ another; the lanes of a phase run side by side (``--jobs``), each lane's stages 
                          detector's pooled RoI features, beside the supervised detector
                          (train_net.py)
     the ViLD models      tools/train_heads_on_cached_features.py: their heads on that cache
+                         (ViLD-ensemble: ViLD-text's text head, its image head trained)
     transfer <model>     train_net.py --eval-only on val and another vocabulary at once
 """
 
@@ -339,6 +340,8 @@ def _detector_stage(run: PipelineRun, key: str, tau: List[str]) -> PipelineStage
         command = run.script("tools", "train_heads_on_cached_features.py")
         command += ["--config-file", config, "--epochs", str(run.size.head_epochs)]
         command += ["--cache", run.roi_features]
+        if key == "vild_ensemble":  # its text head is ViLD-text's (the tool's docstring)
+            command += ["--text-head", run.path("vild_text", "model_final.pth")]
         show = lines_with("epoch ", "copypaste: AP,")
     else:
         command = _train_net(run, "--resume", "--config-file", config)
@@ -367,11 +370,14 @@ def roi_feature_stages(run: PipelineRun) -> List[List[PipelineStage]]:
 
 
 def detector_stages(run: PipelineRun) -> List[List[PipelineStage]]:
-    """The three ViLD models' heads, on the cached features: ViLD beside the other two."""
+    """
+    The three ViLD models' heads, on the cached features: ViLD beside ViLD-text then
+    ViLD-ensemble (ViLD-text's text head and an image head trained alone).
+    """
     tau = _temperature_options(run)
     return [
         [_detector_stage(run, "vild", tau)],
-        [_detector_stage(run, "vild_ensemble", tau), _detector_stage(run, "vild_text", tau)],
+        [_detector_stage(run, "vild_text", tau), _detector_stage(run, "vild_ensemble", tau)],
     ]
 
 
