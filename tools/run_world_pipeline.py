@@ -25,7 +25,8 @@ full output goes to OUTPUT/<stage>.log):
                base-training image, embedded by the teacher
   6. models    tools/train_heads_on_cached_features.py: the base detector's pooled RoI
                features of every base-training image cached once, then the heads of
-               ViLD-text, ViLD, ViLD-ensemble trained on them (24 epochs; rare = novel
+               ViLD-text and ViLD trained on them and ViLD-ensemble's image head beside
+               ViLD-text's text head (24 epochs; rare = novel
                annotations removed; tau = 1 / the teacher's logit scale); train_net.py:
                the supervised Mask R-CNN (shapes_world_train, all categories, end to
                end); each evaluated with LVISEvaluator
