@@ -64,8 +64,9 @@ def load_text_head(model, path: str) -> None:
             f"{path}: no text head of this model's shapes ({len(wrong)} of {len(wanted)} tensors "
             f"missing or of other shapes, e.g. {wrong[0]})"
         )
+    # without image-head keys, ViLDROIHeads' load hook starts the image head's box head as
+    # a copy of the box head loaded here
     model.load_state_dict({k: state[k] for k in wanted}, strict=False)
-    heads.image_head.box_head.load_state_dict(heads.box_head.state_dict())
 
 
 def _lr_at(step: int, total: int, base_lr: float, warmup: int) -> float:
@@ -125,13 +126,13 @@ def train_heads_on_cache(
     """
     heads = model.roi_heads
     distill = heads.image_loss_weight > 0
-    if (distill or not text_head) and not cache.has_regions:
+    if not text_head and (not distill or getattr(heads, "image_head", None) is None):
+        raise ValueError("training the image head alone needs ViLD-ensemble with distillation")
+    if distill and not cache.has_regions:
         raise ValueError(
             "MODEL.VILD.IMAGE_LOSS_WEIGHT > 0 but the RoI feature cache holds no distillation "
             f"regions (computed from {cache.source}): cache it with the region store set"
         )
-    if not text_head and (not distill or getattr(heads, "image_head", None) is None):
-        raise ValueError("training the image head alone needs ViLD-ensemble with distillation")
     params = head_parameters(model, text_head)
     optimizer = torch.optim.SGD(params, lr=base_lr, momentum=momentum, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(cache.num_images / images_per_batch)
