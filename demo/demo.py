@@ -11,6 +11,11 @@ image and one COCO-results json (with class names).
         [--confidence-threshold 0.5] [--device cpu] [--opts MODEL.WEIGHTS model.pth ...]
 
     python demo/demo.py --torchscript model.ts --vocabulary-file emb.npy --input ... --output ...
+    python demo/demo.py --model converted/r50_vild_ensemble --input img.jpg --output out/ \\
+        --custom-vocabulary "red kite,mug"
+
+``--model`` takes a model folder (a trained model's output folder or a converted checkpoint's:
+config.yaml + model_final.pth), which also names the ``--teacher`` for custom words.
 
 Without a vocabulary flag the config's test vocabulary is used. ``--custom-vocabulary`` and
 ``--nouns``/``--attributes`` embed the names with the CLIP ``--teacher`` that made the
@@ -31,15 +36,15 @@ import vild_d2  # noqa: F401  (first: registers datasets and components, imports
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
-from detectron2.data.catalog import Metadata
 from detectron2.data.detection_utils import read_image
-from detectron2.utils.visualizer import Visualizer
 from PIL import Image
 from tqdm import tqdm
 
 from vild_d2.config import ConfigError, load_config
 from vild_d2.data.image_check import check_images
 from vild_d2.inference import OpenVocabularyPredictor
+from vild_d2.inference.drawing import draw_detections
+from vild_d2.inference.model_folder import ModelFolder
 from vild_d2.inference.vocabularies import (
     custom_vocabulary,
     dataset_vocabulary_embeddings,
@@ -55,7 +60,6 @@ from vild_d2.utils.atomic_io import atomic_folder
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 RESULTS_FILE = "results.json"  # in --output: COCO results (+ "category_name", "file_name")
-PICTURE_MIN_SIDE = 512  # pictures of smaller images are drawn enlarged to this longer side, pixels
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--config-file", help="the model's config (weights: MODEL.WEIGHTS in --opts or the file)"
     )
     model.add_argument("--torchscript", help="a model exported by tools/export_model.py")
+    model.add_argument(
+        "--model", help="a model folder (config.yaml + model_final.pth; it names its teacher)"
+    )
     p.add_argument("--input", nargs="+", required=True, help="images, folders or glob patterns")
     p.add_argument("--output", required=True, help="folder for the pictures and results.json")
     p.add_argument(
@@ -196,8 +203,13 @@ def main(argv=None) -> int:
         if args.confidence_threshold < 0 or args.confidence_threshold > 1:
             raise ValueError(f"--confidence-threshold {args.confidence_threshold} is not in [0, 1]")
         cfg = None
-        if args.config_file:
+        if args.model:
+            folder = ModelFolder.open(args.model)
+            args.teacher = args.teacher or folder.teacher
+            cfg = load_config(folder.config_file, folder.config_opts + list(args.opts))
+        elif args.config_file:
             cfg = load_config(args.config_file, args.opts)
+        if cfg is not None:
             cfg.freeze()
             predictor = OpenVocabularyPredictor(cfg, device=device)
         else:
@@ -235,7 +247,6 @@ def run(predictor, vocabulary, paths, output: str, threshold: float) -> None:
 
 def _detect(predictor, vocabulary, paths, folder: str, threshold: float) -> list:
     """Pictures and COCO results of every image, written into ``folder``; returns the results."""
-    metadata = Metadata(thing_classes=list(vocabulary.names))
     results = []
     for image_id, (path, picture) in enumerate(
         tqdm(list(zip(paths, picture_names(paths))), desc="images", unit="image", disable=None),
@@ -244,11 +255,7 @@ def _detect(predictor, vocabulary, paths, folder: str, threshold: float) -> list
         image = read_image(path, format=predictor.input_format)
         inst = predictor(image).to("cpu")
         inst = inst[inst.scores >= threshold]
-        rgb = read_image(path, format="RGB")
-        scale = max(
-            1.0, PICTURE_MIN_SIDE / max(rgb.shape[:2])
-        )  # small images: enlarge so labels stay legible
-        drawn = Visualizer(rgb, metadata, scale=scale).draw_instance_predictions(inst).get_image()
+        drawn = draw_detections(read_image(path, format="RGB"), inst, vocabulary.names)
         Image.fromarray(drawn).save(os.path.join(folder, picture), format="PNG")
         results += _coco_results(inst, image_id, path, vocabulary.names)
     with open(os.path.join(folder, RESULTS_FILE), "w") as f:

@@ -75,3 +75,37 @@ def converted_oracle(tmp_path_factory):
     tool = load_script("tools/convert_official_checkpoint.py")
     assert tool.main([os.path.join(ORACLE, "model.ckpt"), "--output", out, "--no-progress"]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_folder(tmp_path_factory, tiny_clip_checkpoint):
+    """
+    A model folder as train_net.py leaves one (config.yaml, model_final.pth): a random
+    tiny ViLD whose training vocabulary's .json names the tiny CLIP as its teacher.
+    """
+    import json
+
+    import numpy as np
+    import torch
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    from vild_d2.config import load_config
+    from vild_d2.teacher.prompts import encode_vocabulary
+
+    folder = tmp_path_factory.mktemp("model_folder") / "tiny_vild"
+    folder.mkdir()
+    names = ["red circle", "blue star", "green heart"]
+    embeddings = str(folder / "train_text.npy")
+    np.save(embeddings, encode_vocabulary(tiny_clip_checkpoint["model"], names).numpy())
+    with open(folder / "train_text.json", "w") as f:
+        json.dump({"class_names": names, "teacher": tiny_clip_checkpoint["path"]}, f)
+    config = os.path.join(ROOT, "configs", "shapes_world", "vild_R_18_FPN_tiny.yaml")
+    opts = ["MODEL.DEVICE", "cpu", "MODEL.VILD.EMBED_DIM", "32"]
+    opts += ["MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", embeddings]
+    opts += ["DATASETS.TRAIN", "()", "DATASETS.TEST", "()", "MODEL.ROI_HEADS.NUM_CLASSES", "3"]
+    cfg = load_config(config, opts)
+    torch.manual_seed(0)
+    DetectionCheckpointer(build_model(cfg), save_dir=str(folder)).save("model_final")
+    (folder / "config.yaml").write_text(cfg.dump())
+    return {"path": str(folder), "names": names, "teacher": tiny_clip_checkpoint["path"]}

@@ -400,3 +400,15 @@ def test_a_file_that_is_not_torchscript_is_one_short_line(setup, tmp_path, capsy
     line = err.strip()
     assert len(line.splitlines()) == 1 and "weights.pt: not a TorchScript file" in line
     assert "corrupted" not in line and "miniz" not in line
+
+
+def test_a_model_folder_names_its_own_teacher(tiny_model_folder, setup, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    args = ["--model", tiny_model_folder["path"], "--input", setup["images"], "--output", out]
+    code, _, err = _run(args + ["--custom-vocabulary", "red kite, mug"], capsys)
+    assert code == 0, err
+    assert {r["category_name"] for r in _results(out)} <= {"red kite", "mug"}
+    code, _, err = _run(
+        ["--model", str(tmp_path), "--input", setup["images"], "--output", out + "2"], capsys
+    )
+    assert code == 2 and err.count("\n") == 1 and "not a model folder" in err

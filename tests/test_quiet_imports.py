@@ -1,4 +1,8 @@
-"""detectron2's import-time jit deprecation warnings: silenced in each entry point, only they."""
+"""
+No noise: every entry point's ``--help`` and one-line error print nothing on stderr but
+that line (detectron2's import-time jit warnings silenced, only they; clip imports without
+pkg_resources).
+"""
 
 import os
 import subprocess
@@ -18,20 +22,28 @@ ENTRY_POINTS = [
     "tools/run_world_pipeline.py",
     "datasets/prepare_shapes_world.py",
     "tools/export_model.py",
+    "tools/convert_official_checkpoint.py",
     "demo/demo.py",
+    "demo/app.py",
 ]
+# a mistake a user makes in each tool people start by hand: (arguments, the script's error)
+ONE_LINE_ERRORS = {
+    "train_net.py": ["--config-file", "missing.yaml"],
+    "demo/demo.py": ["--config-file", "missing.yaml", "--input", "missing.jpg", "--output", "o"],
+    "tools/convert_official_checkpoint.py": ["missing.tar.gz", "--output", "o"],
+    "tools/export_model.py": ["--config-file", "missing.yaml", "--output", "o"],
+    "demo/app.py": ["--model", "missing_folder"],
+}
 
 
-@pytest.fixture(scope="module")
-def helps(tmp_path_factory):
-    """Every entry point's ``--help``, all started at once: (exit code, stderr) by script."""
-    folder = tmp_path_factory.mktemp("helps")
+def _run_all(folder, commands: dict) -> dict:
+    """Each script with its arguments, all started at once: (exit code, stderr) by script."""
     running = {}
-    for i, script in enumerate(ENTRY_POINTS):
+    for i, (script, args) in enumerate(commands.items()):
         err = open(folder / f"{i}.err", "w+")  # a file: nobody reads a pipe while they run
         proc = subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, script), "--help"],
-            cwd=ROOT,
+            [sys.executable, os.path.join(ROOT, script), *args],
+            cwd=folder,
             stdout=subprocess.DEVNULL,
             stderr=err,
         )
@@ -45,11 +57,28 @@ def helps(tmp_path_factory):
     return done
 
 
+@pytest.fixture(scope="module")
+def helps(tmp_path_factory):
+    return _run_all(tmp_path_factory.mktemp("helps"), {s: ["--help"] for s in ENTRY_POINTS})
+
+
+@pytest.fixture(scope="module")
+def errors(tmp_path_factory):
+    return _run_all(tmp_path_factory.mktemp("errors"), ONE_LINE_ERRORS)
+
+
 @pytest.mark.parametrize("script", ENTRY_POINTS)
-def test_help_has_no_jit_deprecation_noise(helps, script):
+def test_help_prints_nothing_on_stderr(helps, script):
     code, stderr = helps[script]
     assert code == 0, stderr[-2000:]
-    assert "torch.jit.script" not in stderr, stderr[-2000:]
+    assert stderr == "", stderr[-2000:]
+
+
+@pytest.mark.parametrize("script", sorted(ONE_LINE_ERRORS))
+def test_a_mistake_is_one_line_on_stderr(errors, script):
+    code, stderr = errors[script]
+    assert code == 2 and stderr.count("\n") == 1, stderr[-2000:]
+    assert "missing" in stderr and "Warning" not in stderr
 
 
 def test_a_users_own_jit_script_still_warns(tmp_path):

@@ -37,6 +37,9 @@ def _demo(out, expect_success=True):
     if not expect_success:
         return proc
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # no foreign block in what the user reads (each stage's own log keeps its output)
+    for noise in ("not used by the model", "meshgrid", "pkg_resources"):
+        assert noise not in proc.stdout + proc.stderr, noise
     return proc.stdout
 
 
@@ -237,6 +240,16 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
         )
     assert '"already_done": 24' in again  # the region tool found every image committed
     assert (out / "results.json").is_file()
+
+    # the try-it page's models: the three ViLD models (not the supervised one), on any words
+    from vild_d2.inference import OpenVocabularyDetector, find_model_folders
+
+    assert [os.path.basename(m.path) for m in find_model_folders(str(out))] == sorted(MODELS[:3])
+    detector = OpenVocabularyDetector.load(str(out / "vild_ensemble"), device="cpu")
+    assert os.path.samefile(detector.teacher, world / "teacher" / "clip_world.pt")
+    image = world / "val" / val["images"][0]["file_name"].split("/")[-1]
+    found = detector(str(image), "red heart; blue arrow", score_threshold=0.0)
+    assert len(found) > 0 and {d.name for d in found} <= {"red heart", "blue arrow"}
 
     # an output folder pretrained by an older recipe (base categories) is named, not reused
     info_file = out / "pretrain" / "roi_classifier.json"

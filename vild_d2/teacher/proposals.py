@@ -125,7 +125,7 @@ class RPNProposals:
             logger.warning(
                 "MODEL.WEIGHTS is empty: the RPN's proposals are those of random weights"
             )
-        DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        _load_without_roi_heads(self.model, cfg.MODEL.WEIGHTS)
         self.resize = build_test_augmentation(cfg)[0]
         self.input_format = cfg.INPUT.FORMAT
 
@@ -148,3 +148,20 @@ class RPNProposals:
         result = detector_postprocess(proposals[0], h, w)
         boxes = result.proposal_boxes.tensor.cpu().numpy()
         return (boxes, result.objectness_logits.cpu().numpy()) if with_scores else boxes
+
+
+def _load_without_roi_heads(model, weights: str) -> None:
+    """
+    Load ``weights`` into ``model``; a model without ROI heads (an RPN-only config) skips the
+    checkpoint's ``roi_heads.*`` tensors, which it has no use for, instead of listing each
+    as unused. Missing keys are still reported, as detectron2 does.
+    """
+    checkpointer = DetectionCheckpointer(model)
+    if not weights or hasattr(model, "roi_heads"):
+        checkpointer.load(weights)
+        return
+    checkpoint = checkpointer._load_file(weights)  # detectron2's reader (.pth, .pkl, ...)
+    state = checkpoint.get("model", checkpoint)
+    for key in [k for k in state if k.startswith("roi_heads.")]:
+        del state[key]
+    checkpointer._load_model(checkpoint)
