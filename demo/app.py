@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", action="append", default=[], help="a model folder (repeatable)")
     p.add_argument(
+        "--teacher",
+        help="a local CLIP checkpoint file to embed words for the --model folders (instead of"
+        " the CLIP they name, e.g. ViT-B/32 on a machine without internet)",
+    )
+    p.add_argument(
         "--models-root", default="output", help="where to look for model folders (default output)"
     )
     p.add_argument(
@@ -51,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
 def collect_models(args) -> list:
     """The --model folders (each must open) then those found under --models-root."""
     models = [ModelFolder.open(path) for path in args.model]
+    if args.teacher:
+        if not os.path.isfile(args.teacher):
+            raise FileNotFoundError(f"--teacher {args.teacher}: no such CLIP checkpoint file")
+        for model in models:
+            model.teacher = args.teacher
     given = {os.path.abspath(m.path) for m in models}
     for found in find_model_folders(args.models_root):
         if os.path.abspath(found.path) not in given:

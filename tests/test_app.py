@@ -78,3 +78,23 @@ def test_without_a_model_the_page_says_how_to_get_one(tmp_path):
         server.stop()
     texts = [c.get("props", {}).get("value") for c in config["components"]]
     assert any(isinstance(t, str) and "make demo" in t for t in texts)
+
+
+def test_a_converted_release_on_the_page(converted_oracle, image, tmp_path):
+    from vild_d2.teacher import build_clip, save_clip_checkpoint
+
+    from .conftest import TINY_CLIP_SHAPE
+
+    clip_512 = str(tmp_path / "clip_512.pt")  # stands in for ViT-B/32 (no internet here)
+    save_clip_checkpoint(build_clip(seed=0, **{**TINY_CLIP_SHAPE, "embed_dim": 512}), clip_512)
+    args = ["--model", converted_oracle, "--teacher", clip_512, "--device", "cpu"]
+    server = AppServer(args + ["--models-root", str(tmp_path / "none")], str(tmp_path / "app"))
+    try:
+        client = Client(server.url, verbose=False)
+        name = os.path.basename(converted_oracle)
+        _, table, status, *_ = client.predict(
+            handle_file(image), name, "cat; teapot", 0.05, api_name="/detect"
+        )
+    finally:
+        server.stop()
+    assert {row[0] for row in table["data"]} <= {"cat", "teapot"} and "clip_512.pt" in status

@@ -142,3 +142,19 @@ def test_installed_detectron2_fixes_of_later_upstream_bugs():
     # rotated NMS without compiled ops: the stand-in's error naming the op
     with pytest.raises(NotImplementedError, match="nms_rotated"):
         nms_rotated(torch.zeros(2, 5), torch.ones(2), 0.5)
+
+
+def test_clip_patch_imports_packaging_directly_and_is_idempotent(tmp_path):
+    (tmp_path / "clip").mkdir()
+    original = "import torch\nfrom pkg_resources import packaging\nv = packaging.version.parse\n"
+    (tmp_path / "clip" / "clip.py").write_text(original)
+    assert len(patch.apply_text_patches(str(tmp_path), patch.CLIP_TEXT_PATCHES)) == 1
+    text = (tmp_path / "clip" / "clip.py").read_text()
+    assert "pkg_resources" not in text.split("#")[0] and "import packaging.version" in text
+    namespace = {}
+    exec(text.replace("import torch\n", ""), namespace)  # the module's use still works
+    assert str(namespace["v"]("1.7.1")) == "1.7.1"
+    assert patch.apply_text_patches(str(tmp_path), patch.CLIP_TEXT_PATCHES) == []
+    (tmp_path / "clip" / "clip.py").write_text("import something_else\n")
+    with pytest.raises(patch.PatchError, match="clip.py"):
+        patch.apply_text_patches(str(tmp_path), patch.CLIP_TEXT_PATCHES)

@@ -128,7 +128,12 @@ def test_a_checkpoint_of_another_layout_is_refused_naming_why(edit, message):
 
 def test_the_tool_converts_the_real_tf_checkpoint(converted_oracle):
     files = sorted(os.listdir(converted_oracle))
-    assert files == ["class_embeddings.npy", "config.yaml", "conversion.json", "model_final.pth"]
+    assert files == [
+        "class_embeddings.json", "class_embeddings.npy", "config.yaml", "conversion.json",
+        "model_final.pth",
+    ]  # fmt: skip
+    with open(os.path.join(converted_oracle, "class_embeddings.json")) as f:
+        assert json.load(f)["teacher"] == "ViT-B/32"  # the CLIP that embeds words for it
     with open(os.path.join(converted_oracle, "conversion.json")) as f:
         report = json.load(f)
     assert report["model"] == "vild_ensemble_R_50_FPN" and report["variables"] == 463

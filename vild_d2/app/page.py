@@ -6,6 +6,7 @@ those detections (no model run). Errors a user can cause (no image, no or repeat
 come back as a message on the page (``gr.Error``), never a stack trace.
 """
 
+import os
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -88,7 +89,7 @@ def detect(shelf: ModelShelf, image, model: str, words: str, score: float):
     status = (
         f"{len(rows)} of {len(detections)} detections at score >= {score:.2f}, {len(names)} words,"
         f" {seconds:.2f} s on {detector.device} ({model}; words embedded by"
-        f" {detector.teacher})"
+        f" {os.path.basename(detector.teacher)})"
     )
     return picture, rows, status, {"image": image, "detections": detections}
 
