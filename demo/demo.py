@@ -57,8 +57,10 @@ from vild_d2.modeling.text_embeddings import (
     evaluation_vocabulary,
 )
 from vild_d2.utils.atomic_io import atomic_folder
+from vild_d2.utils.output_folder import check_output_folder, mark_output_folder
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+TOOL = "demo.py"  # the name its output folders carry (vild_d2.utils.output_folder)
 RESULTS_FILE = "results.json"  # in --output: COCO results (+ "category_name", "file_name")
 
 
@@ -77,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", nargs="+", required=True, help="images, folders or glob patterns")
     p.add_argument("--output", required=True, help="folder for the pictures and results.json")
     p.add_argument(
-        "--overwrite", action="store_true", help="replace a non-empty --output folder as a whole"
+        "--overwrite",
+        action="store_true",
+        help="replace an --output folder that demo.py wrote before, as a whole",
     )
     vocab = p.add_mutually_exclusive_group()
     vocab.add_argument(
@@ -169,15 +173,11 @@ def resolve_vocabulary(args, cfg, embed_dim: int, device: str):
     return vocab
 
 
-def _check_output(output: str, overwrite: bool) -> None:
-    if os.path.exists(output) and not os.path.isdir(output):
-        raise ValueError(f"--output {output} is a file, not a folder")
-    if os.path.isdir(output) and os.listdir(output) and not overwrite:
-        raise ValueError(
-            f"--output {output} is not empty: add --overwrite to replace its content as a whole"
-            " (pictures of earlier runs would otherwise stay beside the new results), or choose"
-            " another folder"
-        )
+def _inputs(args, paths) -> list:
+    """Every file or folder the run reads: --output may neither be, hold nor lie inside one."""
+    named = [args.config_file, args.torchscript, args.model, args.vocabulary_file]
+    named += [args.vocabulary_names, args.teacher]
+    return [p for p in args.input + paths + named if p]
 
 
 def picture_names(paths):
@@ -197,7 +197,7 @@ def main(argv=None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         paths = expand_inputs(args.input)
-        _check_output(args.output, args.overwrite)
+        check_output_folder(args.output, TOOL, _inputs(args, paths), args.overwrite)
         # every pixel of every input read first: a bad file fails before anything is written
         check_images([{"file_name": p} for p in paths], what="input images", decode=True)
         if args.confidence_threshold < 0 or args.confidence_threshold > 1:
@@ -234,10 +234,12 @@ def run(predictor, vocabulary, paths, output: str, threshold: float) -> None:
     replaced as a whole).
     """
     results = []
-    atomic_folder(
-        output,
-        lambda folder: results.extend(_detect(predictor, vocabulary, paths, folder, threshold)),
-    )
+
+    def fill(folder: str) -> None:
+        mark_output_folder(folder, TOOL)
+        results.extend(_detect(predictor, vocabulary, paths, folder, threshold))
+
+    atomic_folder(output, fill)
     print(
         f"{len(paths)} images, {len(results)} detections with score >= {threshold} over"
         f" {len(vocabulary.names)} classes ({vocabulary.source}); pictures and {RESULTS_FILE} in"

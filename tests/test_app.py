@@ -4,6 +4,7 @@ import json
 import os
 import urllib.request
 
+import numpy as np
 import pytest
 
 pytest.importorskip("gradio_client", reason="the page's optional extra: install.py --extra app")
@@ -98,3 +99,20 @@ def test_a_converted_release_on_the_page(converted_oracle, image, tmp_path):
     finally:
         server.stop()
     assert {row[0] for row in table["data"]} <= {"cat", "teapot"} and "clip_512.pt" in status
+
+
+def test_a_large_photo_is_shrunk_before_detection(server, image, tmp_path):
+    from PIL import Image
+
+    from vild_d2.app.page import PAGE_MAX_SIDE, shrink
+
+    assert shrink(np.zeros((30, 40, 3), np.uint8), 1333).shape == (30, 40, 3)
+    assert shrink(np.zeros((3000, 4000, 3), np.uint8), 1333).shape == (1000, 1333, 3)
+    big = tmp_path / "big.png"
+    Image.open(image).convert("RGB").resize((2000, 1500)).save(big)
+    client = Client(server.url, verbose=False)
+    picture, table, *_ = client.predict(
+        handle_file(str(big)), "tiny_vild", "red circle, hat", 0.05, api_name="/detect"
+    )
+    assert table["data"] and max(max(r[4], r[5]) for r in table["data"]) <= PAGE_MAX_SIDE
+    assert max(Image.open(picture).size) <= PAGE_MAX_SIDE

@@ -32,3 +32,13 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     with pytest.raises(RuntimeError):
         atomic_write(str(path), fail)
     assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["data.bin"]
+
+
+def test_atomic_folder_never_replaces_a_file(tmp_path):
+    from vild_d2.utils.atomic_io import atomic_folder
+
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    with pytest.raises(FileExistsError, match="is a file, not a folder"):
+        atomic_folder(str(target), lambda folder: None)
+    assert target.read_text() == "mine" and os.listdir(tmp_path) == ["notes.txt"]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from vild_d2.config import load_config
+from vild_d2.utils.output_folder import OWNER_FILE
 
 from .conftest import ROOT
 from .helpers.scripts import load_script
@@ -379,12 +381,12 @@ def test_a_folder_with_results_is_refused_or_replaced_whole(setup, tmp_path, cap
     assert _run([*model, "--input", *images, *opts], capsys)[0] == 0
     before = sorted(os.listdir(out))
     code, _, err = _run([*model, "--input", images[0], *opts], capsys)
-    assert code == 2 and "not empty: add --overwrite" in err
+    assert code == 2 and "holds an earlier demo.py output: add --overwrite" in err
     assert sorted(os.listdir(out)) == before  # untouched
     code, _, err = _run([*model, "--input", images[0], "--overwrite", *opts], capsys)
     assert code == 0, err
     picture = os.path.splitext(os.path.basename(images[0]))[0] + ".png"
-    assert sorted(os.listdir(out)) == sorted([picture, "results.json"])
+    assert sorted(os.listdir(out)) == sorted([picture, "results.json", OWNER_FILE])
     assert {r["file_name"] for r in _results(out)} == {images[0]}
 
 
@@ -408,7 +410,38 @@ def test_a_model_folder_names_its_own_teacher(tiny_model_folder, setup, tmp_path
     code, _, err = _run(args + ["--custom-vocabulary", "red kite, mug"], capsys)
     assert code == 0, err
     assert {r["category_name"] for r in _results(out)} <= {"red kite", "mug"}
+    (tmp_path / "empty").mkdir()
     code, _, err = _run(
-        ["--model", str(tmp_path), "--input", setup["images"], "--output", out + "2"], capsys
+        ["--model", str(tmp_path / "empty"), "--input", setup["images"], "--output", out + "2"],
+        capsys,
     )
     assert code == 2 and err.count("\n") == 1 and "not a model folder" in err
+
+
+def test_overwrite_never_deletes_what_demo_did_not_write(setup, tmp_path, capsys):
+    """--overwrite on the input folder, on a folder of the user's, on a file: refused, intact."""
+    photos = tmp_path / "photos"
+    shutil.copytree(setup["images"], photos)
+    (photos / "notes.txt").write_text("mine")
+    before = sorted(os.listdir(photos))
+    model = ["--config-file", CONFIG, "--custom-vocabulary", "a,b", "--teacher", setup["teacher"]]
+    user_folder = tmp_path / "mine"
+    user_folder.mkdir()
+    (user_folder / "thesis.tex").write_text("mine")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    for output, message in [
+        (photos, "is the input"),
+        (photos / "out", "is inside the input"),
+        (tmp_path, "holds the input"),
+        (user_folder, "was not written by demo.py"),
+        (a_file, "is a file, not a folder"),
+    ]:
+        code, _, err = _run(
+            [*model, "--input", str(photos), "--output", str(output), "--overwrite",
+             "--opts", *setup["opts"]], capsys,
+        )  # fmt: skip
+        assert code == 2 and err.count("\n") == 1 and message in err, (output, err)
+    assert sorted(os.listdir(photos)) == before and (photos / "notes.txt").read_text() == "mine"
+    assert (user_folder / "thesis.tex").read_text() == "mine" and a_file.read_text() == "mine"
+    assert sorted(os.listdir(tmp_path)) == ["a_file", "mine", "photos"]  # nothing hidden left

@@ -6,6 +6,7 @@ into the matching configs/LVIS-OV-official model; other checkpoints fail in one 
 
 import json
 import os
+import shutil
 import tarfile
 
 import numpy as np
@@ -129,8 +130,8 @@ def test_a_checkpoint_of_another_layout_is_refused_naming_why(edit, message):
 def test_the_tool_converts_the_real_tf_checkpoint(converted_oracle):
     files = sorted(os.listdir(converted_oracle))
     assert files == [
-        "class_embeddings.json", "class_embeddings.npy", "config.yaml", "conversion.json",
-        "model_final.pth",
+        ".vild_d2_output", "class_embeddings.json", "class_embeddings.npy", "config.yaml",
+        "conversion.json", "model_final.pth",
     ]  # fmt: skip
     with open(os.path.join(converted_oracle, "class_embeddings.json")) as f:
         assert json.load(f)["teacher"] == "ViT-B/32"  # the CLIP that embeds words for it
@@ -174,17 +175,36 @@ def test_a_downloaded_tar_gz_converts_like_its_folder(converted_oracle, tmp_path
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
-def test_an_output_folder_with_content_is_kept_unless_overwrite(converted_oracle, tmp_path, capsys):
-    out = tmp_path / "converted"
-    out.mkdir()
-    (out / "mine.txt").write_text("keep me")
+def test_overwrite_replaces_only_a_folder_the_converter_wrote(tmp_path, capsys):
     tool = load_script("tools/convert_official_checkpoint.py")
     source = os.path.join(ORACLE, "model.ckpt")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "mine.txt").write_text("keep me")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    src = tmp_path / "src"  # an unpacked release: the folder of the checkpoint's files
+    shutil.copytree(ORACLE, src)
+    prefix = src / "model.ckpt"
+    for given, output, message in [
+        (prefix, mine, "was not written by convert_official_checkpoint.py"),
+        (prefix, a_file, "is a file, not a folder"),
+        (prefix, src, "holds the input"),  # the checkpoint's own folder
+        (src, src / "converted", "is inside the input"),  # the unpacked folder as the source
+    ]:
+        args = [str(given), "--output", str(output), "--no-progress", "--overwrite"]
+        assert tool.main(args) == 2, output
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    assert (mine / "mine.txt").read_text() == "keep me" and a_file.read_text() == "keep me"
+    assert sorted(os.listdir(src)) == sorted(os.listdir(ORACLE))
+    assert sorted(os.listdir(tmp_path)) == ["a_file", "mine", "src"]  # nothing hidden left
+    out = tmp_path / "converted"
+    assert tool.main([source, "--output", str(out), "--no-progress"]) == 0
     assert tool.main([source, "--output", str(out), "--no-progress"]) == 2
-    assert "not empty (use --overwrite)" in capsys.readouterr().err
-    assert os.listdir(out) == ["mine.txt"]
+    assert "add --overwrite" in capsys.readouterr().err
     assert tool.main([source, "--output", str(out), "--no-progress", "--overwrite"]) == 0
-    assert "mine.txt" not in os.listdir(out) and "model_final.pth" in os.listdir(out)
+    assert "model_final.pth" in os.listdir(out)
 
 
 def test_the_tool_refuses_another_models_variables_in_one_line(tmp_path, capsys):

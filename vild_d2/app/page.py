@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence
 
 import gradio as gr
 import numpy as np
+from PIL import Image
 
 from ..inference.detector import Detections, OpenVocabularyDetector, parse_words
 from ..inference.drawing import draw_detections
@@ -20,6 +21,9 @@ from ..inference.model_folder import ModelFolder
 __all__ = ["build_page", "LOWEST_SCORE", "TABLE_HEADERS", "NO_MODEL_MESSAGE"]
 
 LOWEST_SCORE = 0.05  # the model runs at this score threshold; the slider filters above it
+# uploads are shrunk to this longer side, pixels (LVIS's test size is at most 1333): masks of
+# up to 100 detections are pasted at the image's size, 12 MP each for a phone's photo
+PAGE_MAX_SIDE = 1333
 DEFAULT_SCORE = 0.3  # the slider's start
 TABLE_HEADERS = ["name", "score", "x0", "y0", "x1", "y1"]  # box: XYXY, image pixels
 NO_MODEL_MESSAGE = (
@@ -74,6 +78,7 @@ def detect(shelf: ModelShelf, image, model: str, words: str, score: float):
     """The page's Detect: runs the model, returns (picture, rows, status, state)."""
     if image is None:
         raise gr.Error("Upload an image or pick an example first.")
+    image = shrink(image, PAGE_MAX_SIDE)
     try:
         names = parse_words(words or "")
     except ValueError as e:
@@ -92,6 +97,16 @@ def detect(shelf: ModelShelf, image, model: str, words: str, score: float):
         f" {os.path.basename(detector.teacher)})"
     )
     return picture, rows, status, {"image": image, "detections": detections}
+
+
+def shrink(image: np.ndarray, max_side: int) -> np.ndarray:
+    """``image`` ([H, W, 3] uint8) resized to ``max_side`` on its longer side if larger."""
+    height, width = image.shape[:2]
+    if max(height, width) <= max_side:
+        return image
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
 
 
 def refilter(state: Optional[dict], score: float):

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from ..config import load_config
 from ..utils.atomic_io import atomic_folder
+from ..utils.output_folder import OutputFolderError, check_output_folder, mark_output_folder
 from .official_vild import ConversionError, OfficialArchitecture, convert_variables
 from .tf_checkpoint import CheckpointFormatError, TFCheckpointReader
 
@@ -39,6 +40,7 @@ VOCABULARY_INFO_FILE = "class_embeddings.json"  # beside it, as precompute_text_
 RELEASE_TEACHER = "ViT-B/32"
 CONFIG_FILE = "config.yaml"
 REPORT_FILE = "conversion.json"
+TOOL = "convert_official_checkpoint.py"  # the name its output folders carry
 
 Variables = Tuple[Dict[str, Tuple[int, ...]], Callable[[str], np.ndarray]]
 
@@ -129,7 +131,13 @@ def _check_loads(config_file: str, folder: str, state: Dict[str, torch.Tensor]) 
         )
 
 
+def _source_paths(source: str) -> list:
+    """The files or folder a source names (a checkpoint prefix stands for its files)."""
+    return [source] + [source + ext for ext in (".index",) if os.path.exists(source + ext)]
+
+
 def _write_folder(folder, final, configs_dir, state, vocabulary, arch, report) -> None:
+    mark_output_folder(folder, TOOL)
     np.save(os.path.join(folder, VOCABULARY_FILE), vocabulary, allow_pickle=False)
     with open(os.path.join(folder, VOCABULARY_INFO_FILE), "w") as f:
         info = {"teacher": RELEASE_TEACHER, "num_classes": int(vocabulary.shape[0])}
@@ -161,8 +169,10 @@ def convert_official_checkpoint(
         CheckpointFormatError, ConversionError, ConfigError: naming the file or variable.
     """
     final = os.path.abspath(output)
-    if os.path.isdir(final) and os.listdir(final) and not overwrite:
-        raise ConversionError(f"{output}: folder exists and is not empty (use --overwrite)")
+    try:
+        check_output_folder(output, TOOL, _source_paths(source), overwrite)
+    except OutputFolderError as e:
+        raise ConversionError(str(e)) from None
     with open_checkpoint(source) as (shapes, read):
         with tqdm(unit="var", desc="converting", disable=not progress) as bar:
 

@@ -35,6 +35,7 @@ from .predictor import OpenVocabularyPredictor
 __all__ = ["Detection", "Detections", "OpenVocabularyDetector", "parse_words"]
 
 VOCABULARY_CACHE_SIZE = 8  # vocabularies whose embeddings a detector keeps
+PROGRESS_FROM_PROMPTS = 4096  # a progress bar when embedding more prompts than this (65 words)
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
@@ -154,7 +155,10 @@ class OpenVocabularyDetector:
             return self._vocabularies[names]
         if self._teacher is None:
             self._teacher, _ = load_clip(self.teacher, device=self.device)
-        embeddings = encode_vocabulary(self._teacher, names, VILD_TEMPLATES)
+        prompts = len(names) * len(VILD_TEMPLATES)
+        embeddings = encode_vocabulary(
+            self._teacher, names, VILD_TEMPLATES, progress=prompts > PROGRESS_FROM_PROMPTS
+        )
         if embeddings.shape[1] != self.predictor.embed_dim:
             raise ValueError(
                 f"teacher {self.teacher} embeds words in D = {embeddings.shape[1]}, the model"
@@ -184,8 +188,8 @@ class OpenVocabularyDetector:
             :class:`Detections` by decreasing score, boxes and masks in the image's pixels.
         """
         _check_knobs(score_threshold, nms_threshold, min_box_area, max_detections)
+        pixels = read_image_like(image, self.predictor.input_format)  # before the teacher loads
         vocabulary = self.vocabulary(words)
-        pixels = read_image_like(image, self.predictor.input_format)
         self.predictor.set_vocabulary(vocabulary)
         with _test_knobs(self.predictor.model, score_threshold, nms_threshold, max_detections):
             instances = self.predictor(pixels).to("cpu")

@@ -80,6 +80,8 @@ def atomic_folder(path: str, fill: Callable[[str], None]) -> None:
     ``path`` is replaced as a whole). The temporary folder is removed if ``fill`` raises.
     """
     final = os.path.abspath(path)
+    if os.path.lexists(final) and not os.path.isdir(final):
+        raise FileExistsError(f"{path} is a file, not a folder: it is not replaced")
     parent = os.path.dirname(final)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.", suffix=".tmp", dir=parent)
