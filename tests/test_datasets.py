@@ -77,6 +77,16 @@ def test_loader_errors_name_file_and_id(tmp_path, tiny_lvis):
         load_lvis_format_json(_write(tmp_path, bad), str(tmp_path))
     with pytest.raises(FileNotFoundError, match="nowhere.json"):
         load_lvis_format_json(str(tmp_path / "nowhere.json"), str(tmp_path))
+    # two images or two categories with one id: they used to load, the second taking the
+    # first one's annotations (or its class: 49 names for 48 ids)
+    twin = dict(good["images"][1], id=good["images"][0]["id"])
+    bad = dict(good, images=good["images"] + [twin])
+    with pytest.raises(DatasetFormatError, match=rf"bad\.json: 1 image ids .*\({twin['id']}\)"):
+        load_lvis_format_json(_write(tmp_path, bad), str(tmp_path))
+    cats = good["categories"]
+    bad = dict(good, categories=cats + [dict(cats[0], name="another name")])
+    with pytest.raises(DatasetFormatError, match=rf"1 category ids .*\({cats[0]['id']}\)"):
+        load_lvis_format_json(_write(tmp_path, bad), str(tmp_path))
     # truncated or garbage JSON: the file named, one line
     text = open(tiny_lvis["json"]["train"]).read()
     for content in (text[: len(text) // 2], "garbage", "[1, 2]"):

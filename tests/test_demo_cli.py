@@ -445,3 +445,16 @@ def test_overwrite_never_deletes_what_demo_did_not_write(setup, tmp_path, capsys
     assert sorted(os.listdir(photos)) == before and (photos / "notes.txt").read_text() == "mine"
     assert (user_folder / "thesis.tex").read_text() == "mine" and a_file.read_text() == "mine"
     assert sorted(os.listdir(tmp_path)) == ["a_file", "mine", "photos"]  # nothing hidden left
+
+
+def test_a_blank_line_in_a_names_file_is_refused_not_skipped(tmp_path):
+    from vild_d2.inference.vocabularies import VocabularyError, file_vocabulary
+
+    emb = tmp_path / "vocab.npy"
+    np.save(emb, np.random.default_rng(0).normal(size=(3, D)).astype(np.float32))
+    names = tmp_path / "names.txt"
+    names.write_text("cat\n\ndog\nmug\n")  # skipped, it gave 3 names for 3 rows: all shifted
+    with pytest.raises(VocabularyError, match="names.txt: line 2 is blank"):
+        file_vocabulary(str(emb), D, str(names))
+    names.write_text("cat\ndog\nmug\n\n\n")  # blank lines after the last name are no row
+    assert file_vocabulary(str(emb), D, str(names)).names == ["cat", "dog", "mug"]

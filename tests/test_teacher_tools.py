@@ -66,6 +66,15 @@ def test_vocabulary_errors(teacher):
         encode_vocabulary(model, ["fire_hydrant", "cat", "Fire hydrant"])
 
 
+def test_names_longer_than_the_context_are_refused_not_cut(teacher):
+    """Cut to 77 tokens, two long names that differ at their end got identical embeddings."""
+    model, _ = teacher
+    long = "a very " + "very " * 70 + "small red kite"
+    with pytest.raises(VocabularyError, match=r"2 class names are too long .* context of 77"):
+        encode_vocabulary(model, ["cat", long, long.replace("kite", "boat")])
+    assert encode_vocabulary(model, ["a " + "very " * 40 + "small kite"]).shape[0] == 1
+
+
 def test_text_tool_writes_dataset_order(tiny_lvis, tiny_clip_checkpoint, tmp_path, teacher):
     out = tmp_path / "vocab.npy"
     proc = subprocess.run(

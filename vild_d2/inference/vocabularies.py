@@ -45,6 +45,26 @@ def split_names(text: str, what: str = "--custom-vocabulary") -> List[str]:
     return check_class_names(names, source=what)
 
 
+def read_names_file(path: str) -> List[str]:
+    """
+    One class name per line, row k of the embeddings on line k + 1. Blank lines at the end
+    are ignored; a blank line before a name is refused (skipping it would shift every later
+    label by one while the count could still match).
+    """
+    with open(path, encoding="utf-8") as f:
+        lines = [line.strip() for line in f]
+    while lines and not lines[-1]:
+        lines.pop()
+    blank = [k + 1 for k, line in enumerate(lines) if not line]
+    if blank:
+        more = f" (and {len(blank) - 1} more)" if blank[1:] else ""
+        raise VocabularyError(
+            f"{path}: line {blank[0]} is blank{more}; each line names the embedding row of its"
+            " number, so every line needs a name"
+        )
+    return lines
+
+
 def _names_beside(path: str) -> Optional[List[str]]:
     sidecar = os.path.splitext(path)[0] + ".json"
     if not os.path.isfile(sidecar):
@@ -62,9 +82,7 @@ def file_vocabulary(path: str, embed_dim: int, names_file: Optional[str] = None)
     if names_file is not None:
         if not os.path.isfile(names_file):
             raise FileNotFoundError(f"vocabulary names file not found: {names_file}")
-        with open(names_file, encoding="utf-8") as f:
-            lines = [line.strip() for line in f if line.strip()]
-        names = check_class_names(lines, source=names_file)
+        names = check_class_names(read_names_file(names_file), source=names_file)
     else:
         names = _names_beside(path)
         if names is None:

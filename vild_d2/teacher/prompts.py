@@ -119,6 +119,21 @@ def check_class_names(names: Sequence[str], source: str = "the vocabulary") -> L
     return cleaned
 
 
+def _too_long(names: Sequence[str], per_class, context_length: int) -> str:
+    """Which names have a prompt longer than the text encoder's context, as one line."""
+    from clip.clip import _tokenizer  # the tokenizer clip.tokenize uses
+
+    longest = [max(len(_tokenizer.encode(p)) + 2 for p in prompts) for prompts in per_class]
+    cut = [(n, k) for n, k in zip(names, longest) if k > context_length]
+    shown = ", ".join(f"{n!r} ({k} tokens)" for n, k in cut[:5])
+    more = f" and {len(cut) - 5} more" if len(cut) > 5 else ""
+    return (
+        f"{len(cut)} class names are too long for the text encoder's context of"
+        f" {context_length} tokens with ViLD's prompts: {shown}{more}; the encoder would cut"
+        " them (and two names cut alike would get one embedding): shorten them"
+    )
+
+
 @torch.no_grad()
 def encode_vocabulary(
     model,
@@ -159,9 +174,12 @@ def encode_vocabulary(
     for start in tqdm(
         range(0, len(prompts), batch_size), desc="text prompts", unit="batch", disable=not progress
     ):
-        tokens = clip.tokenize(
-            prompts[start : start + batch_size], context_length=model.context_length, truncate=True
-        ).to(device)
+        try:  # never truncate: two long names cut alike would get one embedding
+            tokens = clip.tokenize(
+                prompts[start : start + batch_size], context_length=model.context_length
+            ).to(device)
+        except RuntimeError:  # clip's "Input ... is too long for context length N"
+            raise VocabularyError(_too_long(names, per_class, model.context_length)) from None
         chunks.append(F.normalize(model.encode_text(tokens).float(), dim=-1).cpu())
     per_prompt = torch.cat(chunks)
     out, start = [], 0

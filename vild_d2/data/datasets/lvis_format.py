@@ -65,7 +65,25 @@ def _read_json(json_file: str) -> dict:
                 raise DatasetFormatError(
                     f"{json_file}: {SINGULAR[section]} id={item.get('id')} lacks {missing}"
                 )
+    for section in ("images", "categories"):
+        _check_unique_ids(json_file, section, data[section])
     return data
+
+
+def _check_unique_ids(json_file: str, section: str, items: List[dict]) -> None:
+    """Two images (or categories) with one id: the second would take the first one's place."""
+    seen, repeated = set(), []
+    for item in items:
+        if item["id"] in seen and item["id"] not in repeated:
+            repeated.append(item["id"])
+        seen.add(item["id"])
+    if repeated:
+        shown = ", ".join(str(i) for i in repeated[:10])
+        more = f" and {len(repeated) - 10} more" if len(repeated) > 10 else ""
+        raise DatasetFormatError(
+            f"{json_file}: {len(repeated)} {SINGULAR[section]} ids appear more than once in"
+            f" '{section}' ({shown}{more}): their annotations could not be told apart"
+        )
 
 
 def lvis_format_metadata(categories: List[dict]) -> Dict[str, object]:
