@@ -305,3 +305,31 @@ def test_image_without_annotations_under_lsj_trains(tiny_lvis, store, vocab):
     with EventStorage():
         losses = model([empty, full])
     assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_image"] > 0
+
+
+def test_text_and_regions_of_two_teachers_are_refused(tiny_lvis, store, tmp_path):
+    """Both D = 32: it used to train, distilling towards one CLIP and classifying in another."""
+    import json
+
+    text = str(tmp_path / "text.npy")
+    np.save(text, np.random.default_rng(0).normal(size=(48, D)).astype(np.float32))
+    sidecar = tmp_path / "text.json"
+    sidecar.write_text(json.dumps({"teacher": "ViT-B/16"}))
+    with pytest.raises(ConfigError, match=r"two teachers: .*text\.npy was embedded by ViT-B/16"):
+        check_training_inputs(_vild_cfg(tiny_lvis, store, text))  # the store's: "random"
+    sidecar.write_text(json.dumps({"teacher": "random"}))
+    check_training_inputs(_vild_cfg(tiny_lvis, store, text))
+    # checkpoint files: compared by the sha256 both recorded, not by path
+    other = str(tmp_path / "store_b")
+    create_region_store(
+        other, teacher="/old/place/clip.pt", embed_dim=D, extra={"teacher_sha256": "aa"}
+    )
+    with ShardWriter(other, 0) as w:
+        for d in DatasetCatalog.get(tiny_lvis["names"]["train"]):
+            w.add(d["image_id"], np.zeros((1, 4)) + [0, 0, 8, 8], np.eye(1, D), (96, 96))
+    finalize_region_store(other)
+    sidecar.write_text(json.dumps({"teacher": "/new/place/clip.pt", "teacher_sha256": "aa"}))
+    check_training_inputs(_vild_cfg(tiny_lvis, other, text))
+    sidecar.write_text(json.dumps({"teacher": "/old/place/clip.pt", "teacher_sha256": "bb"}))
+    with pytest.raises(ConfigError, match=r"\(bb\), DATASETS.REGION_STORE_TRAIN .* \(aa\)"):
+        check_training_inputs(_vild_cfg(tiny_lvis, other, text))

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from detectron2.data import MetadataCatalog
 
+from vild_d2.data.region_store.layout import file_digest
 from vild_d2.data.vocabulary import dataset_vocabulary
 from vild_d2.teacher import load_clip
 from vild_d2.teacher.prompts import SINGLE_TEMPLATE, VILD_TEMPLATES, encode_vocabulary
@@ -99,6 +100,12 @@ def main(argv=None) -> int:
         os.path.splitext(args.output)[0] + ".json",
         {
             "teacher": args.teacher,
+            # compared with the region store's at training start-up (vild_d2/data/build.py)
+            **(
+                {"teacher_sha256": file_digest(args.teacher)}
+                if os.path.isfile(args.teacher)
+                else {}
+            ),
             "embed_dim": int(emb.shape[1]),
             "num_classes": len(names),
             "source": source,

@@ -16,6 +16,7 @@ from ..config import ConfigError
 from .distill_mapper import DistillDatasetMapper
 from .image_check import check_images
 from .region_store import RegionStore, RegionStoreError
+from .vocabulary import embeddings_provenance
 
 __all__ = [
     "build_vild_train_loader",
@@ -128,3 +129,35 @@ def check_training_inputs(cfg: CN) -> None:
                 f"DATASETS.REGION_STORE_TRAIN: region store {store} holds D = {dim} embeddings, "
                 f"but MODEL.VILD.EMBED_DIM is {cfg.MODEL.VILD.EMBED_DIM}"
             )
+        if distills:
+            check_same_teacher(cfg.MODEL.VILD.TRAIN_TEXT_EMBEDDINGS, store)
+
+
+def _teacher_key(teacher: str) -> str:
+    """A teacher compared by name: a checkpoint's real path, or a CLIP model's name."""
+    return os.path.realpath(teacher) if os.path.isfile(teacher) else teacher
+
+
+def check_same_teacher(text_embeddings: str, store: str) -> None:
+    """
+    ConfigError if the training vocabulary's embeddings and the region store were made by
+    two different CLIPs (as recorded beside the ``.npy`` and in the store's manifest): with
+    one D (ViT-B/32 and ViT-B/16 are both 512) the student would be distilled towards one
+    CLIP's space and classified in another's, without an error. Unrecorded: not checked.
+    """
+    text = embeddings_provenance(text_embeddings)
+    manifest = RegionStore(store).manifest
+    if not text.get("teacher") or not manifest.get("teacher"):
+        return
+    shas = (text.get("teacher_sha256"), manifest.get("extra", {}).get("teacher_sha256"))
+    if all(shas):
+        same = shas[0] == shas[1]
+    else:
+        same = _teacher_key(text["teacher"]) == _teacher_key(manifest["teacher"])
+    if not same:
+        raise ConfigError(
+            f"two teachers: MODEL.VILD.TRAIN_TEXT_EMBEDDINGS {text_embeddings} was embedded by"
+            f" {text['teacher']} ({shas[0] or 'no sha256'}), DATASETS.REGION_STORE_TRAIN"
+            f" {store} by {manifest['teacher']} ({shas[1] or 'no sha256'}); distillation needs"
+            " both from one CLIP: recompute one of them with the other's teacher"
+        )

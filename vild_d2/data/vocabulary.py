@@ -6,6 +6,7 @@ order) and, for open-vocabulary splits, ``novel_class_ids`` (contiguous ids of t
 categories held out of training; absent means none).
 """
 
+import json
 import os
 from dataclasses import dataclass
 from typing import List, Optional
@@ -15,7 +16,7 @@ from detectron2.data import MetadataCatalog
 
 from .datasets.lvis_format import ensure_lvis_metadata
 
-__all__ = ["Vocabulary", "VocabularyError", "dataset_vocabulary"]
+__all__ = ["Vocabulary", "VocabularyError", "dataset_vocabulary", "embeddings_provenance"]
 
 
 class VocabularyError(ValueError):
@@ -61,3 +62,19 @@ def dataset_vocabulary(dataset_name: str) -> Optional[Vocabulary]:
             )
         base_mask[torch.tensor(novel)] = False
     return Vocabulary(names=names, base_mask=base_mask, source=f"dataset '{dataset_name}'")
+
+
+def embeddings_provenance(embeddings_file: str) -> dict:
+    """
+    What ``tools/precompute_text_embeddings.py`` recorded beside a text-embedding file (the
+    ``.json`` of the same stem: class_names, teacher, teacher_sha256, ...); {} if none.
+    """
+    sidecar = os.path.splitext(embeddings_file)[0] + ".json"
+    if not embeddings_file or not os.path.isfile(sidecar):
+        return {}
+    try:
+        with open(sidecar, encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError) as e:
+        raise VocabularyError(f"{sidecar}: not a readable json ({e})") from None
+    return info if isinstance(info, dict) else {}

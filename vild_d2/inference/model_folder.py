@@ -9,7 +9,6 @@ A *model folder*: everything needed to run one open-vocabulary model on new word
   embedded by CLIP ViT-B/32 (the ``.json`` beside ``class_embeddings.npy`` says so).
 """
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -22,6 +21,7 @@ from ..checkpoint.convert import (
     WEIGHTS_FILE,
 )
 from ..config import ConfigError, load_config
+from ..data.vocabulary import VocabularyError, embeddings_provenance
 
 __all__ = ["ModelFolder", "ModelFolderError", "find_model_folders", "OPEN_VOCABULARY_ARCHS"]
 
@@ -76,7 +76,11 @@ class ModelFolder:
                 f" matrix of text embeddings; {' or '.join(OPEN_VOCABULARY_ARCHS)} are)"
             )
         embeddings = cfg.MODEL.VILD.TRAIN_TEXT_EMBEDDINGS
-        teacher, names = _embedding_provenance(embeddings)
+        try:
+            info = embeddings_provenance(embeddings)
+        except VocabularyError as e:
+            raise ModelFolderError(str(e)) from None
+        teacher, names = info.get("teacher"), info.get("class_names")
         if teacher is None and converted:
             teacher = RELEASE_TEACHER  # folders converted before the .json was written
         if teacher is None:
@@ -86,19 +90,6 @@ class ModelFolder:
                 " writes one)"
             )
         return cls(path, opts, teacher, _examples(names) if names else RELEASE_EXAMPLE_WORDS)
-
-
-def _embedding_provenance(embeddings_file: str):
-    """(teacher, class names) from the ``.json`` beside an embedding file; None if absent."""
-    sidecar = os.path.splitext(embeddings_file)[0] + ".json"
-    if not embeddings_file or not os.path.isfile(sidecar):
-        return None, None
-    try:
-        with open(sidecar, encoding="utf-8") as f:
-            info = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ModelFolderError(f"{sidecar}: not a readable json ({e})") from None
-    return info.get("teacher"), info.get("class_names")
 
 
 def _examples(names: List[str]) -> List[str]:

@@ -9,14 +9,13 @@ Where an inference vocabulary comes from: class names and their [C, D] text embe
 * nouns x attributes (the paper's systematic expansion), both embedded by the teacher.
 """
 
-import json
 import os
 from typing import List, Optional, Sequence
 
 import torch
 from detectron2.data import DatasetCatalog
 
-from ..data.vocabulary import Vocabulary, VocabularyError, dataset_vocabulary
+from ..data.vocabulary import Vocabulary, VocabularyError, dataset_vocabulary, embeddings_provenance
 from ..modeling.text_embeddings import check_text_embeddings, load_text_embeddings
 from ..teacher import load_clip
 from ..teacher.prompts import VILD_TEMPLATES, check_class_names, encode_vocabulary
@@ -66,14 +65,7 @@ def read_names_file(path: str) -> List[str]:
 
 
 def _names_beside(path: str) -> Optional[List[str]]:
-    sidecar = os.path.splitext(path)[0] + ".json"
-    if not os.path.isfile(sidecar):
-        return None
-    try:
-        with open(sidecar, encoding="utf-8") as f:
-            names = json.load(f).get("class_names")
-    except (ValueError, OSError) as e:
-        raise VocabularyError(f"{sidecar}: not a readable json ({e})") from None
+    names = embeddings_provenance(path).get("class_names")
     return list(names) if names is not None else None
 
 
