@@ -142,6 +142,11 @@ def _assert_same_store(a_dir, b_dir, exact=True):
         assert matched >= 0.98 * total, f"{matched} of {total} regions have a twin"
 
 
+def _store_files(out) -> dict:
+    """The store's files and their times (the lock file is rewritten by every run)."""
+    return {p: os.path.getmtime(os.path.join(out, p)) for p in os.listdir(out) if p != ".lock"}
+
+
 @pytest.fixture(scope="module")
 def reference_store(world, tmp_path_factory):
     """One uninterrupted single-worker run over the proposals file."""
@@ -285,7 +290,7 @@ def test_errors_are_one_line_and_name_the_culprit(world, tool, tmp_path, capsys)
     args[args.index("--teacher") + 1] = teacher
     assert tool.main(args) == 0
     capsys.readouterr()
-    files_before = {p: os.path.getmtime(os.path.join(out, p)) for p in os.listdir(out)}
+    files_before = _store_files(out)
     save_clip_checkpoint(build_clip(seed=0, **dict(TINY_CLIP_SHAPE, embed_dim=64)), teacher)
     err = error(args)
     assert "embed_dim" in err and "64" in err and "32" in err
@@ -294,7 +299,7 @@ def test_errors_are_one_line_and_name_the_culprit(world, tool, tmp_path, capsys)
     save_clip_checkpoint(build_clip(seed=0, **TINY_CLIP_SHAPE), teacher)
     args[args.index("--num-regions") + 1] = "7"
     assert "num_regions = 5" in error(args)
-    assert files_before == {p: os.path.getmtime(os.path.join(out, p)) for p in os.listdir(out)}
+    assert files_before == _store_files(out)
 
     # no proposal source, or two
     assert "proposal source" in error(_args(world, tmp_path / "s", source="none"))
@@ -356,3 +361,19 @@ def test_only_meaningful_flags_and_overrides_after_scales(tool):
         with pytest.raises(SystemExit) as e:
             tool.parse_args(["--teacher", "t", "--output", "o", flag])
         assert e.value.code == 2
+
+
+def test_a_second_run_on_the_same_store_is_refused(world, tmp_path):
+    """Two runs at once on one --output both exited 0 and left every shard twice as long."""
+    from vild_d2.utils.folder_lock import lock_folder
+
+    out = tmp_path / "store"
+    holder = lock_folder(str(out), "the first run")  # a run in progress holds the store
+    try:
+        second = _run(_args(world, out, "--num-regions", "100"))
+    finally:
+        holder.close()
+    assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr[-2000:]
+    assert f"{out} is in use by pid {os.getpid()} (the first run)" in second.stderr
+    assert os.listdir(out) == [".lock"]  # it wrote nothing
+    assert _run(_args(world, out, "--num-regions", "100")).returncode == 0  # once released

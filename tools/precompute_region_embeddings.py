@@ -48,6 +48,7 @@ from vild_d2.engine.launch import launch
 from vild_d2.teacher import load_clip
 from vild_d2.teacher.precompute import precompute_shard, worker_images
 from vild_d2.teacher.proposals import FileProposals, RPNProposals
+from vild_d2.utils.folder_lock import lock_folder
 
 __all__ = ["build_parser", "parse_args", "main"]
 
@@ -162,12 +163,6 @@ def _run_settings(args) -> dict:
         min_box_size=args.min_box_size,
     )
     return args.settings
-
-
-def _check_inputs(args) -> None:
-    """One-line errors (ValueError) before any worker starts; creates or checks the store."""
-    _check_sources(args)
-    _check_store(args)
 
 
 def _check_sources(args) -> None:
@@ -330,8 +325,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        _check_inputs(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        # one writer per store: a second run on the same --output would append every image
+        # again (the lock lives as long as this process; workers are its children)
+        _check_sources(args)  # writes nothing: a refused run leaves no folder behind
+        lock = lock_folder(args.output, "tools/precompute_region_embeddings.py")  # noqa: F841
+        _check_store(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:  # FolderBusyError: RuntimeError
         print(f"precompute_region_embeddings.py: error: {e}", file=sys.stderr)
         return 2
     try:
