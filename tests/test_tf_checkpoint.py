@@ -74,9 +74,12 @@ def _break(case, tmp_path):
     if case == "no data file":
         os.remove(data)
         return str(prefix), "model.ckpt.data-00000-of-00001"
-    if case == "two checkpoints":
-        shutil.copy(index, str(tmp_path / "other.index"))
-        return str(tmp_path), "found 2"
+    if case == "two checkpoints":  # in a folder of their own (the output goes beside it)
+        folder = tmp_path / "checkpoints"
+        folder.mkdir()
+        for name in ("model.ckpt.index", "other.index"):
+            shutil.copy(index, str(folder / name))
+        return str(folder), "found 2"
     raise AssertionError(case)
 
 
@@ -115,3 +118,29 @@ def test_the_converter_says_so_in_one_line_and_writes_nothing(case, tmp_path, ca
     assert named in err
     assert not out.exists()
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".converted")]  # no leftovers
+
+
+def test_a_state_file_pointing_elsewhere_does_not_hide_the_one_checkpoint(tmp_path):
+    """As a Saver writes it: the path where training ran, e.g. in a bucket."""
+    import tarfile
+
+    folder = tmp_path / "resnet50_vild"
+    folder.mkdir()
+    prefix = _copy(folder)
+    (folder / "checkpoint").write_text(
+        'model_checkpoint_path: "gs://bucket/run/model.ckpt-180000"\n'
+        'all_model_checkpoint_paths: "gs://bucket/run/model.ckpt-180000"\n'
+    )
+    assert checkpoint_prefix(str(folder)) == str(prefix)
+    archive = tmp_path / "resnet50_vild.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="resnet50_vild")
+    out = tmp_path / "converted"
+    tool = load_script("tools/convert_official_checkpoint.py")
+    assert tool.main([str(archive), "--output", str(out), "--no-progress"]) == 0
+    # with several checkpoints the state file chooses, by file name
+    shutil.copy(str(prefix) + ".index", folder / "model.ckpt-180000.index")
+    assert checkpoint_prefix(str(folder)) == str(folder / "model.ckpt-180000")
+    (folder / "checkpoint").write_text('model_checkpoint_path: "gs://bucket/run/other"\n')
+    with pytest.raises(CheckpointFormatError, match="found 2: .*names other, which is not"):
+        checkpoint_prefix(str(folder))

@@ -50,27 +50,46 @@ class CheckpointFormatError(ValueError):
     """A file that is not a readable TensorFlow checkpoint; the message names it."""
 
 
+def _state_file_choice(folder: str):
+    """The checkpoint a TF ``checkpoint`` state file names, as a file name; None if none."""
+    state = os.path.join(folder, "checkpoint")
+    if not os.path.isfile(state):
+        return None
+    with open(state, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith("model_checkpoint_path:"):
+                # a Saver writes where it ran (e.g. gs://bucket/model.ckpt-180000): the name counts
+                return os.path.basename(line.split(":", 1)[1].strip().strip('"'))
+    return None
+
+
+def _prefix_in_folder(folder: str) -> str:
+    """
+    The one checkpoint (``*.index``) of ``folder``; with several, the one its ``checkpoint``
+    state file names. CheckpointFormatError listing them otherwise.
+    """
+    prefixes = sorted(n[: -len(".index")] for n in os.listdir(folder) if n.endswith(".index"))
+    if len(prefixes) == 1:
+        return prefixes[0]
+    chosen = _state_file_choice(folder)
+    if chosen in prefixes:
+        return chosen
+    named = f"; its checkpoint file names {chosen}, which is not among them" if chosen else ""
+    raise CheckpointFormatError(
+        f"{folder}: expected one TensorFlow checkpoint (*.index) in the folder, found "
+        f"{len(prefixes)}{': ' + ', '.join(prefixes[:5]) if prefixes else ''}{named}"
+    )
+
+
 def checkpoint_prefix(path: str) -> str:
     """
     The checkpoint prefix meant by ``path``: the prefix itself, its ``.index`` file, a
-    ``.data-*`` file, or a folder holding exactly one ``*.index`` (or a TensorFlow
-    ``checkpoint`` state file naming the latest one).
+    ``.data-*`` file, or a folder holding one ``*.index`` (with several, the one that a
+    TensorFlow ``checkpoint`` state file names; the path it records may point elsewhere,
+    e.g. to where the Saver ran: only its file name is used).
     """
     if os.path.isdir(path):
-        state = os.path.join(path, "checkpoint")
-        if os.path.isfile(state):
-            with open(state, encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    if line.startswith("model_checkpoint_path:"):
-                        name = line.split(":", 1)[1].strip().strip('"')
-                        return name if os.path.isabs(name) else os.path.join(path, name)
-        indexes = sorted(n for n in os.listdir(path) if n.endswith(".index"))
-        if len(indexes) != 1:
-            raise CheckpointFormatError(
-                f"{path}: expected one TensorFlow checkpoint (*.index) in the folder, found "
-                f"{len(indexes)}{': ' + ', '.join(indexes[:5]) if indexes else ''}"
-            )
-        return os.path.join(path, indexes[0][: -len(".index")])
+        return os.path.join(path, _prefix_in_folder(path))
     if path.endswith(".index"):
         return path[: -len(".index")]
     if ".data-" in os.path.basename(path):
