@@ -6,6 +6,7 @@ into the matching configs/LVIS-OV-official model; other checkpoints fail in one 
 
 import json
 import os
+import re
 import shutil
 import tarfile
 
@@ -218,3 +219,39 @@ def test_the_tool_refuses_another_models_variables_in_one_line(tmp_path, capsys)
     assert len(err.splitlines()) == 1 and "mask_rcnn.npz: not an official ViLD checkpoint" in err
     assert "no variable " + HEAD + "class-predict/kernel" in err
     assert not out.exists()
+
+
+def test_damaged_weights_are_refused_naming_the_tf_variable():
+    """NaN or Inf weights converted silently (a model that detects nothing, rc 0)."""
+    shapes = _small_shapes()
+    good = _random_reader(shapes)
+    for broken, dtype, message in [
+        (HEAD + "class-predict/kernel", np.float32, "3 of its .* values are NaN or infinite"),
+        ("resnet50/conv2d/kernel", np.float32, "3 of its .* values are NaN or infinite"),
+        ("resnet50/conv2d/kernel", np.int64, "a weight of dtype int64, not a float"),
+    ]:
+
+        def read(name, broken=broken, dtype=dtype):
+            value = good(name)
+            if name == broken:
+                value = value.astype(dtype)
+                value.flat[:3] = [np.nan, np.inf, -np.inf] if dtype == np.float32 else 7
+            return value
+
+        with pytest.raises(ConversionError, match=re.escape(broken) + ": " + message):
+            convert_variables(shapes, read)
+
+
+def test_ema_shadows_are_said_and_can_be_converted():
+    """Shadow variables were dropped as optimiser state without a word."""
+    shapes = _small_shapes()
+    kernel = HEAD + "class-predict/kernel"
+    with_ema = dict(shapes, **{kernel + "/ExponentialMovingAverage": shapes[kernel]})
+    read = _random_reader(with_ema)
+    values = {n: read(n) for n in with_ema}
+    _, raw, _ = convert_variables(with_ema, values.__getitem__)
+    _, averaged, _ = convert_variables(with_ema, values.__getitem__, use_ema=True)
+    assert np.array_equal(raw, values[kernel].T)
+    assert np.array_equal(averaged, values[kernel + "/ExponentialMovingAverage"].T)
+    with pytest.raises(ConversionError, match="no ExponentialMovingAverage"):
+        convert_variables(shapes, _random_reader(shapes), use_ema=True)

@@ -57,6 +57,11 @@ def main(argv=None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--cache-dir", help="where --download keeps the .tar.gz")
+    p.add_argument(
+        "--ema",
+        action="store_true",
+        help="convert the ExponentialMovingAverage shadows of the weights, not the weights",
+    )
     p.add_argument("--mirror", default=RELEASE_URL, help="--download from this base URL (a mirror)")
     args = p.parse_args(argv)
     if args.output is None and args.download is None:
@@ -68,7 +73,7 @@ def main(argv=None) -> int:
                 args.download, args.cache_dir, args.mirror, progress=not args.no_progress
             )
         report = convert_official_checkpoint(
-            args.source, output, CONFIGS, args.overwrite, progress=not args.no_progress
+            args.source, output, CONFIGS, args.overwrite, not args.no_progress, args.ema
         )
     except (
         CheckpointFormatError, ConversionError, ConfigError, VocabularyError, DownloadError,

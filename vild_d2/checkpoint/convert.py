@@ -27,7 +27,7 @@ from tqdm import tqdm
 from ..config import load_config
 from ..utils.atomic_io import atomic_folder
 from ..utils.output_folder import OutputFolderError, check_output_folder, mark_output_folder
-from .official_vild import ConversionError, OfficialArchitecture, convert_variables
+from .official_vild import ConversionError, OfficialArchitecture, convert_variables, ema_shadows
 from .tf_checkpoint import CheckpointFormatError, TFCheckpointReader
 
 __all__ = ["convert_official_checkpoint", "open_checkpoint", "WEIGHTS_FILE", "VOCABULARY_FILE"]
@@ -151,7 +151,12 @@ def _write_folder(folder, final, configs_dir, state, vocabulary, arch, report) -
 
 
 def convert_official_checkpoint(
-    source: str, output: str, configs_dir: str, overwrite: bool = False, progress: bool = True
+    source: str,
+    output: str,
+    configs_dir: str,
+    overwrite: bool = False,
+    progress: bool = True,
+    use_ema: bool = False,
 ) -> dict:
     """
     Convert ``source`` (see :func:`open_checkpoint`) into the folder ``output``.
@@ -161,6 +166,7 @@ def convert_official_checkpoint(
             ``configs/LVIS-OV-official``).
         overwrite: replace an ``output`` folder that is not empty (as a whole).
         progress: a progress bar over the variables.
+        use_ema: convert the ExponentialMovingAverage shadows instead of the raw weights.
 
     Returns:
         the report written to ``conversion.json``.
@@ -181,7 +187,7 @@ def convert_official_checkpoint(
                 bar.update(done - bar.n)
 
             try:
-                state, vocabulary, arch = convert_variables(shapes, read, advance)
+                state, vocabulary, arch = convert_variables(shapes, read, advance, use_ema)
             except ConversionError as e:
                 raise ConversionError(f"{source}: {e}") from None
     report = {
@@ -192,6 +198,9 @@ def convert_official_checkpoint(
         "weights": len(state),
         "values": int(sum(v.numel() for v in state.values())),
         "vocabulary": list(vocabulary.shape),
+        # which set of weights was converted, when the checkpoint holds two
+        "ema_shadows": len(ema_shadows(shapes)),
+        "weights_used": "ExponentialMovingAverage" if use_ema else "raw",
     }
     atomic_folder(
         final,

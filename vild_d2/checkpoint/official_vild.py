@@ -26,6 +26,7 @@ __all__ = [
     "infer_architecture",
     "convert_variables",
     "is_optimizer_state",
+    "ema_shadows",
 ]
 
 # optimiser slots and counters a training checkpoint may hold beside the weights
@@ -338,16 +339,42 @@ def _roi_heads_mapping(arch: OfficialArchitecture) -> _Mapping:
     return out
 
 
+EMA_SUFFIX = "/ExponentialMovingAverage"  # a TF shadow variable: the weight's moving average
+
+
+def ema_shadows(shapes: Dict[str, Tuple[int, ...]]) -> List[str]:
+    """The weights of ``shapes`` that have an ExponentialMovingAverage shadow beside them."""
+    return sorted(n[: -len(EMA_SUFFIX)] for n in shapes if n.endswith(EMA_SUFFIX))
+
+
+def _read_weight(read: Callable[[str], np.ndarray], name: str, source: str) -> np.ndarray:
+    """Variable ``source`` (``name`` or its shadow) as float32; ConversionError if not finite."""
+    array = np.asarray(read(source))
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ConversionError(f"{source}: a weight of dtype {array.dtype}, not a float")
+    array = array.astype(np.float32)
+    bad = int(array.size - np.isfinite(array).sum())
+    if bad:
+        raise ConversionError(
+            f"{source}: {bad} of its {array.size} values are NaN or infinite (shape"
+            f" {list(array.shape)}): the checkpoint is damaged"
+        )
+    return array
+
+
 def convert_variables(
     shapes: Dict[str, Tuple[int, ...]],
     read: Callable[[str], np.ndarray],
     progress: Optional[Callable[[int, int], None]] = None,
+    use_ema: bool = False,
 ) -> Tuple[Dict[str, torch.Tensor], np.ndarray, OfficialArchitecture]:
     """
     Args:
         shapes: {variable name: shape} of the checkpoint (optimiser state included or not).
         read: name -> array (e.g. :meth:`TFCheckpointReader.get_tensor`).
         progress: called with (variables done, total) after each variable.
+        use_ema: take each weight's ExponentialMovingAverage shadow where it has one
+            (:func:`ema_shadows`) instead of the weight itself.
 
     Returns:
         (state dict of the vild_d2 model, the vocabulary [C, D] float32 = the
@@ -355,9 +382,17 @@ def convert_variables(
 
     Raises:
         ConversionError: not an official ViLD checkpoint, a layout this converter does not
-            know, or variables left unmapped (named).
+            know, variables left unmapped, or a weight that is not float or not finite
+            (each named).
     """
     weights = {n: s for n, s in shapes.items() if not is_optimizer_state(n)}
+    shadowed = set(ema_shadows(shapes)) if use_ema else set()
+    if use_ema and not shadowed:
+        raise ConversionError("--ema: the checkpoint has no ExponentialMovingAverage variables")
+
+    def value(name: str) -> np.ndarray:
+        return _read_weight(read, name, name + EMA_SUFFIX if name in shadowed else name)
+
     arch = infer_architecture(weights)
     mapping = _resnet_mapping(arch) + _fpn_rpn_mapping(arch) + _roi_heads_mapping(arch)
     vocabulary_name = _HEAD + "class-predict/kernel"
@@ -375,11 +410,11 @@ def convert_variables(
         )
     state: Dict[str, torch.Tensor] = {}
     for done, (tf, key, transform) in enumerate(mapping, 1):
-        array = np.ascontiguousarray(transform(np.asarray(read(tf), dtype=np.float32)))
+        array = np.ascontiguousarray(transform(value(tf)))
         state[key] = torch.from_numpy(array)
         if progress is not None:
             progress(done, len(mapping) + 1)
-    vocabulary = np.ascontiguousarray(np.asarray(read(vocabulary_name), dtype=np.float32).T)
+    vocabulary = np.ascontiguousarray(value(vocabulary_name).T)
     if progress is not None:
         progress(len(mapping) + 1, len(mapping) + 1)
     return state, vocabulary, arch
