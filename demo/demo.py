@@ -255,7 +255,9 @@ def _detect(predictor, vocabulary, paths, folder: str, threshold: float) -> list
         start=1,
     ):
         image = read_image(path, format=predictor.input_format)
-        inst = predictor(image).to("cpu")
+        # thresholded in the model: masks are pasted at full size only for what is kept
+        in_model = max(threshold, predictor.default_score_threshold)
+        inst = predictor(image, score_threshold=in_model).to("cpu")
         inst = inst[inst.scores >= threshold]
         drawn = draw_detections(read_image(path, format="RGB"), inst, vocabulary.names)
         Image.fromarray(drawn).save(os.path.join(folder, picture), format="PNG")

@@ -458,3 +458,25 @@ def test_a_blank_line_in_a_names_file_is_refused_not_skipped(tmp_path):
         file_vocabulary(str(emb), D, str(names))
     names.write_text("cat\ndog\nmug\n\n\n")  # blank lines after the last name are no row
     assert file_vocabulary(str(emb), D, str(names)).names == ["cat", "dog", "mug"]
+
+
+def test_masks_are_pasted_only_for_detections_kept(setup, tmp_path, capsys, monkeypatch):
+    """A 12 MP photo with 100 detections pasted 100 full-size masks before thresholding."""
+    from detectron2.structures import ROIMasks
+
+    pasted = []
+    paste = ROIMasks.to_bitmasks  # what detector_postprocess pastes the masks with
+
+    def spy(self, *args, **kwargs):
+        pasted.append(len(self.tensor))
+        return paste(self, *args, **kwargs)
+
+    monkeypatch.setattr(ROIMasks, "to_bitmasks", spy)
+    image = os.path.join(setup["images"], sorted(os.listdir(setup["images"]))[0])
+    model = ["--config-file", CONFIG, "--custom-vocabulary", "a,b", "--teacher", setup["teacher"]]
+    for threshold in ("0.0", "0.6"):
+        out = str(tmp_path / threshold)
+        args = [*model, "--input", image, "--output", out, "--confidence-threshold", threshold]
+        assert _run([*args, "--opts", *setup["opts"]], capsys)[0] == 0
+        assert pasted[-1] == len(_results(out)), (threshold, pasted)
+    assert pasted[0] > pasted[1]  # fewer kept, fewer pasted

@@ -13,14 +13,12 @@ so the caller names none; each vocabulary is embedded once and reused.
 
 import os
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from detectron2.data import detection_utils
-from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from detectron2.structures import Instances
 from PIL import Image
 
@@ -35,7 +33,6 @@ from .predictor import OpenVocabularyPredictor
 __all__ = ["Detection", "Detections", "OpenVocabularyDetector", "parse_words"]
 
 VOCABULARY_CACHE_SIZE = 8  # vocabularies whose embeddings a detector keeps
-PROGRESS_FROM_PROMPTS = 4096  # a progress bar when embedding more prompts than this (65 words)
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
@@ -155,10 +152,7 @@ class OpenVocabularyDetector:
             return self._vocabularies[names]
         if self._teacher is None:
             self._teacher, _ = load_clip(self.teacher, device=self.device)
-        prompts = len(names) * len(VILD_TEMPLATES)
-        embeddings = encode_vocabulary(
-            self._teacher, names, VILD_TEMPLATES, progress=prompts > PROGRESS_FROM_PROMPTS
-        )
+        embeddings = encode_vocabulary(self._teacher, names, VILD_TEMPLATES)  # progress if long
         if embeddings.shape[1] != self.predictor.embed_dim:
             raise ValueError(
                 f"teacher {self.teacher} embeds words in D = {embeddings.shape[1]}, the model"
@@ -191,27 +185,11 @@ class OpenVocabularyDetector:
         pixels = read_image_like(image, self.predictor.input_format)  # before the teacher loads
         vocabulary = self.vocabulary(words)
         self.predictor.set_vocabulary(vocabulary)
-        with _test_knobs(self.predictor.model, score_threshold, nms_threshold, max_detections):
-            instances = self.predictor(pixels).to("cpu")
+        instances = self.predictor(pixels, score_threshold, nms_threshold, max_detections)
+        instances = instances.to("cpu")
         if min_box_area > 0:
             instances = instances[instances.pred_boxes.area() >= min_box_area]
         return Detections(instances, vocabulary.names)
-
-
-@contextmanager
-def _test_knobs(model, score_threshold, nms_threshold, max_detections):
-    """Set the box predictors' test thresholds for one call; restore them after."""
-    heads = [m for m in model.modules() if isinstance(m, FastRCNNOutputLayers)]
-    saved = [(h.test_score_thresh, h.test_nms_thresh, h.test_topk_per_image) for h in heads]
-    try:
-        for head, (_, nms, topk) in zip(heads, saved):
-            head.test_score_thresh = score_threshold
-            head.test_nms_thresh = nms if nms_threshold is None else nms_threshold
-            head.test_topk_per_image = topk if max_detections is None else int(max_detections)
-        yield
-    finally:
-        for head, values in zip(heads, saved):
-            head.test_score_thresh, head.test_nms_thresh, head.test_topk_per_image = values
 
 
 def _check_knobs(score_threshold, nms_threshold, min_box_area, max_detections) -> None:

@@ -6,6 +6,7 @@ with a vocabulary that can change between images.
 import json
 import os
 import warnings
+from contextlib import contextmanager
 from typing import Optional
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from detectron2.structures import Boxes, Instances
 
 from ..checkpoint.files import check_weights
@@ -88,6 +90,7 @@ class OpenVocabularyPredictor:
             self.model = build_model(cfg).eval()
             DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
             self.info = export_info(cfg, "eager", self.model.roi_heads.image_head is not None)
+            self.info["score_thresh_test"] = cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST
             inference_module(self.model)  # refuses what cannot run with a runtime vocabulary
             self.module = None
         self.resize = build_test_resize(
@@ -105,6 +108,11 @@ class OpenVocabularyPredictor:
     def input_format(self) -> str:
         return self.info["input_format"]
 
+    @property
+    def default_score_threshold(self) -> float:
+        """The model's own test score threshold (0 if unknown, e.g. an exported file's)."""
+        return float(self.info.get("score_thresh_test", 0.0))
+
     def set_vocabulary(self, vocabulary: Vocabulary) -> None:
         if vocabulary.attribute_embeddings is not None and self.model is None:
             raise ValueError(
@@ -118,10 +126,20 @@ class OpenVocabularyPredictor:
         self.vocabulary = vocabulary
 
     @torch.no_grad()
-    def __call__(self, image: np.ndarray) -> Instances:
+    def __call__(
+        self,
+        image: np.ndarray,
+        score_threshold: Optional[float] = None,
+        nms_threshold: Optional[float] = None,
+        max_detections: Optional[int] = None,
+    ) -> Instances:
         """
         Args:
             image: [H, W, 3] uint8 in ``input_format`` channel order.
+            score_threshold, nms_threshold, max_detections: for this call, instead of the
+                config's ``ROI_HEADS.SCORE_THRESH_TEST``, ``ROI_HEADS.NMS_THRESH_TEST`` and
+                ``TEST.DETECTIONS_PER_IMAGE`` (an exported model: the score only). Masks
+                are pasted at the image's size only for the detections kept.
 
         Returns:
             Instances of size (H, W): pred_boxes, scores, pred_classes (indices into the
@@ -133,9 +151,9 @@ class OpenVocabularyPredictor:
         resized = self.resize.get_transform(image).apply_image(image)
         tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))).to(self.device)
         if self.model is not None:
-            return self.model.inference([{"image": tensor, "height": height, "width": width}])[0][
-                "instances"
-            ]
+            inputs = [{"image": tensor, "height": height, "width": width}]
+            with test_knobs(self.model, score_threshold, nms_threshold, max_detections):
+                return self.model.inference(inputs)[0]["instances"]
         args = [tensor.float(), self.vocabulary.embeddings.to(self.device)]
         if self.info["ensemble"]:
             mask = self.vocabulary.base_mask
@@ -156,9 +174,27 @@ class OpenVocabularyPredictor:
         inst.pred_classes = out["classes"]
         if "masks" in out:
             inst.pred_masks = out["masks"]
+        if score_threshold is not None:  # before the masks are pasted at the image's size
+            inst = inst[inst.scores >= score_threshold]
         if self.info.get("official_postprocess", False):
             return official_postprocess(inst, inst.image_size, height, width)
         return detector_postprocess(inst, height, width)
+
+
+@contextmanager
+def test_knobs(model, score_threshold=None, nms_threshold=None, max_detections=None):
+    """Set the box predictors' test thresholds (None: keep) for one call; restore after."""
+    heads = [m for m in model.modules() if isinstance(m, FastRCNNOutputLayers)]
+    saved = [(h.test_score_thresh, h.test_nms_thresh, h.test_topk_per_image) for h in heads]
+    try:
+        for head, (score, nms, topk) in zip(heads, saved):
+            head.test_score_thresh = score if score_threshold is None else score_threshold
+            head.test_nms_thresh = nms if nms_threshold is None else nms_threshold
+            head.test_topk_per_image = topk if max_detections is None else int(max_detections)
+        yield
+    finally:
+        for head, values in zip(heads, saved):
+            head.test_score_thresh, head.test_nms_thresh, head.test_topk_per_image = values
 
 
 def _script_error_message(error: Exception) -> str:

@@ -134,6 +134,9 @@ def _too_long(names: Sequence[str], per_class, context_length: int) -> str:
     )
 
 
+PROGRESS_FROM_PROMPTS = 4096  # encode_vocabulary shows progress beyond this many prompts
+
+
 @torch.no_grad()
 def encode_vocabulary(
     model,
@@ -141,7 +144,7 @@ def encode_vocabulary(
     templates: Sequence[str] = tuple(VILD_TEMPLATES),
     synonyms: Optional[Sequence[Sequence[str]]] = None,
     batch_size: int = 256,
-    progress: bool = False,
+    progress: Optional[bool] = None,
 ) -> torch.Tensor:
     """
     Args:
@@ -152,6 +155,8 @@ def encode_vocabulary(
         synonyms: optional, per class a list of names averaged together with the class
             name (e.g. LVIS ``synonyms``); duplicates are ignored.
         batch_size: prompts per text-encoder call.
+        progress: a progress bar over the batches; None: when there are more than
+            ``PROGRESS_FROM_PROMPTS`` prompts (about 65 names with ViLD's 63 templates).
 
     Returns:
         [C, D] float32 tensor on the CPU, rows unit-norm, in ``class_names`` order.
@@ -170,6 +175,8 @@ def encode_vocabulary(
         per_class.append([fill_template(t, v) for v in variants for t in templates])
     prompts = [p for ps in per_class for p in ps]
     device = next(model.parameters()).device
+    if progress is None:
+        progress = len(prompts) > PROGRESS_FROM_PROMPTS
     chunks = []
     for start in tqdm(
         range(0, len(prompts), batch_size), desc="text prompts", unit="batch", disable=not progress
