@@ -165,3 +165,16 @@ def test_a_truncated_region_store_shard_is_one_line_before_training(tmp_path):
     assert code == 2 and len(lines) == 1, lines
     assert "DATASETS.REGION_STORE_TRAIN: region store" in lines[0]
     assert f"{shard.name} has" in lines[0] and "truncated" in lines[0]
+
+
+def test_a_training_vocabulary_of_other_rows_is_one_line_at_start_up(tmp_path):
+    """It was a 79-line traceback from inside the model's construction."""
+    import numpy as np
+
+    few = tmp_path / "few.npy"
+    np.save(few, np.random.default_rng(0).normal(size=(5, 64)).astype(np.float32))
+    config = "configs/shapes_world/vild_text_R_18_FPN_tiny.yaml"
+    code, lines = _run("--config-file", config, "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", str(few))
+    assert code == 2 and len(lines) == 1, lines
+    assert f"{few} (MODEL.VILD.TRAIN_TEXT_EMBEDDINGS): 5 rows" in lines[0]
+    assert "MODEL.ROI_HEADS.NUM_CLASSES has 48 classes" in lines[0]

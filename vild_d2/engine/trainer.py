@@ -16,7 +16,7 @@ from ..data.build import build_vild_train_loader, check_datasets_registered, che
 from ..data.distill_mapper import DistillDatasetMapper
 from ..evaluation import build_evaluator
 from ..modeling import ViLDRCNN, evaluation_vocabulary
-from ..modeling.text_embeddings import check_test_vocabularies
+from ..modeling.text_embeddings import check_test_vocabularies, check_training_vocabulary
 
 
 class Trainer(DefaultTrainer):
@@ -118,6 +118,7 @@ def build_config(args):
         check_resume(cfg.OUTPUT_DIR)
     if not getattr(args, "eval_only", False):
         check_training_inputs(cfg)
+    check_training_vocabulary(cfg)
     check_test_vocabularies(cfg)
     cfg.freeze()
     return cfg

@@ -24,6 +24,7 @@ __all__ = [
     "evaluation_vocabulary",
     "evaluation_embeddings_file",
     "check_test_vocabularies",
+    "check_training_vocabulary",
 ]
 
 
@@ -216,6 +217,20 @@ def evaluation_vocabulary(cfg, index: int) -> Vocabulary:
         rows_of=vocab.source if vocab else "",
     )
     return _with_names(emb, vocab, path)
+
+
+def check_training_vocabulary(cfg: CN) -> None:
+    """
+    Raise ConfigError if a ViLD model's training vocabulary does not fit its config (a
+    missing file, another D, fewer or more rows than MODEL.ROI_HEADS.NUM_CLASSES): at
+    start-up, in one line, not as a traceback from inside the model's construction.
+    """
+    if cfg.MODEL.META_ARCHITECTURE not in ("ViLDRCNN", "OfficialViLDRCNN"):
+        return
+    try:
+        training_vocabulary(cfg)
+    except (VocabularyError, FileNotFoundError, ValueError) as e:
+        raise ConfigError(str(e)) from None
 
 
 def check_test_vocabularies(cfg: CN) -> None:
