@@ -187,8 +187,12 @@ def test_claims_on_known_numbers():
         (lambda r, k: r.update(image_id=-5), "an image_id that is not in the ground truth"),
         (lambda r, k: r.update(bbox=[1.0, 2.0, float("inf"), 3.0]), "a bbox that is not 4 finite"),
         (lambda r, k: r.pop("score"), "no 'score'"),
+        (  # transfer results (another vocabulary) whose ids exist in val's: AP 0.0 before
+            lambda r, k: r.update(category_name="another vocabulary's class"),
+            "a category_name other than its category_id's in the ground truth",
+        ),
     ],
-    ids=["nan score", "unknown category", "unknown image", "inf box", "no score"],
+    ids=["nan score", "unknown category", "unknown image", "inf box", "no score", "other names"],
 )
 def test_results_the_lvis_api_would_score_wrongly_are_refused(world, tmp_path, edit, said):
     """The LVIS API takes them and reports another AP (docs/faults.md has the numbers)."""
@@ -207,3 +211,16 @@ def test_results_the_lvis_api_would_score_wrongly_are_refused(world, tmp_path, e
         f"{path}: {n} of {len(results)} results cannot be scored: {n} with {said}"
     )
     assert "entries [0, 5, 10, 15, 20]" in text
+
+
+def test_results_with_their_categories_names_are_scored(world, tmp_path):
+    names = {c["id"]: c["name"] for c in json.load(open(world["json"]))["categories"]}
+    results = [
+        dict(r, category_name=names[r["category_id"]].upper().replace(" ", "_"))
+        for r in world["results"]
+    ]
+    path = tmp_path / "named.json"
+    path.write_text(json.dumps(results))
+    named = LVISAPTable(world["json"], str(path), "segm").category_ap()
+    plain = LVISAPTable(world["json"], world["results"], "segm").category_ap()
+    np.testing.assert_array_equal(named, plain)

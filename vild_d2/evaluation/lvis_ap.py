@@ -34,7 +34,14 @@ class ResultsError(ValueError):
     """LVIS results that would be scored wrongly without a word; names the file and entries."""
 
 
-def _result_problem(r: dict, image_ids: set, category_ids: set, iou_type: str) -> Optional[str]:
+def _same_name(a: str, b: str) -> bool:
+    """Category names compared as vocabularies write them ("fire_hydrant" = "Fire hydrant")."""
+    return str(a).replace("_", " ").strip().lower() == str(b).replace("_", " ").strip().lower()
+
+
+def _result_problem(
+    r: dict, image_ids: set, category_ids: set, iou_type: str, names: Optional[dict] = None
+) -> Optional[str]:
     """Why one result cannot be scored (None if it can), as a short kind of problem."""
     for key in (
         "image_id",
@@ -48,6 +55,12 @@ def _result_problem(r: dict, image_ids: set, category_ids: set, iou_type: str) -
         return "an image_id that is not in the ground truth"
     if r["category_id"] not in category_ids:
         return "a category_id that is not in the ground truth"
+    if (
+        names
+        and "category_name" in r
+        and not _same_name(r["category_name"], names[r["category_id"]])
+    ):
+        return "a category_name other than its category_id's in the ground truth"
     try:
         if not np.isfinite(float(r["score"])):
             return "a NaN or infinite score"
@@ -61,18 +74,25 @@ def _result_problem(r: dict, image_ids: set, category_ids: set, iou_type: str) -
 
 
 def check_results(
-    results: Sequence[dict], image_ids, category_ids, iou_type: str, source: str
+    results: Sequence[dict],
+    image_ids,
+    category_ids,
+    iou_type: str,
+    source: str,
+    category_names: Optional[Dict[int, str]] = None,
 ) -> None:
     """
     Raise :class:`ResultsError` if any result has an image or category the ground truth
-    does not have, a NaN/Inf score or box, or lacks a field: the LVIS API accepts them and
+    does not have, a NaN/Inf score or box, or lacks a field, or (with ``category_names``,
+    id -> the ground truth's name) carries a ``category_name`` that is not its category's:
+    results of another vocabulary whose ids happen to exist. The LVIS API accepts them and
     reports another AP without a word.
     The message names ``source``, each kind of problem with its count and first entries.
     """
     images, categories = set(image_ids), set(category_ids)
     bad: Dict[str, List[int]] = {}
     for k, r in enumerate(results):
-        problem = _result_problem(r, images, categories, iou_type)
+        problem = _result_problem(r, images, categories, iou_type, category_names)
         if problem:
             bad.setdefault(problem, []).append(k)
     if bad:
@@ -85,7 +105,8 @@ def check_results(
 
 
 def _brief(r: dict) -> str:
-    return str({k: r[k] for k in ("image_id", "category_id", "score", "bbox") if k in r})
+    keys = ("image_id", "category_id", "category_name", "score", "bbox")
+    return str({k: r[k] for k in keys if k in r})
 
 
 def _iou(dts: List[dict], gts: List[dict], iou_type: str) -> np.ndarray:
@@ -111,7 +132,8 @@ def _load_gt_and_results(gt_json: str, results, iou_type: str):
     if isinstance(results, str):
         with open(results) as f:
             results = json.load(f)
-    check_results(results, gt.get_img_ids(), gt.get_cat_ids(), iou_type, source)
+    names = {c: gt.cats[c]["name"] for c in gt.get_cat_ids()}
+    check_results(results, gt.get_img_ids(), gt.get_cat_ids(), iou_type, source, names)
     if iou_type == "segm":  # LVISEval computes the RLE of each ground-truth mask
         for ann in gt.anns.values():
             ann["segmentation"] = gt.ann_to_rle(ann)
