@@ -255,3 +255,37 @@ def test_ema_shadows_are_said_and_can_be_converted():
     assert np.array_equal(averaged, values[kernel + "/ExponentialMovingAverage"].T)
     with pytest.raises(ConversionError, match="no ExponentialMovingAverage"):
         convert_variables(shapes, _random_reader(shapes), use_ema=True)
+
+
+def test_converter_errors_name_the_users_file_and_the_real_cause(tmp_path, capsys):
+    import tarfile
+
+    tool = load_script("tools/convert_official_checkpoint.py")
+    variables = dict(np.load(os.path.join(ORACLE, "variables.npz")))
+
+    def error(source):
+        code = tool.main([str(source), "--output", str(tmp_path / "out"), "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1, err
+        return err
+
+    # a wrongly shaped variable: one line naming TF variables (it was a 23-line traceback)
+    wrong = dict(variables, **{"resnet50/conv2d_1/kernel": np.zeros((1, 1, 8, 7), np.float32)})
+    np.savez(tmp_path / "wrong.npz", **wrong)
+    assert "variables do not fit the widths" in error(tmp_path / "wrong.npz")
+    # a .npz without a variable: the missing variable, not "not a readable .npz"
+    np.savez(tmp_path / "short.npz", **{k: v for k, v in variables.items() if "rpn" not in k})
+    err = error(tmp_path / "short.npz")
+    assert "no variable rpn_head" in err and "not a readable" not in err
+    # an archive with a damaged data file: the archive and its member, not a temporary folder
+    folder = tmp_path / "release"
+    folder.mkdir()
+    for name in ("model.ckpt.index", "model.ckpt.data-00000-of-00001"):
+        shutil.copy(os.path.join(ORACLE, name), folder / name)
+    data = folder / "model.ckpt.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    archive = tmp_path / "release.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="release")
+    err = error(archive)
+    assert f"{archive}:release/model.ckpt" in err and "vild_official_" not in err

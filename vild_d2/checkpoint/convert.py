@@ -12,6 +12,7 @@ checked there first (the model is built from the written config and loads the we
 with no missing or unused key).
 """
 
+import errno
 import json
 import os
 import tarfile
@@ -27,7 +28,13 @@ from tqdm import tqdm
 from ..config import load_config
 from ..utils.atomic_io import atomic_folder
 from ..utils.output_folder import OutputFolderError, check_output_folder, mark_output_folder
-from .official_vild import ConversionError, OfficialArchitecture, convert_variables, ema_shadows
+from .official_vild import (
+    ConversionError,
+    OfficialArchitecture,
+    convert_variables,
+    ema_shadows,
+    variable_sources,
+)
 from .tf_checkpoint import CheckpointFormatError, TFCheckpointReader
 
 __all__ = ["convert_official_checkpoint", "open_checkpoint", "WEIGHTS_FILE", "VOCABULARY_FILE"]
@@ -51,41 +58,70 @@ def open_checkpoint(path: str) -> Iterator[Variables]:
     ``({name: shape}, read(name) -> array)`` of a TensorFlow checkpoint given as its prefix,
     ``.index`` file or folder, a ``.tar.gz`` / ``.tgz`` / ``.tar`` holding one (as the
     official release is downloaded; unpacked to a temporary folder), or a ``.npz`` of
-    variables (name -> array). Raises CheckpointFormatError naming the file.
+    variables (name -> array). Raises CheckpointFormatError naming the file the user gave
+    (inside an archive: ``ARCHIVE:member``, never the temporary folder).
     """
     if path.endswith(".npz"):
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                yield {n: tuple(npz[n].shape) for n in npz.files}, lambda n: npz[n]
-        except (OSError, ValueError, EOFError) as e:
-            raise CheckpointFormatError(f"{path}: not a readable .npz of variables ({e})") from None
+        with _open_npz(path) as variables:
+            yield variables
         return
     if path.endswith((".tar.gz", ".tgz", ".tar")):
         with tempfile.TemporaryDirectory(prefix="vild_official_") as tmp:
+            folder = _unpack(path, tmp)
             try:
-                with tarfile.open(path) as archive:
-                    archive.extractall(tmp, filter="data")
-            except (tarfile.TarError, OSError, EOFError) as e:
-                raise CheckpointFormatError(f"{path}: not a readable archive ({e})") from None
-            folders = sorted(
-                {
-                    root
-                    for root, _, files in os.walk(tmp)
-                    if any(f.endswith(".index") for f in files)
-                }
-            )
-            if len(folders) != 1:
-                raise CheckpointFormatError(
-                    f"{path}: expected one TensorFlow checkpoint (*.index) in the archive, "
-                    f"found {len(folders)} folders with one"
-                )
-            reader = TFCheckpointReader(folders[0])
-            yield reader.variables(), reader.get_tensor
+                reader = TFCheckpointReader(folder)
+                yield reader.variables(), reader.get_tensor
+            except CheckpointFormatError as e:  # name the archive, not the temporary copy
+                raise CheckpointFormatError(str(e).replace(tmp + os.sep, path + ":")) from None
         return
     if not os.path.exists(path) and not os.path.exists(path + ".index"):
         raise CheckpointFormatError(f"{path}: not found")
     reader = TFCheckpointReader(path)
     yield reader.variables(), reader.get_tensor
+
+
+@contextmanager
+def _open_npz(path: str) -> Iterator[Variables]:
+    """A .npz of variables; only the file's own problems read as "not a readable .npz"."""
+    try:
+        npz = np.load(path, allow_pickle=False)
+        shapes = {n: tuple(npz[n].shape) for n in npz.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise CheckpointFormatError(f"{path}: not a readable .npz of variables ({e})") from None
+
+    def read(name: str) -> np.ndarray:
+        if name not in shapes:
+            raise CheckpointFormatError(f"{path}: no variable {name}")
+        return npz[name]
+
+    with npz:
+        yield shapes, read
+
+
+def _unpack(archive_path: str, tmp: str) -> str:
+    """Unpack the archive into ``tmp``; the folder of its one checkpoint."""
+    try:
+        with tarfile.open(archive_path) as archive:
+            archive.extractall(tmp, filter="data")
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise CheckpointFormatError(
+                f"{archive_path}: no space left on the device of {os.path.dirname(tmp)} to"
+                " unpack it (set TMPDIR to a folder with room, or unpack it yourself and give"
+                " the folder)"
+            ) from None
+        raise CheckpointFormatError(f"{archive_path}: not a readable archive ({e})") from None
+    except (tarfile.TarError, EOFError) as e:
+        raise CheckpointFormatError(f"{archive_path}: not a readable archive ({e})") from None
+    folders = sorted(
+        {root for root, _, files in os.walk(tmp) if any(f.endswith(".index") for f in files)}
+    )
+    if len(folders) != 1:
+        raise CheckpointFormatError(
+            f"{archive_path}: expected one TensorFlow checkpoint (*.index) in the archive, "
+            f"found {len(folders)} folders with one"
+        )
+    return folders[0]
 
 
 def _base_config(configs_dir: str, arch: OfficialArchitecture) -> str:
@@ -111,7 +147,26 @@ def _write_config(folder: str, final: str, configs_dir: str, arch: OfficialArchi
     return os.path.join(folder, CONFIG_FILE)
 
 
-def _check_loads(config_file: str, folder: str, state: Dict[str, torch.Tensor]) -> None:
+def _check_shapes(model, state: Dict[str, torch.Tensor], arch: OfficialArchitecture) -> None:
+    """ConversionError naming the TF variables whose shapes the built model cannot take."""
+    expected = model.state_dict()
+    wrong = [k for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+    if wrong:
+        source = variable_sources(arch)
+        shown = "; ".join(
+            f"{source.get(k, k)} converts to {list(state[k].shape)}, the model needs"
+            f" {list(expected[k].shape)}"
+            for k in wrong[:3]
+        )
+        raise ConversionError(
+            f"{len(wrong)} variables do not fit the widths read from the others ({shown}):"
+            " the checkpoint's variables disagree on the network's shape"
+        )
+
+
+def _check_loads(
+    config_file: str, folder: str, state: Dict[str, torch.Tensor], arch: OfficialArchitecture
+) -> None:
     """Build the model of ``config_file``; ``state`` must fit it (num_batches_tracked aside)."""
     cfg = load_config(
         config_file,
@@ -122,6 +177,7 @@ def _check_loads(config_file: str, folder: str, state: Dict[str, torch.Tensor]) 
         ],
     )  # fmt: skip
     model = build_model(cfg)
+    _check_shapes(model, state, arch)
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if missing or result.unexpected_keys:
@@ -143,7 +199,7 @@ def _write_folder(folder, final, configs_dir, state, vocabulary, arch, report) -
         info = {"teacher": RELEASE_TEACHER, "num_classes": int(vocabulary.shape[0])}
         json.dump({**info, "embed_dim": int(vocabulary.shape[1]), "source": arch.name}, f)
     config_file = _write_config(folder, final, configs_dir, arch)
-    _check_loads(config_file, folder, state)
+    _check_loads(config_file, folder, state, arch)
     checkpoint = {"model": state, "__author__": "vild_d2 tools/convert_official_checkpoint.py"}
     torch.save(checkpoint, os.path.join(folder, WEIGHTS_FILE))
     with open(os.path.join(folder, REPORT_FILE), "w") as f:

@@ -27,6 +27,7 @@ __all__ = [
     "convert_variables",
     "is_optimizer_state",
     "ema_shadows",
+    "variable_sources",
 ]
 
 # optimiser slots and counters a training checkpoint may hold beside the weights
@@ -337,6 +338,12 @@ def _roi_heads_mapping(arch: OfficialArchitecture) -> _Mapping:
     out += [("mask_head/mask_fcn_logits/kernel", mask + "predictor.weight", _conv)]
     out += [("mask_head/mask_fcn_logits/bias", mask + "predictor.bias", _same)]
     return out
+
+
+def variable_sources(arch: OfficialArchitecture) -> Dict[str, str]:
+    """{vild_d2 state-dict key: the TF variable it is converted from} of ``arch``."""
+    mapping = _resnet_mapping(arch) + _fpn_rpn_mapping(arch) + _roi_heads_mapping(arch)
+    return {key: tf for tf, key, _ in mapping}
 
 
 EMA_SUFFIX = "/ExponentialMovingAverage"  # a TF shadow variable: the weight's moving average
