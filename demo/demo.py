@@ -56,7 +56,7 @@ from vild_d2.modeling.text_embeddings import (
     evaluation_embeddings_file,
     evaluation_vocabulary,
 )
-from vild_d2.utils.atomic_io import atomic_folder
+from vild_d2.utils.atomic_io import DiskFullError, atomic_folder
 from vild_d2.utils.output_folder import check_output_folder, mark_output_folder
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -223,7 +223,11 @@ def main(argv=None) -> int:
     except (ConfigError, VocabularyError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"demo.py: error: {e}", file=sys.stderr)
         return 2
-    run(predictor, vocabulary, paths, args.output, args.confidence_threshold)
+    try:
+        run(predictor, vocabulary, paths, args.output, args.confidence_threshold)
+    except DiskFullError as e:  # the folder was written aside: nothing is left behind
+        print(f"demo.py: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -5,11 +5,12 @@ file or the complete new one, never a half-written file. The file gets the permi
 a plain ``open(path, "w")`` would give (0666 less the umask), so a team can share it.
 """
 
+import errno
 import json
 import os
 import shutil
 import tempfile
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -19,7 +20,35 @@ __all__ = [
     "atomic_save_npy",
     "atomic_folder",
     "fsync_dir",
+    "DiskFullError",
+    "disk_full",
 ]
+
+
+class DiskFullError(OSError):
+    """A write that failed for want of space; names the target and the space left."""
+
+
+def disk_full(error: BaseException, target: str) -> Optional[DiskFullError]:
+    """
+    ``error`` as a :class:`DiskFullError` naming ``target`` if it is a failed write for want
+    of space: ENOSPC (or EDQUOT), or torch.save's short write ("unexpected pos", which
+    carries no errno); None for any other error.
+    """
+    no_space = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+    short_write = isinstance(error, RuntimeError) and "unexpected pos" in str(error)
+    if not (no_space or short_write):
+        return None
+    folder = os.path.dirname(os.path.abspath(target))
+    while not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
+    free = shutil.disk_usage(folder).free / 2**20
+    full = DiskFullError(
+        f"no space left on the device to write {target} ({free:.1f} MiB free there); nothing"
+        " was written: free some space or choose another folder"
+    )
+    full.errno = errno.ENOSPC
+    return full
 
 
 def fsync_dir(path: str) -> None:
@@ -95,7 +124,10 @@ def atomic_folder(path: str, fill: Callable[[str], None]) -> None:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-    except BaseException:
+    except BaseException as e:
+        full = disk_full(e, path)  # the space left while the partial folder still stands
         shutil.rmtree(tmp, ignore_errors=True)
+        if full is not None:
+            raise full from None
         raise
     fsync_dir(parent)
