@@ -25,6 +25,8 @@ from detectron2.evaluation import verify_results
 from detectron2.evaluation.testing import flatten_results_dict
 
 from vild_d2.config import ConfigError
+from vild_d2.data.image_check import ImageCheckError
+from vild_d2.data.region_store import RegionStoreError
 from vild_d2.engine import Trainer, setup
 from vild_d2.engine.launch import launch
 from vild_d2.engine.trainer import build_config
@@ -79,6 +81,9 @@ def invoke_main() -> None:
             args=(args,),
             device=cfg.MODEL.DEVICE,
         )
+    except (ConfigError, ImageCheckError, RegionStoreError) as e:  # the data, found at set-up
+        print(f"train_net.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
     except mp.ProcessExitedException as e:  # a worker killed or crashed: the others were stopped
         print(
             f"train_net.py: error: worker {e.error_index} of"

@@ -178,3 +178,33 @@ def test_a_training_vocabulary_of_other_rows_is_one_line_at_start_up(tmp_path):
     assert code == 2 and len(lines) == 1, lines
     assert f"{few} (MODEL.VILD.TRAIN_TEXT_EMBEDDINGS): 5 rows" in lines[0]
     assert "MODEL.ROI_HEADS.NUM_CLASSES has 48 classes" in lines[0]
+
+
+def test_vild_on_a_dataset_with_novel_annotations_is_one_line(tiny_lvis, tmp_path):
+    """It stopped at iteration 0 with a 52-line traceback from the loss."""
+    import json
+
+    import numpy as np
+    from detectron2.data import DatasetCatalog
+
+    from vild_d2.data.datasets import register_lvis_format
+
+    data = json.load(open(tiny_lvis["json"]["train"]))
+    rare = next(c for c in data["categories"] if c["frequency"] == "r")
+    data["annotations"][0]["category_id"] = rare["id"]  # one novel object, annotated
+    path = tmp_path / "train_with_novel.json"
+    path.write_text(json.dumps(data))
+    name = "tiny_lvis_train_with_novel"
+    if name not in DatasetCatalog.list():
+        register_lvis_format(name, str(path), tiny_lvis["root"], novel_frequencies=("r",))
+    vocab = tmp_path / "vocab.npy"
+    np.save(vocab, np.random.default_rng(0).normal(size=(48, 64)).astype(np.float32))
+    code, lines = _run(
+        "--config-file", "configs/shapes_world/vild_text_R_18_FPN_tiny.yaml",
+        "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path / "out"),
+        "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()",
+        "MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", str(vocab), "DATALOADER.NUM_WORKERS", "0",
+    )  # fmt: skip
+    assert code == 2 and len(lines) == 1, lines
+    assert "holds annotations of" in lines[0] and rare["name"] in lines[0]
+    assert "use the open-vocabulary split with them removed" in lines[0]

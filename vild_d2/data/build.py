@@ -5,6 +5,7 @@ import os
 from typing import List
 
 import detectron2.utils.comm as comm
+import torch
 from detectron2.config import CfgNode as CN
 from detectron2.data import (
     DatasetCatalog,
@@ -16,7 +17,7 @@ from ..config import ConfigError
 from .distill_mapper import DistillDatasetMapper
 from .image_check import check_images
 from .region_store import RegionStore, RegionStoreError
-from .vocabulary import embeddings_provenance
+from .vocabulary import dataset_vocabulary, embeddings_provenance
 
 __all__ = [
     "build_vild_train_loader",
@@ -84,11 +85,35 @@ def training_dataset_and_mapper(cfg):
             f"Training images: {len(dataset)}, "
             + (f"{checked} checked" if checked else "check cached")
         )
+        check_no_novel_annotations(cfg, dataset)
     comm.synchronize()
     if not cfg.DATASETS.REGION_STORE_TRAIN:
         return dataset, DistillDatasetMapper(cfg, is_train=True)
     store = open_training_store(cfg, dataset)
     return dataset, DistillDatasetMapper(cfg, is_train=True, region_store=store)
+
+
+def check_no_novel_annotations(cfg: CN, dataset: List[dict]) -> None:
+    """
+    ConfigError if a ViLD model would train on annotations of the categories its training
+    dataset marks novel (``novel_class_ids``): ViLD learns from base categories only, and
+    the loss would stop at the first batch that holds one.
+    """
+    if cfg.MODEL.META_ARCHITECTURE != "ViLDRCNN" or not cfg.DATASETS.TRAIN:
+        return
+    vocab = dataset_vocabulary(cfg.DATASETS.TRAIN[0])
+    if vocab is None or vocab.base_mask is None or bool(vocab.base_mask.all()):
+        return
+    novel = set(torch.nonzero(~vocab.base_mask).flatten().tolist())
+    found = sorted({a["category_id"] for d in dataset for a in d.get("annotations", [])} & novel)
+    if found:
+        names = [vocab.names[c] for c in found[:5]]
+        raise ConfigError(
+            f"DATASETS.TRAIN {tuple(cfg.DATASETS.TRAIN)} holds annotations of {len(found)}"
+            f" novel categories (e.g. {names}): ViLD trains on base categories only; use the"
+            " open-vocabulary split with them removed (e.g. lvis_v1_train_ov,"
+            " shapes_world_train_ov)"
+        )
 
 
 def check_datasets_registered(cfg: CN) -> None:

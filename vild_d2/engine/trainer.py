@@ -1,6 +1,7 @@
 """The detectron2 trainer of vild_d2 and the config set-up that ``train_net.py`` uses."""
 
 import contextlib
+import logging
 from collections import OrderedDict
 
 import detectron2.engine.defaults as d2_defaults
@@ -128,6 +129,14 @@ def setup(args):
     """build_config + detectron2's default_setup (logging, output dir, seed), and vild_d2's
     own loggers to the same console and log file, as detectron2 projects do."""
     cfg = build_config(args)
-    default_setup(cfg, args)
+    # detectron2's environment report imports torch.utils.cpp_extension, which warns "No
+    # CUDA runtime is found" on a machine with a CUDA toolkit folder but no GPU: not news
+    cpp_extension = logging.getLogger("torch.utils.cpp_extension")
+    level = cpp_extension.level
+    cpp_extension.setLevel(logging.ERROR)
+    try:
+        default_setup(cfg, args)
+    finally:
+        cpp_extension.setLevel(level)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="vild_d2")
     return cfg
