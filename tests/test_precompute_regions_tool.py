@@ -377,3 +377,28 @@ def test_a_second_run_on_the_same_store_is_refused(world, tmp_path):
     assert f"{out} is in use by pid {os.getpid()} (the first run)" in second.stderr
     assert os.listdir(out) == [".lock"]  # it wrote nothing
     assert _run(_args(world, out, "--num-regions", "100")).returncode == 0  # once released
+
+
+def test_a_store_of_other_images_is_refused(world, reference_store, tmp_path):
+    """A regenerated dataset with the same name, ids and sizes was accepted by training."""
+    from PIL import Image
+
+    from vild_d2.data.datasets import load_image_list
+    from vild_d2.data.region_store.images import IMAGES_FILE, check_images_match
+
+    root = tmp_path / "world"  # a copy of the world, its store, then the world regenerated
+    shutil.copytree(world["root"], root)
+    copy = dict(world, root=str(root), json=world["json"].replace(world["root"], str(root)))
+    store = tmp_path / "store"
+    assert _run(_args(copy, store, "--num-regions", "10")).returncode == 0
+    assert (store / IMAGES_FILE).is_file()
+    images = load_image_list(copy["json"], str(root))
+    check_images_match(str(store), images, "the world")  # the images it was made of
+    first = images[0]  # regenerated: same name, id and size, another picture
+    noise = np.random.default_rng(1).integers(0, 255, (first["height"], first["width"], 3))
+    Image.fromarray(noise.astype(np.uint8)).save(first["file_name"])
+    message = f"computed for other images: image {first['image_id']} was"
+    with pytest.raises(RegionStoreError, match=message):
+        check_images_match(str(store), images, "DATASETS.TRAIN")
+    done = _run(_args(copy, store, "--num-regions", "10"))  # nor will the tool resume it
+    assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]

@@ -43,6 +43,7 @@ from vild_d2.checkpoint.files import check_weights
 from vild_d2.config import load_config
 from vild_d2.data.datasets import load_image_list
 from vild_d2.data.region_store import create_region_store, finalize_region_store
+from vild_d2.data.region_store.images import record_images
 from vild_d2.data.region_store.layout import MANIFEST, file_digest, read_manifest
 from vild_d2.engine.launch import launch
 from vild_d2.teacher import load_clip
@@ -224,6 +225,7 @@ def _check_store(args) -> None:
                 f"run has {k} = {settings.get(k)!r}: use a new folder, or the same settings "
                 "to resume it"
             )
+    record_images(args.output, _dataset_dicts(args))  # RegionStoreError: other image files
 
 
 def _dataset_dicts(args):

@@ -17,6 +17,7 @@ from ..config import ConfigError
 from .distill_mapper import DistillDatasetMapper
 from .image_check import check_images
 from .region_store import RegionStore, RegionStoreError
+from .region_store.images import check_images_match
 from .vocabulary import dataset_vocabulary, embeddings_provenance
 
 __all__ = [
@@ -45,6 +46,9 @@ def open_training_store(cfg, dataset_dicts: List[dict]) -> RegionStore:
             f"{len(dataset_dicts)} images of {tuple(cfg.DATASETS.TRAIN)}, e.g. image ids "
             f"{missing[:5]} (was it computed for these datasets?)"
         )
+    check_images_match(
+        store.store_dir, dataset_dicts, f"DATASETS.TRAIN {tuple(cfg.DATASETS.TRAIN)}"
+    )
     logger.info(
         f"Distillation regions: {store.store_dir} ({len(store)} images, {store.num_regions} "
         f"regions, teacher {store.teacher}, D = {store.embed_dim})"
