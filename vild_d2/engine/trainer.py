@@ -1,7 +1,6 @@
 """The detectron2 trainer of vild_d2 and the config set-up that ``train_net.py`` uses."""
 
 import contextlib
-import logging
 from collections import OrderedDict
 
 import detectron2.engine.defaults as d2_defaults
@@ -18,6 +17,7 @@ from ..data.distill_mapper import DistillDatasetMapper
 from ..evaluation import build_evaluator
 from ..modeling import ViLDRCNN, evaluation_vocabulary
 from ..modeling.text_embeddings import check_test_vocabularies, check_training_vocabulary
+from ..utils.logs import quiet_logger
 
 
 class Trainer(DefaultTrainer):
@@ -131,12 +131,7 @@ def setup(args):
     cfg = build_config(args)
     # detectron2's environment report imports torch.utils.cpp_extension, which warns "No
     # CUDA runtime is found" on a machine with a CUDA toolkit folder but no GPU: not news
-    cpp_extension = logging.getLogger("torch.utils.cpp_extension")
-    level = cpp_extension.level
-    cpp_extension.setLevel(logging.ERROR)
-    try:
+    with quiet_logger("torch.utils.cpp_extension"):
         default_setup(cfg, args)
-    finally:
-        cpp_extension.setLevel(level)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="vild_d2")
     return cfg

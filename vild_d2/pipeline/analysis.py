@@ -30,6 +30,7 @@ from ..modeling.text_embeddings import load_text_embeddings
 from ..teacher import load_clip
 from ..teacher.proposals import RPNProposals
 from ..utils.atomic_io import atomic_write_json
+from ..utils.logs import quiet_logger
 from ..world.spec import category_names, spec_from_json
 from .artefacts import fingerprint
 from .claims import CLAIM_COMPARISONS
@@ -157,7 +158,9 @@ def _expansion_ap(run: PipelineRun, model_cfgs: list, gt_json: str) -> dict:
         model.set_vocabulary(vocab.embeddings, vocab.base_mask, vocab.attribute_embeddings)
         evaluator = build_evaluator(cfg, VAL_DATASET, run.path("expansion", key))
         loader = build_detection_test_loader(cfg, VAL_DATASET)
-        with contextlib.redirect_stdout(io.StringIO()):  # the evaluator's tables; we print ours
+        # the evaluator's tables (we print ours), and lvis' "Assuming user provided the results
+        # in correct format" (they are ours)
+        with contextlib.redirect_stdout(io.StringIO()), quiet_logger("lvis.results"):
             expansion[key] = dict(inference_on_dataset(model, loader, evaluator)["segm"])
     return expansion
 
