@@ -28,6 +28,7 @@ from vild_d2.inference.model_folder import ModelFolder, ModelFolderError, find_m
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 EXAMPLES_PER_FOLDER = 4  # example images taken from each --examples folder or test dataset
+EXAMPLES_JSON_BYTES = 20 * 2**20  # a test dataset's json is read for examples up to this size
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,12 +71,11 @@ def collect_models(args) -> list:
 
 def collect_examples(args, models) -> list:
     """Example images: --examples, else the first images of each model's test dataset."""
-    if args.examples is not None:
-        sources = args.examples
-    else:
-        sources = sorted({root for root in map(_test_image_root, models) if root})
+    if args.examples is None:
+        found = [p for m in models for p in _test_images(m)]
+        return list(dict.fromkeys(found))  # each once, in order
     paths = []
-    for source in sources:
+    for source in args.examples:
         if os.path.isdir(source):
             found = sorted(
                 f
@@ -90,16 +90,21 @@ def collect_examples(args, models) -> list:
     return paths
 
 
-def _test_image_root(model: ModelFolder):
-    from detectron2.data import MetadataCatalog
+def _test_images(model: ModelFolder) -> list:
+    """The first images of the model's test dataset, if its annotation file is small."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
 
     from vild_d2.config import load_config
 
     cfg = load_config(model.config_file, model.config_opts)
     if not cfg.DATASETS.TEST:
-        return None
-    root = getattr(MetadataCatalog.get(cfg.DATASETS.TEST[0]), "image_root", None)
-    return root if root and os.path.isdir(root) else None
+        return []
+    name = cfg.DATASETS.TEST[0]
+    json_file = getattr(MetadataCatalog.get(name), "json_file", "")
+    if not os.path.isfile(json_file) or os.path.getsize(json_file) > EXAMPLES_JSON_BYTES:
+        return []  # absent, or large as LVIS val's: not read just for examples
+    images = [d["file_name"] for d in DatasetCatalog.get(name)]
+    return [p for p in images if os.path.isfile(p)][:EXAMPLES_PER_FOLDER]
 
 
 def main(argv=None) -> int:
