@@ -47,8 +47,10 @@ def test_upload_words_slider(server, image):
     assert min(_scores(table)) >= 0.05 and f"{len(rows)} of {len(rows)} detections" in status
     # the slider filters the last detections (no image, no words: the model cannot run)
     median = sorted(_scores(table))[len(rows) // 2]
-    picture2, table2 = client.predict(median, api_name="/refilter")
-    assert os.path.isfile(picture2)
+    picture2, table2, status2 = client.predict(median, api_name="/refilter")
+    assert (
+        os.path.isfile(picture2) and f"{len(table2['data'])} of {len(rows)} detections" in status2
+    )
     assert table2["data"] == [r for r in rows if r[1] >= median] and len(table2["data"]) < len(rows)
     # the uploaded image went to the page's own temporary folder, under --output
     uploaded = [f for _, _, files in os.walk(os.path.join(server.output, "tmp")) for f in files]

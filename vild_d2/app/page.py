@@ -91,12 +91,19 @@ def detect(shelf: ModelShelf, image, model: str, words: str, score: float):
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         raise gr.Error(str(e)) from None
     picture, rows = show(image, detections, score)
-    status = (
-        f"{len(rows)} of {len(detections)} detections at score >= {score:.2f}, {len(names)} words,"
-        f" {seconds:.2f} s on {detector.device} ({model}; words embedded by"
+    run = (
+        f"{len(names)} words, {seconds:.2f} s on {detector.device} ({model}; words embedded by"
         f" {os.path.basename(detector.teacher)})"
     )
-    return picture, rows, status, {"image": image, "detections": detections}
+    state = {"image": image, "detections": detections, "run": run}
+    return picture, rows, _status(len(rows), state, score), state
+
+
+def _status(shown: int, state: dict, score: float) -> str:
+    """The line under the picture: how many are shown, of how many, and the run's facts."""
+    return (
+        f"{shown} of {len(state['detections'])} detections at score >= {score:.2f}, {state['run']}"
+    )
 
 
 def shrink(image: np.ndarray, max_side: int) -> np.ndarray:
@@ -112,8 +119,9 @@ def shrink(image: np.ndarray, max_side: int) -> np.ndarray:
 def refilter(state: Optional[dict], score: float):
     """The slider: the last detections above ``score``, without running the model."""
     if not state:
-        return None, []
-    return show(state["image"], state["detections"], score)
+        return None, [], ""
+    picture, rows = show(state["image"], state["detections"], score)
+    return picture, rows, _status(len(rows), state, score)
 
 
 def build_page(shelf: ModelShelf, examples: Sequence[str] = ()) -> gr.Blocks:
@@ -154,7 +162,9 @@ def build_page(shelf: ModelShelf, examples: Sequence[str] = ()) -> gr.Blocks:
             outputs=[picture, table, status, state],
             api_name="detect",
         )
-        score.change(refilter, inputs=[state, score], outputs=[picture, table], api_name="refilter")
+        score.change(
+            refilter, inputs=[state, score], outputs=[picture, table, status], api_name="refilter"
+        )
         model.change(
             lambda m: ", ".join(shelf.folders[m].example_words), inputs=[model], outputs=[words]
         )
