@@ -94,12 +94,9 @@ def _test_images(model: ModelFolder) -> list:
     """The first images of the model's test dataset, if its annotation file is small."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    from vild_d2.config import load_config
-
-    cfg = load_config(model.config_file, model.config_opts)
-    if not cfg.DATASETS.TEST:
+    name = model.test_dataset
+    if name is None:
         return []
-    name = cfg.DATASETS.TEST[0]
     json_file = getattr(MetadataCatalog.get(name), "json_file", "")
     if not os.path.isfile(json_file) or os.path.getsize(json_file) > EXAMPLES_JSON_BYTES:
         return []  # absent, or large as LVIS val's: not read just for examples

@@ -150,7 +150,8 @@ def check_training_inputs(cfg: CN) -> None:
         )
     if store:
         try:  # opening checks the manifest and every shard's size (a truncated shard fails)
-            dim = RegionStore(store).embed_dim
+            opened = RegionStore(store)
+            dim = opened.embed_dim
         except RegionStoreError as e:
             raise ConfigError(f"DATASETS.REGION_STORE_TRAIN: {e}") from None
         if dim != cfg.MODEL.VILD.EMBED_DIM:
@@ -159,7 +160,7 @@ def check_training_inputs(cfg: CN) -> None:
                 f"but MODEL.VILD.EMBED_DIM is {cfg.MODEL.VILD.EMBED_DIM}"
             )
         if distills:
-            check_same_teacher(cfg.MODEL.VILD.TRAIN_TEXT_EMBEDDINGS, store)
+            check_same_teacher(cfg.MODEL.VILD.TRAIN_TEXT_EMBEDDINGS, opened)
 
 
 def _teacher_key(teacher: str) -> str:
@@ -167,7 +168,7 @@ def _teacher_key(teacher: str) -> str:
     return os.path.realpath(teacher) if os.path.isfile(teacher) else teacher
 
 
-def check_same_teacher(text_embeddings: str, store: str) -> None:
+def check_same_teacher(text_embeddings: str, store: RegionStore) -> None:
     """
     ConfigError if the training vocabulary's embeddings and the region store were made by
     two different CLIPs (as recorded beside the ``.npy`` and in the store's manifest): with
@@ -175,7 +176,7 @@ def check_same_teacher(text_embeddings: str, store: str) -> None:
     CLIP's space and classified in another's, without an error. Unrecorded: not checked.
     """
     text = embeddings_provenance(text_embeddings)
-    manifest = RegionStore(store).manifest
+    manifest = store.manifest
     if not text.get("teacher") or not manifest.get("teacher"):
         return
     shas = (text.get("teacher_sha256"), manifest.get("extra", {}).get("teacher_sha256"))
@@ -187,6 +188,6 @@ def check_same_teacher(text_embeddings: str, store: str) -> None:
         raise ConfigError(
             f"two teachers: MODEL.VILD.TRAIN_TEXT_EMBEDDINGS {text_embeddings} was embedded by"
             f" {text['teacher']} ({shas[0] or 'no sha256'}), DATASETS.REGION_STORE_TRAIN"
-            f" {store} by {manifest['teacher']} ({shas[1] or 'no sha256'}); distillation needs"
-            " both from one CLIP: recompute one of them with the other's teacher"
+            f" {store.store_dir} by {manifest['teacher']} ({shas[1] or 'no sha256'});"
+            " distillation needs both from one CLIP: recompute one with the other's teacher"
         )

@@ -7,7 +7,7 @@ ViLD in one call: a model folder in, an image and words in, named detections out
 
 A *model folder* is what ``train_net.py`` (or ``make demo``) leaves in its output folder
 (``config.yaml`` + ``model_final.pth``) or what ``tools/convert_official_checkpoint.py``
-writes. The folder also says which CLIP teacher embeds new words (:func:`folder_teacher`),
+writes. The folder also says which CLIP teacher embeds new words (:class:`ModelFolder`),
 so the caller names none; each vocabulary is embedded once and reused.
 """
 

@@ -44,6 +44,7 @@ class ModelFolder:
     config_opts: List[str]  # "KEY VALUE" overrides that point the config at this folder
     teacher: str  # the CLIP (name or checkpoint path) that embeds new words for this model
     example_words: List[str] = field(default_factory=list)  # words worth trying first
+    test_dataset: Optional[str] = None  # the config's DATASETS.TEST[0], if any
 
     @property
     def config_file(self) -> str:
@@ -89,7 +90,9 @@ class ModelFolder:
                 " .json beside it naming its teacher (tools/precompute_text_embeddings.py"
                 " writes one)"
             )
-        return cls(path, opts, teacher, _examples(names) if names else RELEASE_EXAMPLE_WORDS)
+        examples = _examples(names) if names else RELEASE_EXAMPLE_WORDS
+        test = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None
+        return cls(path, opts, teacher, examples, test)
 
 
 def _examples(names: List[str]) -> List[str]:

@@ -152,7 +152,7 @@ class OpenVocabularyPredictor:
         tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))).to(self.device)
         if self.model is not None:
             inputs = [{"image": tensor, "height": height, "width": width}]
-            with test_knobs(self.model, score_threshold, nms_threshold, max_detections):
+            with inference_knobs(self.model, score_threshold, nms_threshold, max_detections):
                 return self.model.inference(inputs)[0]["instances"]
         args = [tensor.float(), self.vocabulary.embeddings.to(self.device)]
         if self.info["ensemble"]:
@@ -182,7 +182,7 @@ class OpenVocabularyPredictor:
 
 
 @contextmanager
-def test_knobs(model, score_threshold=None, nms_threshold=None, max_detections=None):
+def inference_knobs(model, score_threshold=None, nms_threshold=None, max_detections=None):
     """Set the box predictors' test thresholds (None: keep) for one call; restore after."""
     heads = [m for m in model.modules() if isinstance(m, FastRCNNOutputLayers)]
     saved = [(h.test_score_thresh, h.test_nms_thresh, h.test_topk_per_image) for h in heads]
