@@ -19,11 +19,11 @@ import vild_d2  # noqa: F401  (first: registers datasets and components, imports
 # isort: split
 import detectron2.utils.comm as comm
 import torch.multiprocessing as mp
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser
 from detectron2.evaluation import verify_results
 from detectron2.evaluation.testing import flatten_results_dict
 
+from vild_d2.checkpoint.strict import StrictCheckpointer
 from vild_d2.config import ConfigError
 from vild_d2.data.image_check import ImageCheckError
 from vild_d2.data.region_store import RegionStoreError
@@ -40,7 +40,8 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        # strict: evaluating random parameters the checkpoint did not set is an error
+        StrictCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         res = Trainer.test(cfg, model)

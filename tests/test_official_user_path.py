@@ -7,6 +7,8 @@ TorchScript file against the eager model, and a vocabulary of another D refused.
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from vild_d2.config import load_config
 from vild_d2.data.region_store import ShardWriter, create_region_store, finalize_region_store
 from vild_d2.engine import Trainer
 
-from .conftest import ORACLE, needs_shared
+from .conftest import ORACLE, ROOT, needs_shared
 from .helpers.scripts import load_script
 
 pytestmark = needs_shared
@@ -187,3 +189,46 @@ def test_demo_cli_refuses_a_vocabulary_of_another_dimension(converted_oracle, tm
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "clip_rn50.npy" in err and "1024" in err and "D = 512" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_weights_that_leave_parameters_unset_are_refused_in_one_line(
+    converted_oracle, tmp_path, capsys
+):
+    # a ResNet-101 config given the converted ResNet-50 weights: res4 has 17 blocks more
+    config = os.path.join(converted_oracle, "config.yaml")
+    deeper = [*ORACLE_OPTS, "MODEL.RESNETS.DEPTH", "101"]
+    code, err = _demo(
+        ["--config-file", config, "--output", str(tmp_path / "out"), "--input",
+         os.path.join(ORACLE, "synthetic.png"), "--opts", *deeper],
+        capsys,
+    )  # fmt: skip
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "parameters of the model are not in it" in err and "res4.6" in err
+    export = load_script("tools/export_model.py")
+    assert export.main(["--config-file", config, "--output", str(tmp_path / "ts"), *deeper]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "res4.6" in err
+    assert not (tmp_path / "ts").exists()
+    evaluation = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train_net.py"), "--eval-only", "--config-file",
+         config, "OUTPUT_DIR", str(tmp_path / "eval"), *deeper],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert evaluation.returncode == 2, evaluation.stderr[-2000:]
+    assert "train_net.py: error: MODEL.WEIGHTS" in evaluation.stderr
+    assert "res4.6" in evaluation.stderr and "Traceback" not in evaluation.stderr
+
+
+def test_the_converted_config_runs_on_the_machine_that_converted_it(
+    converted_oracle, tmp_path, capsys, monkeypatch
+):
+    cfg = load_config(os.path.join(converted_oracle, "config.yaml"))
+    assert cfg.MODEL.DEVICE == ("cuda" if torch.cuda.is_available() else "cpu")
+    # a config that names CUDA on a machine without it: one line, no CUDA traceback
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    export = load_script("tools/export_model.py")
+    opts = [*ORACLE_OPTS, "MODEL.DEVICE", "cuda"]
+    config = os.path.join(converted_oracle, "config.yaml")
+    assert export.main(["--config-file", config, "--output", str(tmp_path / "ts"), *opts]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "MODEL.DEVICE cpu" in err

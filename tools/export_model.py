@@ -27,13 +27,13 @@ import vild_d2  # noqa: F401  (first: registers datasets and components, imports
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.modeling import build_model
 
 from vild_d2.checkpoint.files import check_weights
-from vild_d2.config import ConfigError, load_config
+from vild_d2.checkpoint.strict import load_inference_weights
+from vild_d2.config import ConfigError, check_device, load_config
 from vild_d2.data.augmentation import build_test_augmentation
 from vild_d2.export import ExportError, export_model
 from vild_d2.inference import EXPORT_INFO_FILE, export_info
@@ -76,8 +76,9 @@ def _load_and_export(args):
     if not cfg.MODEL.WEIGHTS:
         raise ConfigError("MODEL.WEIGHTS is empty: name the trained model's checkpoint")
     check_weights(cfg)
+    check_device(cfg)
     model = build_model(cfg).eval()
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    load_inference_weights(model, cfg.MODEL.WEIGHTS)
     image = None
     if args.export_method == "tracing":
         image = _sample_image(cfg, args.sample_image, model.device)

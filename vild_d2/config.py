@@ -7,6 +7,7 @@ import os
 import re
 from typing import Sequence
 
+import torch
 import yaml
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
@@ -45,6 +46,10 @@ def add_vild_config(cfg: CN) -> None:
     # Novel classes in the training softmax: "exclude" (logit -inf) or "zero" (logit 0, as
     # the official code, which multiplies the logits by a 0/1 mask: each adds exp(0)).
     _C.MODEL.VILD.TRAIN_NOVEL_LOGITS = "exclude"
+
+    # ViLDRCNN keeps its conv weights (and so its feature maps) in channels-last (NHWC)
+    # memory, which oneDNN convolves faster on CPU; the numbers are the same up to rounding.
+    _C.MODEL.CHANNELS_LAST = False
 
     # Folder of the region-embedding store with DATASETS.TRAIN's distillation regions;
     # "" = none (needed when MODEL.VILD.IMAGE_LOSS_WEIGHT > 0). See vild_d2/data/region_store.
@@ -105,6 +110,15 @@ def load_config(config_file: str, opts: Sequence[str] = ()) -> CN:
         except (KeyError, ValueError, AssertionError) as e:  # yacs asserts on unknown keys
             raise ConfigError(f"command-line override: {_key_error_text(e)}") from None
     return cfg
+
+
+def check_device(cfg: CN) -> None:
+    """ConfigError if ``MODEL.DEVICE`` names CUDA on a machine where torch has none."""
+    if str(cfg.MODEL.DEVICE).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"MODEL.DEVICE is {cfg.MODEL.DEVICE}, but torch finds no CUDA GPU on this machine:"
+            " add MODEL.DEVICE cpu to the command"
+        )
 
 
 def _key_error_text(e: Exception) -> str:

@@ -11,6 +11,7 @@ from .official_vild import (
     infer_architecture,
     is_optimizer_state,
 )
+from .strict import CheckpointMismatchError, StrictCheckpointer, load_inference_weights
 from .tf_checkpoint import CheckpointFormatError, TFCheckpointReader, checkpoint_prefix
 
 __all__ = [
@@ -23,6 +24,9 @@ __all__ = [
     "convert_variables",
     "infer_architecture",
     "is_optimizer_state",
+    "CheckpointMismatchError",
+    "StrictCheckpointer",
+    "load_inference_weights",
     "CheckpointFormatError",
     "TFCheckpointReader",
     "checkpoint_prefix",

@@ -139,6 +139,8 @@ def _write_config(folder: str, final: str, configs_dir: str, arch: OfficialArchi
         vocabulary,
         "MODEL.VILD.TEST_TEXT_EMBEDDINGS",
         vocabulary,
+        "MODEL.DEVICE",  # what this machine runs (detectron2's default is cuda)
+        "cuda" if torch.cuda.is_available() else "cpu",
     ]
     cfg = load_config(_base_config(configs_dir, arch), opts)
     with open(os.path.join(folder, CONFIG_FILE), "w") as f:

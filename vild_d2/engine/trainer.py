@@ -11,7 +11,7 @@ from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint.files import check_resume, check_weights
-from ..config import load_config
+from ..config import check_device, load_config
 from ..data.build import build_vild_train_loader, check_datasets_registered, check_training_inputs
 from ..data.distill_mapper import DistillDatasetMapper
 from ..evaluation import build_evaluator
@@ -121,6 +121,7 @@ def build_config(args):
         check_training_inputs(cfg)
     check_training_vocabulary(cfg)
     check_test_vocabularies(cfg)
+    check_device(cfg)  # last: the data's mistakes are worth more to hear first
     cfg.freeze()
     return cfg
 

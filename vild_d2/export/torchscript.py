@@ -28,7 +28,7 @@ vocabularies; prefer scripting).
 
 import copy
 import warnings
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,7 @@ from torch import nn
 from ..compat.quiet_imports import JIT_DEPRECATION
 from ..modeling.losses import ensemble_scores
 from ..modeling.meta_arch import ViLDRCNN
-from ..modeling.official import OfficialViLDRCNN, clip_boxes_inclusive
+from ..modeling.official import OfficialViLDRCNN, clip_boxes_inclusive, official_detections
 from ..modeling.official.layers import FrozenBatchNorm
 
 __all__ = [
@@ -192,28 +192,34 @@ class ViLDInferenceModule(nn.Module):
         boxes = self.box2box_transform.apply_deltas(self.bbox_pred(head_out), proposal_boxes.tensor)
         if self.official_geometry:
             boxes = clip_boxes_inclusive(boxes, images.image_sizes[0])
-        result, _ = fast_rcnn_inference_single_image(
-            boxes,
-            probs,
-            images.image_sizes[0],
-            self.score_thresh,
-            self.nms_thresh,
-            self.topk_per_image,
-        )
-        out = {
-            "boxes": result.pred_boxes.tensor,
-            "scores": result.scores,
-            "classes": result.pred_classes,
-        }
+        out = self.select(boxes, probs, images.image_sizes[0])
         if self.mask_on:
             mask_features = [features[f] for f in self.mask_in_features]
             mask_logits = self.mask_head.layers(
-                self.mask_pooler(mask_features, [result.pred_boxes])
+                self.mask_pooler(mask_features, [Boxes(out["boxes"])])
             )
             out["masks"] = mask_logits[
                 :, :1
             ].sigmoid()  # the class-agnostic mask head's one channel
         return out
+
+    def select(
+        self, boxes: torch.Tensor, probs: torch.Tensor, image_size: Tuple[int, int]
+    ) -> Dict[str, torch.Tensor]:
+        """The detections among [R, 4] boxes with [R, C + 1] probabilities, as eager does."""
+        if self.official_geometry:
+            kept_boxes, scores, classes, _ = official_detections(
+                boxes, probs[:, :-1], self.score_thresh, self.nms_thresh, self.topk_per_image
+            )
+            return {"boxes": kept_boxes, "scores": scores, "classes": classes}
+        result, _ = fast_rcnn_inference_single_image(
+            boxes, probs, image_size, self.score_thresh, self.nms_thresh, self.topk_per_image
+        )
+        return {
+            "boxes": result.pred_boxes.tensor,
+            "scores": result.scores,
+            "classes": result.pred_classes,
+        }
 
     def forward(
         self, image: torch.Tensor, class_embeddings: torch.Tensor

@@ -11,13 +11,13 @@ from typing import Optional
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from detectron2.structures import Boxes, Instances
 
 from ..checkpoint.files import check_weights
+from ..checkpoint.strict import load_inference_weights
 from ..data.augmentation import build_test_resize
 from ..export import inference_module
 from ..modeling.official import official_postprocess
@@ -88,7 +88,7 @@ class OpenVocabularyPredictor:
             cfg.defrost()
             cfg.MODEL.DEVICE = str(self.device)
             self.model = build_model(cfg).eval()
-            DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+            load_inference_weights(self.model, cfg.MODEL.WEIGHTS)
             self.info = export_info(cfg, "eager", self.model.roi_heads.image_head is not None)
             self.info["score_thresh_test"] = cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST
             inference_module(self.model)  # refuses what cannot run with a runtime vocabulary

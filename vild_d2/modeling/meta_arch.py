@@ -3,6 +3,7 @@
 from typing import Dict, List, Optional
 
 import torch
+from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
@@ -18,8 +19,24 @@ class ViLDRCNN(GeneralizedRCNN):
     Same as GeneralizedRCNN except in training, where ``batched_inputs[i]
     ["distill_regions"]`` (see :mod:`vild_d2.modeling.roi_heads` for the contract) is
     validated, moved to the device and given to the ROI heads. Inference is unchanged;
-    :meth:`set_vocabulary` swaps the test vocabulary.
+    :meth:`set_vocabulary` swaps the test vocabulary. With ``channels_last`` the 4-D
+    weights are kept in channels-last memory (``MODEL.CHANNELS_LAST``).
     """
+
+    @configurable
+    def __init__(self, *, channels_last: bool = False, **kwargs):
+        """
+        Args:
+            channels_last: NHWC conv weights, so that feature maps follow (faster on CPU).
+            kwargs: GeneralizedRCNN's arguments.
+        """
+        super().__init__(**kwargs)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    @classmethod
+    def from_config(cls, cfg):
+        return {**super().from_config(cfg), "channels_last": cfg.MODEL.CHANNELS_LAST}
 
     def forward(self, batched_inputs: List[Dict[str, torch.Tensor]]):
         if not self.training:

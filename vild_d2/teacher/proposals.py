@@ -145,7 +145,9 @@ class RPNProposals:
         images = ImageList.from_tensors([tensor], m.backbone.size_divisibility)
         features = self.model.backbone(images.tensor)
         proposals, _ = self.model.proposal_generator(images, features, None)
-        result = detector_postprocess(proposals[0], h, w)
+        result = proposals[0]
+        result = result[result.objectness_logits > float("-inf")]  # the official RPN's padding
+        result = detector_postprocess(result, h, w)
         boxes = result.proposal_boxes.tensor.cpu().numpy()
         return (boxes, result.objectness_logits.cpu().numpy()) if with_scores else boxes
 

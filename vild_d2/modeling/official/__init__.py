@@ -15,6 +15,7 @@ from .pooler import OfficialROIPooler, official_roi_levels
 from .postprocessing import official_postprocess, paste_masks_detectron
 from .roi_heads import OfficialViLDBoxPredictor, OfficialViLDROIHeads
 from .rpn import OfficialRPN, OfficialRPNHead, official_rpn_proposals
+from .selection import is_padding, official_detections, ordered_nms
 
 __all__ = [
     "OfficialFPN",
@@ -34,4 +35,7 @@ __all__ = [
     "OfficialRPN",
     "OfficialRPNHead",
     "official_rpn_proposals",
+    "is_padding",
+    "official_detections",
+    "ordered_nms",
 ]

@@ -19,9 +19,14 @@ def official_roi_levels(
     FPN level of each [R, 4] XYXY box, as the official code computes it:
     floor(log(sqrt(w * h) / 224) / log(2)) + 4 (widths without +1), clamped to
     [min_level, max_level] (2 ... 6 for ViLD: boxes of 896 px and more use P6).
+
+    A box with a negative area (one side inverted: the legacy -1 decoding turns a box
+    under 1 px wide into x2 < x1) has a NaN level; TensorFlow's cast of NaN to int32 gives
+    INT_MIN, which the clamp makes ``min_level``: so does this function.
     """
     sizes = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
     levels = torch.floor(torch.log(sizes / canonical_box_size) / math.log(2.0)) + 4.0
+    levels = torch.nan_to_num(levels, nan=float(min_level))
     return levels.clamp(min=float(min_level), max=float(max_level)).to(torch.int64)
 
 

@@ -1,17 +1,25 @@
 """ViLD's ROI heads and box predictor with the official box coding, clipping and RoI pooling."""
 
+from typing import List
+
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY
+from detectron2.structures import Boxes, Instances
 
 from ..box_predictor import ViLDBoxPredictor
 from ..roi_heads import ViLDROIHeads
 from .box_coding import LegacyBox2BoxTransform, clip_boxes_inclusive
 from .pooler import OfficialROIPooler
+from .selection import official_detections
 
 __all__ = ["OfficialViLDBoxPredictor", "OfficialViLDROIHeads"]
 
 
 class OfficialViLDBoxPredictor(ViLDBoxPredictor):
-    """ViLDBoxPredictor whose boxes are decoded the legacy way and clipped to [0, size - 1]."""
+    """
+    ViLDBoxPredictor whose boxes are decoded the legacy way and clipped to [0, size - 1],
+    and whose detections are chosen as officially (:func:`official_detections`) with the
+    test score threshold, NMS threshold and detections per image of the config.
+    """
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -23,6 +31,27 @@ class OfficialViLDBoxPredictor(ViLDBoxPredictor):
     def predict_boxes(self, predictions, proposals):
         boxes = super().predict_boxes(predictions, proposals)
         return tuple(clip_boxes_inclusive(b, p.image_size) for b, p in zip(boxes, proposals))
+
+    def inference(self, predictions, proposals: List[Instances]):
+        """As detectron2's: (N Instances with pred_boxes, scores, pred_classes; N [K] indices)."""
+        boxes = self.predict_boxes(predictions, proposals)
+        scores = self.predict_probs(predictions, proposals)
+        results, indices = [], []
+        for image_boxes, image_scores, p in zip(boxes, scores, proposals):
+            kept_boxes, kept_scores, classes, kept = official_detections(
+                image_boxes,
+                image_scores[:, :-1],  # background last
+                self.test_score_thresh,
+                self.test_nms_thresh,
+                self.test_topk_per_image,
+            )
+            result = Instances(p.image_size)
+            result.pred_boxes = Boxes(kept_boxes)
+            result.scores = kept_scores
+            result.pred_classes = classes
+            results.append(result)
+            indices.append(kept)
+        return results, indices
 
 
 @ROI_HEADS_REGISTRY.register()

@@ -15,10 +15,10 @@ from detectron2.modeling.proposal_generator import PROPOSAL_GENERATOR_REGISTRY, 
 from detectron2.modeling.proposal_generator.rpn import RPN_HEAD_REGISTRY
 from detectron2.structures import Boxes, Instances
 from torch import nn
-from torchvision.ops import nms
 
 from .box_coding import LegacyBox2BoxTransform, clip_boxes_inclusive
 from .layers import official_norm
+from .selection import ordered_nms
 
 __all__ = ["OfficialRPNHead", "OfficialRPN", "official_rpn_proposals"]
 
@@ -105,9 +105,12 @@ def official_rpn_proposals(
     """
     Proposals as the official code chooses them, for every image and every level: the
     ``pre_nms_topk`` best anchors by sigmoid score (ties: the lower index first, as
-    ``tf.nn.top_k``), decoded, clipped to [0, size - 1] of the padded input, NMS, at most
-    ``post_nms_topk`` kept; then the ``post_nms_topk`` best over all levels. No box is
-    dropped for its size (the official minimum size is 0, empty boxes included).
+    ``tf.nn.top_k``), decoded, clipped to [0, size - 1] of the padded input, NMS by the
+    official rules (:func:`ordered_nms`: boxes clipped to all zeros are padding), at most
+    ``post_nms_topk`` kept and the rest of the level's ``post_nms_topk`` filled with
+    padding (zero boxes of score 0); then the ``post_nms_topk`` best over all levels. So
+    there are always ``post_nms_topk`` proposals, padding last when the levels keep fewer,
+    as officially (the heads score padding too). No box is dropped for its size.
 
     Args:
         anchors: L tensors [Ai, 4], XYXY in input pixels.
@@ -117,7 +120,7 @@ def official_rpn_proposals(
 
     Returns:
         N Instances of ``image_size`` with ``proposal_boxes`` and ``objectness_logits``
-        (logits, not sigmoid scores), best first.
+        (logits, not sigmoid scores; -inf for padding), best first.
     """
     results: List[Instances] = []
     for n in range(logits[0].shape[0]):
@@ -128,9 +131,12 @@ def official_rpn_proposals(
             order = torch.sort(scores, descending=True, stable=True)[1][:pre_nms_topk]
             boxes = box2box_transform.apply_deltas(level_deltas[n][order], level_anchors[order])
             boxes = clip_boxes_inclusive(boxes, image_size)
-            keep = nms(boxes, scores[order], nms_thresh)[:post_nms_topk]
-            boxes_per_level.append(boxes[keep])
-            logits_per_level.append(level_logits[n][order][keep])
+            keep = ordered_nms(boxes, nms_thresh)[:post_nms_topk]
+            padding = post_nms_topk - keep.numel()
+            boxes_per_level.append(torch.cat([boxes[keep], boxes.new_zeros((padding, 4))]))
+            kept_logits = level_logits[n][order][keep]
+            padding_logits = kept_logits.new_full((padding,), float("-inf"))
+            logits_per_level.append(torch.cat([kept_logits, padding_logits]))
         all_logits = torch.cat(logits_per_level)
         best = torch.sort(all_logits.sigmoid(), descending=True, stable=True)[1][:post_nms_topk]
         result = Instances(image_size)
