@@ -24,16 +24,12 @@ from detectron2.evaluation import verify_results
 from detectron2.evaluation.testing import flatten_results_dict
 
 from vild_d2.checkpoint.strict import StrictCheckpointer
-from vild_d2.config import ConfigError
-from vild_d2.data.image_check import ImageCheckError
-from vild_d2.data.region_store import RegionStoreError
-from vild_d2.engine import Trainer, setup
+from vild_d2.engine import EVAL_RESULTS_FILE, Trainer, setup
 from vild_d2.engine.launch import launch
 from vild_d2.engine.trainer import build_config
+from vild_d2.errors import VildD2Error
 from vild_d2.utils.atomic_io import atomic_write_json
-from vild_d2.utils.folder_lock import FolderBusyError, lock_folder
-
-EVAL_RESULTS_FILE = "eval_results.json"  # in OUTPUT_DIR after --eval-only: {"task/metric": value}
+from vild_d2.utils.folder_lock import lock_folder
 
 
 def main(args):
@@ -68,7 +64,7 @@ def invoke_main() -> None:
             if args.machine_rank == 0
             else None
         )
-    except (ConfigError, FolderBusyError) as e:
+    except VildD2Error as e:  # a config, file or folder at fault: one line, no traceback
         print(f"train_net.py: error: {e}", file=sys.stderr)
         sys.exit(2)
     print("Command Line Args:", args)
@@ -82,7 +78,7 @@ def invoke_main() -> None:
             args=(args,),
             device=cfg.MODEL.DEVICE,
         )
-    except (ConfigError, ImageCheckError, RegionStoreError) as e:  # the data, found at set-up
+    except VildD2Error as e:  # the data or weights, found at set-up
         print(f"train_net.py: error: {e}", file=sys.stderr)
         sys.exit(2)
     except mp.ProcessExitedException as e:  # a worker killed or crashed: the others were stopped

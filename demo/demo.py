@@ -36,12 +36,12 @@ import vild_d2  # noqa: F401  (first: registers datasets and components, imports
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
-from detectron2.data.detection_utils import read_image
 from PIL import Image
 from tqdm import tqdm
 
 from vild_d2.config import ConfigError, load_config
 from vild_d2.data.image_check import check_images
+from vild_d2.data.images import read_image
 from vild_d2.inference import OpenVocabularyPredictor
 from vild_d2.inference.drawing import draw_detections
 from vild_d2.inference.model_folder import ModelFolder

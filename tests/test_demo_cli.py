@@ -316,16 +316,27 @@ def _grey_16_bit_png(path, low=8481, high=50115):
 
 
 def test_a_16_bit_image_is_read_as_its_8_bit_picture(tmp_path):
-    from detectron2.data.detection_utils import read_image
+    from detectron2.data import detection_utils
     from PIL import Image
+
+    from vild_d2.data import DistillDatasetMapper
+    from vild_d2.data.images import read_image
 
     ramp = _grey_16_bit_png(tmp_path / "deep.png")
     assert Image.open(tmp_path / "deep.png").mode in ("I;16", "I")
-    rgb = read_image(str(tmp_path / "deep.png"), format="RGB")  # every reader goes through it
+    rgb = read_image(str(tmp_path / "deep.png"), format="RGB")  # every reader of vild_d2's
     assert rgb.shape == (96, 128, 3) and rgb.dtype == np.uint8
     expected = np.round(ramp / 257.0).astype(np.uint8)
     assert np.array_equal(rgb[..., 0], expected) and np.array_equal(rgb[..., 2], expected)
     assert rgb.min() == 33 and rgb.max() == 195  # not all white (detectron2 alone: all 255)
+    # the data loaders read it the same way; detectron2's own reader is left as it is
+    cfg = load_config(CONFIG, ["INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "128"])
+    mapped = DistillDatasetMapper(cfg, is_train=False)(
+        {"file_name": str(tmp_path / "deep.png"), "image_id": 1, "height": 96, "width": 128}
+    )
+    assert mapped["image"].shape == (3, 96, 128) and int(mapped["image"].max()) == 195
+    assert detection_utils.read_image.__module__ == "detectron2.data.detection_utils"
+    assert detection_utils.read_image(str(tmp_path / "deep.png"), format="RGB").min() == 255
 
 
 def test_a_16_bit_image_gets_detections_and_a_float_image_is_refused(setup, tmp_path, capsys):

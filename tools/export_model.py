@@ -28,13 +28,13 @@ import vild_d2  # noqa: F401  (first: registers datasets and components, imports
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog
-from detectron2.data.detection_utils import read_image
 from detectron2.modeling import build_model
 
 from vild_d2.checkpoint.files import check_weights
 from vild_d2.checkpoint.strict import load_inference_weights
 from vild_d2.config import ConfigError, check_device, load_config
 from vild_d2.data.augmentation import build_test_augmentation
+from vild_d2.data.images import read_image
 from vild_d2.export import ExportError, export_model
 from vild_d2.inference import EXPORT_INFO_FILE, export_info
 from vild_d2.modeling.text_embeddings import VocabularyError

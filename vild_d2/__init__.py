@@ -9,14 +9,11 @@ from .compat.quiet_imports import import_detectron2_quietly
 
 import_detectron2_quietly()  # first, before any module below imports detectron2
 
-from .compat.image_depth import install as _read_16_bit_images  # noqa: E402
-
-_read_16_bit_images()  # detectron2's read_image would turn 16-bit images white
-
 from . import data  # noqa: F401, E402  (registers the builtin datasets)
 from . import modeling  # noqa: F401, E402  (registers ViLDRCNN, ViLDROIHeads)
 from .config import add_vild_config  # noqa: E402
+from .errors import VildD2Error  # noqa: E402
 from .inference.detector import OpenVocabularyDetector  # noqa: E402  (ViLD in one call)
 
 __version__ = "0.1.0"
-__all__ = ["add_vild_config", "OpenVocabularyDetector"]
+__all__ = ["add_vild_config", "OpenVocabularyDetector", "VildD2Error"]

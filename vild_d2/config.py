@@ -12,6 +12,8 @@ import yaml
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
+from .errors import VildD2Error
+
 __all__ = [
     "add_vild_config",
     "load_config",
@@ -19,7 +21,7 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(VildD2Error, ValueError):
     """A user mistake in a config file, a command-line override or a dataset name."""
 
 

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from benchmark_images import benchmark_dataset_dicts
 from clip.clip import _transform
-from detectron2.data import detection_utils as utils
 from PIL import Image
 
 import vild_d2  # noqa: F401
 
 # isort: split
+from vild_d2.data.images import read_image
 from vild_d2.teacher import build_clip, crop_regions, reference_region_embeddings
 from vild_d2.teacher.precompute import precompute_shard
 
@@ -65,7 +65,7 @@ def _encoder_alone(model, dicts, boxes, device, dtype) -> float:
     crops = []
     for d in dicts:
         image = torch.from_numpy(
-            np.ascontiguousarray(utils.read_image(d["file_name"], "RGB").transpose(2, 0, 1))
+            np.ascontiguousarray(read_image(d["file_name"], "RGB").transpose(2, 0, 1))
         )
         regions = torch.from_numpy(boxes[d["image_id"]])
         crops.append(crop_regions(image.to(device), regions, SCALES, size).to(dtype))

@@ -15,6 +15,8 @@ from typing import Optional
 
 from tqdm import tqdm
 
+from ..errors import VildD2Error
+
 __all__ = ["RELEASED", "RELEASE_URL", "DownloadError", "default_cache_dir", "download_release"]
 
 # where the official release (tensorflow/tpu, projects/vild) keeps its checkpoints
@@ -32,7 +34,7 @@ CHUNK = 1 << 20  # bytes read per step, 1 MiB
 TIMEOUT = 60  # seconds without a byte before the connection counts as broken
 
 
-class DownloadError(OSError):
+class DownloadError(VildD2Error, OSError):
     """A download that did not complete; names the URL and what happened."""
 
 

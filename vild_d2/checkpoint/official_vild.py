@@ -20,6 +20,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from ..errors import VildD2Error
+
 __all__ = [
     "ConversionError",
     "OfficialArchitecture",
@@ -46,7 +48,7 @@ _BN_FIELDS = (
 _DELTA_ORDER = [1, 0, 3, 2]  # official (dy, dx, dh, dw) -> detectron2 (dx, dy, dw, dh)
 
 
-class ConversionError(ValueError):
+class ConversionError(VildD2Error, ValueError):
     """A checkpoint that is not (or not entirely) an official ViLD model; names what is wrong."""
 
 

@@ -21,6 +21,8 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import google_crc32c
 import numpy as np
 
+from ..errors import VildD2Error
+
 __all__ = ["CheckpointFormatError", "TFCheckpointReader", "checkpoint_prefix"]
 
 _TABLE_MAGIC = 0xDB4775248B80FB57  # the footer's last 8 bytes, little-endian
@@ -46,7 +48,7 @@ _DTYPES = {
 _DTYPE_NAMES = {7: "string", 14: "bfloat16", 20: "resource", 21: "variant"}
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(VildD2Error, ValueError):
     """A file that is not a readable TensorFlow checkpoint; the message names it."""
 
 

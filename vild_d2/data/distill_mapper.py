@@ -4,17 +4,21 @@ distillation regions and teacher embeddings from a region store, moved by the sa
 geometric transforms as the image.
 """
 
+import copy
 from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
 from detectron2.config import configurable
 from detectron2.data import DatasetMapper
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
 from detectron2.data.transforms import TransformList
 from detectron2.structures import Boxes, Instances
 
 from ..utils.boxes import clip_boxes_xyxy
 from .augmentation import build_test_augmentation, train_mapper_kwargs
+from .images import read_image
 from .region_store import RegionStore, RegionStoreError
 
 __all__ = ["DistillDatasetMapper", "transform_regions"]
@@ -101,9 +105,27 @@ class DistillDatasetMapper(DatasetMapper):
         return ret
 
     def __call__(self, dataset_dict):
-        if self.is_train and "annotations" not in dataset_dict:
-            dataset_dict = dict(dataset_dict, annotations=[])  # so the regions are attached
-        return super().__call__(dataset_dict)
+        """
+        detectron2's DatasetMapper steps (read, augment, proposals, annotations), with the
+        image read by vild_d2's :func:`read_image` (16-bit images too) and no semantic
+        segmentation; in training the distillation regions are attached.
+        """
+        d = copy.deepcopy(dataset_dict)  # modified below; the dataset's dict stays as it is
+        if self.is_train and "annotations" not in d:
+            d["annotations"] = []  # so the regions are attached
+        image = read_image(d["file_name"], format=self.image_format)
+        utils.check_image_size(d, image)
+        augmented = T.AugInput(image)
+        transforms = self.augmentations(augmented)
+        image_shape = augmented.image.shape[:2]
+        d["image"] = torch.as_tensor(np.ascontiguousarray(augmented.image.transpose(2, 0, 1)))
+        if self.proposal_topk is not None:
+            utils.transform_proposals(d, image_shape, transforms, proposal_topk=self.proposal_topk)
+        if not self.is_train:
+            d.pop("annotations", None)
+            return d
+        self._transform_annotations(d, transforms, image_shape)
+        return d
 
     def _transform_annotations(self, dataset_dict, transforms, image_shape):
         recompute = self.recompute_boxes

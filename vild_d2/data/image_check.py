@@ -17,15 +17,16 @@ from typing import List, Optional, Sequence
 from PIL import Image
 from tqdm import tqdm
 
-from ..compat.image_depth import image_mode_problem
+from ..errors import VildD2Error
 from ..utils.atomic_io import atomic_write_json
+from .images import image_mode_problem
 
 __all__ = ["ImageCheckError", "check_images"]
 
 MAX_LISTED = 10  # bad files named in the error (the total is always given)
 
 
-class ImageCheckError(RuntimeError):
+class ImageCheckError(VildD2Error, RuntimeError):
     """Some training images cannot be used; names them (up to MAX_LISTED) and counts all."""
 
 

@@ -14,12 +14,13 @@ from typing import List, Optional
 import torch
 from detectron2.data import MetadataCatalog
 
+from ..errors import VildD2Error
 from .datasets.lvis_format import ensure_lvis_metadata
 
 __all__ = ["Vocabulary", "VocabularyError", "dataset_vocabulary", "embeddings_provenance"]
 
 
-class VocabularyError(ValueError):
+class VocabularyError(VildD2Error, ValueError):
     """A vocabulary that cannot be used (names, embeddings or their shapes); names the culprit."""
 
 

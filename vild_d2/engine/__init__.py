@@ -1,3 +1,3 @@
-from .trainer import Trainer, setup
+from .trainer import EVAL_RESULTS_FILE, Trainer, setup
 
-__all__ = ["Trainer", "setup"]
+__all__ = ["EVAL_RESULTS_FILE", "Trainer", "setup"]

@@ -19,6 +19,9 @@ from ..modeling import ViLDRCNN, evaluation_vocabulary
 from ..modeling.text_embeddings import check_test_vocabularies, check_training_vocabulary
 from ..utils.logs import quiet_logger
 
+# what train_net.py --eval-only writes into OUTPUT_DIR: {"task/metric": value}
+EVAL_RESULTS_FILE = "eval_results.json"
+
 
 class Trainer(DefaultTrainer):
     """

@@ -18,6 +18,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ..errors import VildD2Error
+
 __all__ = [
     "LVISAPTable",
     "ResultsError",
@@ -30,7 +32,7 @@ IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 
 
-class ResultsError(ValueError):
+class ResultsError(VildD2Error, ValueError):
     """LVIS results that would be scored wrongly without a word; names the file and entries."""
 
 

@@ -15,12 +15,12 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from detectron2.data import detection_utils as utils
 from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference_single_image
 from detectron2.structures import Boxes, BoxMode
 from tqdm import tqdm
 
 from ..data.augmentation import build_test_augmentation
+from ..data.images import read_image
 from ..teacher.region_encoder import encode_regions
 
 __all__ = ["head_accuracy", "clip_on_crops_detections", "lvis_results", "RoIFeatureReader"]
@@ -70,7 +70,7 @@ class RoIFeatureReader:
     def pool(self, file_name: str, boxes: np.ndarray) -> torch.Tensor:
         """[n, 4] XYXY original-image boxes -> [n, C, S, S] (the box pooler's output)."""
         model, heads = self.model, self.model.roi_heads
-        image = utils.read_image(file_name, format=self.format)
+        image = read_image(file_name, format=self.format)
         tf = self.resize.get_transform(image)
         tensor = torch.as_tensor(np.ascontiguousarray(tf.apply_image(image).transpose(2, 0, 1)))
         features = model.backbone(model.preprocess_image([{"image": tensor}]).tensor)
@@ -161,7 +161,7 @@ def clip_on_crops_detections(
     """
     text, out = text_embeddings.float(), []
     for d in tqdm(dataset_dicts, desc="CLIP on crops", unit="img", disable=not progress):
-        image = utils.read_image(d["file_name"], format="RGB")
+        image = read_image(d["file_name"], format="RGB")
         boxes, logits = proposals(d, image, with_scores=True)
         boxes = torch.as_tensor(boxes[:num_proposals], dtype=torch.float32)
         logits = torch.as_tensor(logits[:num_proposals], dtype=torch.float32)

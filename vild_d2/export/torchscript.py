@@ -38,6 +38,7 @@ from detectron2.structures import Boxes, ImageList
 from torch import nn
 
 from ..compat.quiet_imports import JIT_DEPRECATION
+from ..errors import VildD2Error
 from ..modeling.losses import ensemble_scores
 from ..modeling.meta_arch import ViLDRCNN
 from ..modeling.official import OfficialViLDRCNN, clip_boxes_inclusive, official_detections
@@ -66,7 +67,7 @@ _INSTANCE_FIELDS = {
 }
 
 
-class ExportError(ValueError):
+class ExportError(VildD2Error, ValueError):
     """A model or example input that cannot be exported; says which and why."""
 
 

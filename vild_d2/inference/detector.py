@@ -22,8 +22,8 @@ from detectron2.data import detection_utils
 from detectron2.structures import Instances
 from PIL import Image
 
-from ..compat.image_depth import to_eight_bit
 from ..config import load_config
+from ..data.images import read_image, to_eight_bit
 from ..data.vocabulary import Vocabulary
 from ..teacher import load_clip
 from ..teacher.prompts import VILD_TEMPLATES, check_class_names, encode_vocabulary
@@ -210,7 +210,7 @@ def read_image_like(image: ImageLike, input_format: str) -> np.ndarray:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"image not found: {path}")
         try:  # looked up at call time: vild_d2 makes it read 16-bit images faithfully
-            return detection_utils.read_image(path, format=input_format)
+            return read_image(path, format=input_format)
         except (OSError, SyntaxError) as e:  # PIL's errors for truncated or unknown files
             raise ValueError(f"{path}: not a readable image ({e})") from None
     if isinstance(image, Image.Image):

@@ -22,6 +22,7 @@ from ..checkpoint.convert import (
 )
 from ..config import ConfigError, load_config
 from ..data.vocabulary import VocabularyError, embeddings_provenance
+from ..errors import VildD2Error
 
 __all__ = ["ModelFolder", "ModelFolderError", "find_model_folders", "OPEN_VOCABULARY_ARCHS"]
 
@@ -32,7 +33,7 @@ EXAMPLE_WORDS = 6  # how many of the training vocabulary's names a folder offers
 RELEASE_EXAMPLE_WORDS = ["person", "cat", "teapot", "umbrella", "red kite"]
 
 
-class ModelFolderError(ValueError):
+class ModelFolderError(VildD2Error, ValueError):
     """A folder that is not a usable open-vocabulary model folder; names it and why."""
 
 

@@ -1,7 +1,7 @@
 """
 ViLD's scoring and losses as plain tensor functions (scriptable; shapes in docstrings).
-Notation of the ViLD paper (and the README's model table): region embedding e_r, text
-embeddings t_c, background embedding e_bg, temperature tau.
+Notation of the ViLD paper (docs/model.md): region embedding e_r, text embeddings t_c,
+background embedding e_bg, temperature tau.
 """
 
 from typing import Optional

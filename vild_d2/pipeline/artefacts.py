@@ -12,6 +12,8 @@ from typing import List
 import numpy as np
 
 from ..checkpoint.files import checkpoint_problem
+from ..engine import EVAL_RESULTS_FILE
+from ..errors import VildD2Error
 from ..world.spec import spec_from_json
 
 __all__ = [
@@ -31,10 +33,8 @@ __all__ = [
     "fingerprint",
 ]
 
-EVAL_RESULTS_FILE = "eval_results.json"  # what train_net.py --eval-only writes
 
-
-class PipelineError(Exception):
+class PipelineError(VildD2Error):
     """The pipeline cannot go on: a stage's output is unusable or from another recipe."""
 
 

@@ -10,12 +10,12 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog
-from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 from detectron2.structures import BoxMode
 from detectron2.utils.visualizer import GenericMask, Visualizer
 from PIL import Image, ImageDraw
 
+from ..data.images import read_image
 from ..data.vocabulary import dataset_vocabulary
 from ..world.spec import spec_from_json
 from .analysis import expansion_vocabulary

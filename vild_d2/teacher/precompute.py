@@ -10,10 +10,11 @@ from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 import torch
-from detectron2.data import detection_utils as utils
 from tqdm import tqdm
 
+from ..data.images import read_image
 from ..data.region_store import ShardWriter, create_region_store
+from ..errors import VildD2Error
 from ..utils.boxes import clip_boxes_xyxy
 from .region_encoder import encode_regions
 
@@ -22,7 +23,7 @@ __all__ = ["PrecomputeError", "precompute_shard", "worker_images"]
 logger = logging.getLogger(__name__)
 
 
-class PrecomputeError(RuntimeError):
+class PrecomputeError(VildD2Error, RuntimeError):
     """An input of the precompute that cannot be used (e.g. an unreadable image, named)."""
 
 
@@ -34,7 +35,7 @@ def worker_images(dataset_dicts: List[dict], rank: int, world_size: int) -> List
 def _read(d: dict) -> np.ndarray:
     """The RGB image [H, W, 3] uint8 of dataset dict ``d``; PrecomputeError naming it."""
     try:
-        return utils.read_image(d["file_name"], format="RGB")
+        return read_image(d["file_name"], format="RGB")
     except Exception as e:  # PIL and OSError raise many kinds: name the image and what
         raise PrecomputeError(
             f"image id {d['image_id']}: cannot read {d['file_name']} ({e})"

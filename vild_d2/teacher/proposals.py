@@ -25,13 +25,14 @@ from detectron2.utils.file_io import PathManager
 from torchvision.ops import nms
 
 from ..data.augmentation import build_test_augmentation
+from ..errors import VildD2Error
 
 __all__ = ["ProposalError", "FileProposals", "RPNProposals", "nms_order"]
 
 logger = logging.getLogger(__name__)
 
 
-class ProposalError(ValueError):
+class ProposalError(VildD2Error, ValueError):
     """Proposals that cannot be used; the message names the file or image id."""
 
 

@@ -14,6 +14,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from ..errors import VildD2Error
+
 __all__ = [
     "atomic_write",
     "atomic_write_json",
@@ -25,7 +27,7 @@ __all__ = [
 ]
 
 
-class DiskFullError(OSError):
+class DiskFullError(VildD2Error, OSError):
     """A write that failed for want of space; names the target and the space left."""
 
 

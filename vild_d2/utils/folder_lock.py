@@ -8,12 +8,14 @@ exits, killed or not, so a stale lock file never blocks a re-run.
 import fcntl
 import os
 
+from ..errors import VildD2Error
+
 __all__ = ["FolderBusyError", "lock_folder"]
 
 LOCK_FILE = ".lock"  # inside the locked folder; holds the holder's pid and command
 
 
-class FolderBusyError(RuntimeError):
+class FolderBusyError(VildD2Error, RuntimeError):
     """Another live process holds the folder's lock."""
 
 

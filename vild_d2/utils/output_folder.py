@@ -10,12 +10,14 @@ the user's, never a file, never a folder that holds an input or lies inside one.
 import os
 from typing import Iterable, Optional
 
+from ..errors import VildD2Error
+
 __all__ = ["OWNER_FILE", "OutputFolderError", "check_output_folder", "mark_output_folder"]
 
 OWNER_FILE = ".vild_d2_output"  # in a folder a tool wrote: that tool's name, one line
 
 
-class OutputFolderError(ValueError):
+class OutputFolderError(VildD2Error, ValueError):
     """An output folder a tool must not write or replace; names it and why."""
 
 

@@ -9,10 +9,10 @@ import sys
 
 import numpy as np
 import torch
-from detectron2.data import detection_utils as utils
 from detectron2.structures import BoxMode
 
 from ..data.datasets import load_lvis_format_json
+from ..data.images import read_image
 from .render import render_scene, scene_categories
 
 __all__ = ["teacher_objects", "val_objects", "world_annotations"]
@@ -56,7 +56,7 @@ def val_objects(json_file: str, image_root: str):
     for d in load_lvis_format_json(json_file, image_root):
         images.append(
             torch.from_numpy(
-                np.ascontiguousarray(utils.read_image(d["file_name"], "RGB").transpose(2, 0, 1))
+                np.ascontiguousarray(read_image(d["file_name"], "RGB").transpose(2, 0, 1))
             )
         )
         boxes.append(_xyxy([a["bbox"] for a in d["annotations"]]))  # the loader keeps XYWH_ABS

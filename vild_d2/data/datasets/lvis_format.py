@@ -17,6 +17,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
+from ...errors import VildD2Error
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -37,7 +39,7 @@ REQUIRED_KEYS = {
 SINGULAR = {"images": "image", "annotations": "annotation", "categories": "category"}
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(VildD2Error, ValueError):
     """An LVIS-format json that cannot be loaded; the message names the file and id."""
 
 

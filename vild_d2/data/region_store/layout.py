@@ -28,6 +28,8 @@ from typing import Dict
 
 import numpy as np
 
+from ...errors import VildD2Error
+
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
@@ -65,7 +67,7 @@ INDEX_DTYPE = np.dtype(
 HEADER_KEYS = ("format", "format_version", "teacher", "embed_dim", "crop_scales", "num_shards")
 
 
-class RegionStoreError(ValueError):
+class RegionStoreError(VildD2Error, ValueError):
     """A region store that cannot be used; the message names the store, shard or image id."""
 
 

@@ -1,24 +1,29 @@
 """
-Images of more than 8 bits per pixel, read as detectron2 reads every image.
+Reading an image file as vild_d2 does everywhere (training and test mappers, the demo,
+the detector, the region tool, the evaluations): detectron2's ``read_image`` (EXIF
+orientation, ``format``) for images of more than 8 bits per pixel too.
 
 detectron2's ``read_image`` converts with PIL's ``Image.convert("RGB")``, which clips a
 16-bit image's values (PIL modes ``I;16*`` and ``I``, e.g. a 16-bit grey PNG) to 255: the
-picture comes out all white and the detector sees nothing, without an error.
-:func:`install` makes ``detectron2.data.detection_utils.read_image`` (which training, the
-inference CLI and the region tool all call) scale 16-bit pixels to 8 bits first, and refuse
-in one line the modes that have no 8-bit reading (float or 32-bit pixels).
+picture comes out all white and the detector sees nothing, without an error. vild_d2's
+:func:`read_image` scales 16-bit pixels to 8 bits first and refuses in one line the modes
+that have no 8-bit reading (float or 32-bit pixels). detectron2 itself is left as it is.
 """
 
 import numpy as np
+from detectron2.data import detection_utils
+from detectron2.utils.file_io import PathManager
 from PIL import Image
 
-__all__ = ["UnsupportedImageError", "to_eight_bit", "image_mode_problem", "install"]
+from ..errors import VildD2Error
+
+__all__ = ["UnsupportedImageError", "to_eight_bit", "image_mode_problem", "read_image"]
 
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # "I": how older Pillow opens them
 EIGHT_BIT_MODES = ("1", "L", "P", "RGB", "RGBA", "CMYK", "YCbCr", "LA", "PA", "RGBX", "La")
 
 
-class UnsupportedImageError(ValueError):
+class UnsupportedImageError(VildD2Error, ValueError):
     """An image whose pixels have no faithful 8-bit reading; names the file."""
 
 
@@ -48,19 +53,12 @@ def to_eight_bit(image: Image.Image, name: str = "image") -> Image.Image:
     return Image.fromarray(np.round(pixels / 257.0).astype(np.uint8), mode="L")
 
 
-def install() -> None:
-    """Make detectron2's ``read_image`` use :func:`to_eight_bit` (idempotent)."""
-    from detectron2.data import detection_utils
-    from detectron2.utils.file_io import PathManager
-
-    if getattr(detection_utils.read_image, "vild_d2_eight_bit", False):
-        return
-
-    def read_image(file_name, format=None):
-        """detectron2's ``read_image`` (EXIF orientation, ``format``) for 16-bit images too."""
-        with PathManager.open(file_name, "rb") as f:
-            image = detection_utils._apply_exif_orientation(Image.open(f))
-            return detection_utils.convert_PIL_to_numpy(to_eight_bit(image, file_name), format)
-
-    read_image.vild_d2_eight_bit = True
-    detection_utils.read_image = read_image
+def read_image(file_name: str, format=None) -> np.ndarray:
+    """
+    The image of ``file_name`` as an [H, W, C] uint8 array (C = 3, or 1 for ``format`` "L"),
+    in ``format`` as detectron2's ``read_image`` takes it ("RGB", "BGR", "L", ... or None:
+    PIL's own), EXIF orientation applied; 16-bit pixels scaled to 8 bits.
+    """
+    with PathManager.open(file_name, "rb") as f:
+        image = detection_utils._apply_exif_orientation(Image.open(f))
+        return detection_utils.convert_PIL_to_numpy(to_eight_bit(image, file_name), format)
