@@ -382,3 +382,31 @@ def test_noun_x_attribute_pairs_score_the_product(vocab_file):
     assert len(detections) and detections.pred_classes.max() < 12
     with pytest.raises(ValueError, match="base_mask of shape \\(4,\\) for 12 classes"):
         model.set_vocabulary(nouns, torch.zeros(4, dtype=torch.bool), attributes)
+
+
+def test_the_box_predictor_is_chosen_from_its_registry_by_the_config(vocab_file):
+    from vild_d2.modeling import ROI_BOX_PREDICTOR_REGISTRY, ImageEmbeddingHead, ViLDBoxPredictor
+
+    name = "UsersBoxPredictor"
+    if name not in ROI_BOX_PREDICTOR_REGISTRY:
+
+        @ROI_BOX_PREDICTOR_REGISTRY.register()
+        class UsersBoxPredictor(ViLDBoxPredictor):  # what a user's own predictor would be
+            pass
+
+    chosen = build_model(
+        _cfg(ENSEMBLE_CONFIG, vocab_file, "MODEL.ROI_BOX_HEAD.PREDICTOR_NAME", name)
+    )
+    assert type(chosen.roi_heads.box_predictor) is ROI_BOX_PREDICTOR_REGISTRY.get(name)
+    default = build_model(_cfg(ENSEMBLE_CONFIG, vocab_file))
+    assert type(default.roi_heads.box_predictor) is ViLDBoxPredictor
+    # the image head is @configurable: built from the config, or from its parts
+    head = default.roi_heads.image_head
+    again = ImageEmbeddingHead(box_head=head.box_head, classifier=head.classifier)
+    channels = default.backbone.output_shape()["p2"].channels
+    pooled = torch.randn(3, channels, 7, 7)
+    assert torch.equal(again(pooled), head(pooled))
+    with pytest.raises(KeyError, match="NoSuchPredictor"):
+        build_model(
+            _cfg(VILD_CONFIG, vocab_file, "MODEL.ROI_BOX_HEAD.PREDICTOR_NAME", "NoSuchPredictor")
+        )

@@ -66,6 +66,11 @@ def add_vild_config(cfg: CN) -> None:
     # (model_final is always kept); 0 keeps all, as detectron2 does.
     _C.SOLVER.CHECKPOINTS_KEPT = 0
 
+    # The box predictor of ViLD's ROI heads, a name in ROI_BOX_PREDICTOR_REGISTRY
+    # (vild_d2/modeling/box_predictor.py); "" = the heads' own (ViLDBoxPredictor, or
+    # OfficialViLDBoxPredictor for OfficialViLDROIHeads).
+    _C.MODEL.ROI_BOX_HEAD.PREDICTOR_NAME = ""
+
     # The official ViLD architecture (vild_d2/modeling/official, configs/LVIS-OV-official):
     # norm after each conv of OfficialRPNHead, one per FPN level ("" = none).
     _C.MODEL.RPN.NORM = ""

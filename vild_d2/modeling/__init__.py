@@ -1,6 +1,6 @@
 """ViLD components, registered with detectron2's registries on import."""
 
-from .box_predictor import ViLDBoxPredictor
+from .box_predictor import ROI_BOX_PREDICTOR_REGISTRY, ViLDBoxPredictor
 from .image_head import ImageEmbeddingHead
 from .losses import distillation_l1_loss, ensemble_scores, image_logits, text_logits
 from .meta_arch import ViLDRCNN
@@ -18,6 +18,7 @@ from . import official  # noqa: F401, E402  (registers the official ViLD archite
 
 __all__ = [
     "ViLDBoxPredictor",
+    "ROI_BOX_PREDICTOR_REGISTRY",
     "ImageEmbeddingHead",
     "ViLDRCNN",
     "ViLDROIHeads",

@@ -8,13 +8,21 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from detectron2.structures import Instances
+from detectron2.utils.registry import Registry
 
 from .losses import ensemble_scores
 from .zero_shot_classifier import ZeroShotClassifier
 
-__all__ = ["ViLDBoxPredictor"]
+__all__ = ["ViLDBoxPredictor", "ROI_BOX_PREDICTOR_REGISTRY"]
+
+ROI_BOX_PREDICTOR_REGISTRY = Registry("ROI_BOX_PREDICTOR")
+ROI_BOX_PREDICTOR_REGISTRY.__doc__ = """
+Box predictors of ViLD's ROI heads (``MODEL.ROI_BOX_HEAD.PREDICTOR_NAME``): each a
+:class:`ViLDBoxPredictor` built as ``cls(cfg, box_head_output_shape)``.
+"""
 
 
+@ROI_BOX_PREDICTOR_REGISTRY.register()
 class ViLDBoxPredictor(FastRCNNOutputLayers):
     """
     detectron2's FastRCNNOutputLayers with its ``cls_score`` replaced by a

@@ -23,7 +23,7 @@ from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 
-from .box_predictor import ViLDBoxPredictor
+from .box_predictor import ROI_BOX_PREDICTOR_REGISTRY, ViLDBoxPredictor
 from .image_head import ImageEmbeddingHead
 from .losses import distillation_l1_loss
 
@@ -40,7 +40,8 @@ class ViLDROIHeads(StandardROIHeads):
     Inference: detections over the test vocabulary; with an image head, ensemble scores.
     """
 
-    box_predictor_class = ViLDBoxPredictor  # subclasses may use another (official box coding)
+    # ROI_BOX_PREDICTOR_REGISTRY name used when MODEL.ROI_BOX_HEAD.PREDICTOR_NAME is ""
+    default_box_predictor = "ViLDBoxPredictor"
 
     @configurable
     def __init__(
@@ -68,7 +69,9 @@ class ViLDROIHeads(StandardROIHeads):
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
         ret = super()._init_box_head(cfg, input_shape)
-        ret["box_predictor"] = cls.box_predictor_class(cfg, ret["box_head"].output_shape)
+        name = cfg.MODEL.ROI_BOX_HEAD.PREDICTOR_NAME or cls.default_box_predictor
+        predictor = ROI_BOX_PREDICTOR_REGISTRY.get(name)
+        ret["box_predictor"] = predictor(cfg, ret["box_head"].output_shape)
         if cfg.MODEL.VILD.ENSEMBLE:
             channels = [input_shape[f].channels for f in cfg.MODEL.ROI_HEADS.IN_FEATURES][0]
             res = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION

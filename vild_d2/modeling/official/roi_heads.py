@@ -5,7 +5,7 @@ from typing import List
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY
 from detectron2.structures import Boxes, Instances
 
-from ..box_predictor import ViLDBoxPredictor
+from ..box_predictor import ROI_BOX_PREDICTOR_REGISTRY, ViLDBoxPredictor
 from ..roi_heads import ViLDROIHeads
 from .box_coding import LegacyBox2BoxTransform, clip_boxes_inclusive
 from .pooler import OfficialROIPooler
@@ -14,6 +14,7 @@ from .selection import official_detections
 __all__ = ["OfficialViLDBoxPredictor", "OfficialViLDROIHeads"]
 
 
+@ROI_BOX_PREDICTOR_REGISTRY.register()
 class OfficialViLDBoxPredictor(ViLDBoxPredictor):
     """
     ViLDBoxPredictor whose boxes are decoded the legacy way and clipped to [0, size - 1],
@@ -63,7 +64,7 @@ class OfficialViLDROIHeads(ViLDROIHeads):
     and more).
     """
 
-    box_predictor_class = OfficialViLDBoxPredictor
+    default_box_predictor = "OfficialViLDBoxPredictor"
 
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
