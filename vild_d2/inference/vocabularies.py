@@ -135,8 +135,8 @@ def dataset_vocabulary_embeddings(
     )
 
 
-def _encode(teacher, names: Sequence[str], device: str) -> torch.Tensor:
-    model, _ = load_clip(teacher, device=device)
+def _encode(model, names: Sequence[str]) -> torch.Tensor:
+    """[len(names), D] ViLD prompt-ensemble embeddings of ``names`` by a loaded CLIP."""
     return encode_vocabulary(model, names, VILD_TEMPLATES)
 
 
@@ -150,8 +150,9 @@ def custom_vocabulary(
             "--custom-vocabulary needs --teacher: the CLIP model (name or checkpoint) "
             "that embedded the model's training vocabulary"
         )
+    model, _ = load_clip(teacher, device=device)
     emb = check_text_embeddings(
-        _encode(teacher, names, device), name=f"teacher {teacher}", embed_dim=embed_dim
+        _encode(model, names), name=f"teacher {teacher}", embed_dim=embed_dim
     )
     return Vocabulary(names=names, embeddings=emb, source=f"custom, embedded by {teacher}")
 
@@ -162,8 +163,12 @@ def expanded_vocabulary(
     teacher: Optional[str],
     embed_dim: int,
     device: str = "cpu",
+    clip_model=None,
 ) -> Vocabulary:
-    """The N * A pairs "attribute noun", scored p(noun | r) * p(attribute | r)."""
+    """
+    The N * A pairs "attribute noun", scored p(noun | r) * p(attribute | r). ``clip_model``:
+    the teacher already loaded (else it is loaded from ``teacher``, once).
+    """
     nouns = split_names(nouns_text, what="--nouns")
     attributes = split_names(attributes_text, what="--attributes")
     if not teacher:
@@ -171,11 +176,12 @@ def expanded_vocabulary(
             "--nouns/--attributes need --teacher: the CLIP model (name or checkpoint) "
             "that embedded the model's training vocabulary"
         )
+    model = clip_model if clip_model is not None else load_clip(teacher, device=device)[0]
     noun_emb = check_text_embeddings(
-        _encode(teacher, nouns, device), name=f"teacher {teacher}", embed_dim=embed_dim
+        _encode(model, nouns), name=f"teacher {teacher}", embed_dim=embed_dim
     )
     attr_emb = check_text_embeddings(
-        _encode(teacher, attributes, device), name=f"teacher {teacher}", embed_dim=embed_dim
+        _encode(model, attributes), name=f"teacher {teacher}", embed_dim=embed_dim
     )
     return Vocabulary(
         names=[f"{a} {n}" for n in nouns for a in attributes],

@@ -43,12 +43,16 @@ ANALYSIS_VERSION = 5  # bumped when the analysis computes something new (its cac
 MAX_DETS = 300  # detections per image scored, as LVIS does
 
 
-def expansion_vocabulary(spec, teacher: str):
-    """The world's shapes as nouns and colours as attributes: pairs in the world's class order."""
-    dim = int(load_clip(teacher)[0].text_projection.shape[1])
-    vocab = expanded_vocabulary(
-        ",".join((*spec.shapes, *spec.concept_shapes)), ",".join(spec.colours), teacher, dim
-    )
+def expansion_vocabulary(spec, teacher: str, clip_model=None):
+    """
+    The world's shapes as nouns and colours as attributes: pairs in the world's class order.
+    ``clip_model``: ``teacher`` already loaded (else loaded here).
+    """
+    if clip_model is None:
+        clip_model, _ = load_clip(teacher)
+    dim = int(clip_model.text_projection.shape[1])
+    nouns, colours = ",".join((*spec.shapes, *spec.concept_shapes)), ",".join(spec.colours)
+    vocab = expanded_vocabulary(nouns, colours, teacher, dim, clip_model=clip_model)
     if vocab.names != category_names(spec):
         raise AssertionError(
             f"noun x attribute pairs {vocab.names[:4]}... are not the world's classes"
@@ -115,31 +119,33 @@ def _clip_on_crops_ap(teacher, text, rpn_cfg, dicts, detections_per_image, meta,
     return _ap_of(meta.json_file, lvis_results(crops, to_id), "bbox", groups)[1]
 
 
-def _vild_models(model_cfgs: list):
-    """(key, cfg, the trained model in eval mode) of each ViLD detector."""
+def _vild_models(model_cfgs: list) -> list:
+    """(key, cfg, the trained model in eval mode) of each ViLD detector, built once."""
+    models = []
     for key, _, cfg in model_cfgs:
         if cfg.MODEL.META_ARCHITECTURE != "ViLDRCNN":
             continue
         model = build_model(cfg).eval()
         DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-        yield key, cfg, model
+        models.append((key, cfg, model))
+    return models
 
 
-def _head_accuracies(model_cfgs: list, dicts: list, text, accuracy_groups: dict) -> dict:
+def _head_accuracies(models: list, dicts: list, text, accuracy_groups: dict) -> dict:
     """Each ViLD head's top-1 accuracy on val's ground-truth boxes, per group."""
     heads = {}
-    for key, cfg, model in _vild_models(model_cfgs):
+    for key, cfg, model in models:
         with torch.no_grad():
             heads[key] = head_accuracy(cfg, model, dicts, text, accuracy_groups)
     return heads
 
 
-def _distillation_fits(run: PipelineRun, model_cfgs: list, text) -> dict:
+def _distillation_fits(run: PipelineRun, models: list, text) -> dict:
     """Each distilled model's fit to the teacher on its training regions, and its probe's."""
     dicts = DatasetCatalog.get(TRAIN_DATASET)[: run.size.fit_images]
     store = RegionStore(run.store)
     fits, probes = {}, []  # models on the same frozen features share one probe
-    for key, cfg, model in _vild_models(model_cfgs):
+    for key, cfg, model in models:
         if cfg.MODEL.VILD.IMAGE_LOSS_WEIGHT > 0:
             fits[key] = distillation_fit(
                 cfg, model, dicts, store, text, probes, epochs=run.size.probe_epochs, seed=run.seed
@@ -147,14 +153,17 @@ def _distillation_fits(run: PipelineRun, model_cfgs: list, text) -> dict:
     return fits
 
 
-def _expansion_ap(run: PipelineRun, model_cfgs: list, gt_json: str) -> dict:
-    """Mask AP of each ViLD model with the 48 classes as shapes x colours."""
+def _expansion_ap(run: PipelineRun, models: list, gt_json: str, teacher) -> dict:
+    """
+    Mask AP of each ViLD model with the 48 classes as shapes x colours (their vocabulary is
+    left set to it). ``teacher``: the loaded CLIP of ``run.teacher``.
+    """
     world = spec_from_json(
         os.path.join(os.path.dirname(os.path.dirname(gt_json)), "annotations", "train.json")
     )
-    vocab = expansion_vocabulary(world, run.teacher)
+    vocab = expansion_vocabulary(world, run.teacher, teacher)
     expansion = {}
-    for key, cfg, model in _vild_models(model_cfgs):
+    for key, cfg, model in models:
         model.set_vocabulary(vocab.embeddings, vocab.base_mask, vocab.attribute_embeddings)
         evaluator = build_evaluator(cfg, VAL_DATASET, run.path("expansion", key))
         loader = build_detection_test_loader(cfg, VAL_DATASET)
@@ -204,11 +213,12 @@ def analyse(run: PipelineRun, model_cfgs: list, rpn_cfg) -> dict:
     per_image = model_cfgs[0][2].TEST.DETECTIONS_PER_IMAGE
     crops = _clip_on_crops_ap(teacher, text, rpn_cfg, dicts, per_image, meta, ap_groups)
     step("CLIP on cropped regions")
-    heads = _head_accuracies(model_cfgs, dicts, text, accuracy_groups)
+    models = _vild_models(model_cfgs)  # built once for the three analyses below
+    heads = _head_accuracies(models, dicts, text, accuracy_groups)
     step("heads' top-1 accuracy")
-    fits = _distillation_fits(run, model_cfgs, text)
+    fits = _distillation_fits(run, models, text)
     step("distillation fit and its probe")
-    expansion = _expansion_ap(run, model_cfgs, meta.json_file)
+    expansion = _expansion_ap(run, models, meta.json_file, teacher)  # last: sets vocabularies
     step("systematic expansion")
     samples = run.size.bootstrap_samples
     intervals = bootstrap_differences(
