@@ -45,6 +45,7 @@ from vild_d2.engine.cached_roi_features import (
     load_roi_feature_cache,
 )
 from vild_d2.engine.head_training import load_text_head, train_heads_on_cache
+from vild_d2.engine.precision import autocast_dtype
 from vild_d2.engine.trainer import build_config
 from vild_d2.modeling import ViLDRCNN
 from vild_d2.utils.atomic_io import atomic_write, atomic_write_json
@@ -128,6 +129,7 @@ def main(args) -> dict:
         weight_decay=cfg.SOLVER.WEIGHT_DECAY,
         seed=cfg.SEED,
         text_head=not args.text_head,
+        dtype=autocast_dtype(cfg),  # SOLVER.AMP: bfloat16 on a CPU
     )
     atomic_write_json(os.path.join(cfg.OUTPUT_DIR, "head_training.json"), history)
     weights = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")

@@ -65,12 +65,20 @@ def add_vild_config(cfg: CN) -> None:
     # Periodic checkpoints (SOLVER.CHECKPOINT_PERIOD) kept on disk, older ones deleted
     # (model_final is always kept); 0 keeps all, as detectron2 does.
     _C.SOLVER.CHECKPOINTS_KEPT = 0
+    # The dtype of mixed-precision training (SOLVER.AMP.ENABLED, detectron2's switch): "" =
+    # the device's, float16 with loss scaling on CUDA (detectron2's AMPTrainer), bfloat16 on
+    # a CPU; or "bfloat16" (no loss scaling) on either (vild_d2/engine/precision.py).
+    _C.SOLVER.AMP.DTYPE = ""
 
     # The box predictor of ViLD's ROI heads, a name in ROI_BOX_PREDICTOR_REGISTRY
     # (vild_d2/modeling/box_predictor.py); "" = the heads' own (ViLDBoxPredictor, or
     # OfficialViLDBoxPredictor for OfficialViLDROIHeads).
     _C.MODEL.ROI_BOX_HEAD.PREDICTOR_NAME = ""
+    _add_official_architecture_keys(_C)
+    _add_large_scale_jitter_keys(_C)
 
+
+def _add_official_architecture_keys(_C: CN) -> None:
     # The official ViLD architecture (vild_d2/modeling/official, configs/LVIS-OV-official):
     # norm after each conv of OfficialRPNHead, one per FPN level ("" = none).
     _C.MODEL.RPN.NORM = ""
@@ -80,6 +88,8 @@ def add_vild_config(cfg: CN) -> None:
     # sizes rounded half to even, instead of detectron2's PIL resize (same MIN/MAX_SIZE_TEST).
     _C.INPUT.TF1_RESIZE_TEST = False
 
+
+def _add_large_scale_jitter_keys(_C: CN) -> None:
     _C.INPUT.LSJ = CN()
     # Large-scale jitter (resize by a random scale, then crop/pad to a fixed square).
     _C.INPUT.LSJ.ENABLED = False

@@ -14,12 +14,13 @@ the cache one epoch costs the box head's fully connected layers only.
 import logging
 import math
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from detectron2.utils.events import EventStorage
 
 from .cached_roi_features import RoiFeatureCache
+from .precision import autocast
 
 __all__ = ["head_parameters", "load_text_head", "train_heads_on_cache"]
 
@@ -114,6 +115,7 @@ def train_heads_on_cache(
     weight_decay: float = 1e-4,
     seed: int = 0,
     text_head: bool = True,
+    dtype: Optional[torch.dtype] = None,
 ) -> List[Dict[str, float]]:
     """
     Train ``model``'s heads (:func:`head_parameters`) for ``epochs`` passes over ``cache``,
@@ -121,8 +123,9 @@ def train_heads_on_cache(
     a 5% warm-up and a cosine decay. The distillation loss is used when the model's
     ``IMAGE_LOSS_WEIGHT`` > 0 (the cache must then hold regions). With ``text_head=False``
     (ViLD-ensemble after :func:`load_text_head`) only the image head trains, on the
-    distillation regions alone. The rest of the model is not changed. Returns each epoch's
-    mean losses.
+    distillation regions alone. The rest of the model is not changed. ``dtype``: the
+    forward pass and losses under autocast in it (``autocast_dtype(cfg)``; None: float32).
+    Returns each epoch's mean losses.
     """
     heads = model.roi_heads
     distill = heads.image_loss_weight > 0
@@ -148,7 +151,8 @@ def train_heads_on_cache(
             for images in order.split(images_per_batch):
                 for group in optimizer.param_groups:
                     group["lr"] = _lr_at(step, total, base_lr, warmup)
-                losses = _batch_losses(heads, cache, images, distill, text_head)
+                with autocast(next(heads.parameters()).device, dtype):
+                    losses = _batch_losses(heads, cache, images, distill, text_head)
                 optimizer.zero_grad()
                 sum(losses.values()).backward()
                 optimizer.step()

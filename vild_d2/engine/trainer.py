@@ -4,6 +4,7 @@ import contextlib
 from collections import OrderedDict
 
 import detectron2.engine.defaults as d2_defaults
+import torch
 from detectron2.data import build_detection_test_loader
 from detectron2.engine import DefaultTrainer, default_setup, hooks
 from detectron2.utils import comm
@@ -18,6 +19,7 @@ from ..evaluation import build_evaluator
 from ..modeling import ViLDRCNN, evaluation_vocabulary
 from ..modeling.text_embeddings import check_test_vocabularies, check_training_vocabulary
 from ..utils.logs import quiet_logger
+from .precision import AutocastTrainer, autocast_dtype
 
 # what train_net.py --eval-only writes into OUTPUT_DIR: {"task/metric": value}
 EVAL_RESULTS_FILE = "eval_results.json"
@@ -32,12 +34,19 @@ class Trainer(DefaultTrainer):
     """
 
     def __init__(self, cfg):
+        dtype = autocast_dtype(cfg)
+        bfloat16 = dtype == torch.bfloat16  # else detectron2's: fp32, or AMPTrainer's fp16
+        if bfloat16:  # AMPTrainer would scale losses with CUDA's GradScaler
+            cfg = _with_amp(cfg, False)
         with (
             _ddp_on_cpu()
             if cfg.MODEL.DEVICE == "cpu" and comm.get_world_size() > 1
             else contextlib.nullcontext()
         ):
             super().__init__(cfg)
+        if bfloat16:
+            self._trainer = AutocastTrainer.from_trainer(self._trainer, cfg.MODEL.DEVICE, dtype)
+            self.cfg = _with_amp(self.cfg, True)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -93,6 +102,15 @@ class Trainer(DefaultTrainer):
         return results[names[0]] if len(names) == 1 else results
 
 
+def _with_amp(cfg, enabled: bool):
+    """A frozen copy of ``cfg`` with SOLVER.AMP.ENABLED set to ``enabled``."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.SOLVER.AMP.ENABLED = enabled
+    cfg.freeze()
+    return cfg
+
+
 @contextlib.contextmanager
 def _ddp_on_cpu():
     """
@@ -125,6 +143,7 @@ def build_config(args):
     check_training_vocabulary(cfg)
     check_test_vocabularies(cfg)
     check_device(cfg)  # last: the data's mistakes are worth more to hear first
+    autocast_dtype(cfg)  # ConfigError for an unknown SOLVER.AMP.DTYPE
     cfg.freeze()
     return cfg
 

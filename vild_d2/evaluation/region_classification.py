@@ -165,25 +165,17 @@ def clip_on_crops_detections(
         boxes, logits = proposals(d, image, with_scores=True)
         boxes = torch.as_tensor(boxes[:num_proposals], dtype=torch.float32)
         logits = torch.as_tensor(logits[:num_proposals], dtype=torch.float32)
-        found = {
-            "boxes": np.zeros((0, 4), np.float32),
-            "scores": np.zeros(0, np.float32),
-            "classes": np.zeros(0, np.int64),
-        }
-        if len(boxes):
-            pixels = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-            emb = encode_regions(teacher, pixels, boxes, scales)
-            probs = F.softmax(emb @ text.t() / temperature, dim=1)
-            scores = (probs * torch.sigmoid(logits)[:, None]).sqrt()
-            scores = torch.cat([scores, torch.zeros(len(scores), 1)], dim=1)  # no background
-            inst, _ = fast_rcnn_inference_single_image(
-                boxes, scores, image.shape[:2], 1e-4, nms_thresh, detections_per_image
-            )
-            found = {
-                "boxes": inst.pred_boxes.tensor.numpy(),
-                "scores": inst.scores.numpy(),
-                "classes": inst.pred_classes.numpy(),
-            }
+        found = _crop_detections(
+            teacher,
+            text,
+            image,
+            boxes,
+            logits,
+            scales,
+            temperature,
+            nms_thresh,
+            detections_per_image,
+        )
         out.append({"image_id": d["image_id"], **found})
     return out
 
@@ -205,3 +197,25 @@ def lvis_results(
                 }
             )
     return results
+
+
+def _crop_detections(
+    teacher, text, image, boxes, logits, scales, temperature, nms_thresh, per_image
+) -> dict:
+    """One image's CLIP-on-crops detections (see :func:`clip_on_crops_detections`)."""
+    if not len(boxes):
+        empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+        return dict(zip(("boxes", "scores", "classes"), empty))
+    pixels = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    emb = encode_regions(teacher, pixels, boxes, scales)
+    probs = F.softmax(emb @ text.t() / temperature, dim=1)
+    scores = (probs * torch.sigmoid(logits)[:, None]).sqrt()
+    scores = torch.cat([scores, torch.zeros(len(scores), 1)], dim=1)  # no background
+    inst, _ = fast_rcnn_inference_single_image(
+        boxes, scores, image.shape[:2], 1e-4, nms_thresh, per_image
+    )
+    return {
+        "boxes": inst.pred_boxes.tensor.numpy(),
+        "scores": inst.scores.numpy(),
+        "classes": inst.pred_classes.numpy(),
+    }

@@ -157,8 +157,17 @@ class ZeroShotClassifier(nn.Module):
         return self.train_base_mask if self.training else self.test_base_mask
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Region features [R, ...] -> unit-norm region embeddings e_r [R, D]."""
+        """Region features [R, ...] -> unit-norm region embeddings e_r [R, D] (float32)."""
+        if not torch.jit.is_scripting() and _autocasting(x):
+            return self._in_float32(self.embed, x)
         return F.normalize(self.projection(x.flatten(1)), dim=1)
+
+    @torch.jit.unused
+    def _in_float32(self, method, x: torch.Tensor, *args):
+        """``method(x.float(), *args)`` with autocast off: under mixed precision the
+        classifier stays float32 (its logits are cosines / tau; vild_d2/engine/precision.py)."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return method(x.float(), *args)
 
     def logits(
         self,
@@ -211,8 +220,10 @@ class ZeroShotClassifier(nn.Module):
                 buffer (training: the base-masked training vocabulary).
 
         Returns:
-            logits [R, C + 1] (with a background) or [R, C].
+            logits [R, C + 1] (with a background) or [R, C], float32.
         """
+        if not torch.jit.is_scripting() and _autocasting(x):
+            return self._in_float32(self.forward, x, class_embeddings)
         e = self.embed(x)
         if class_embeddings is not None:
             return self.logits(e, class_embeddings)
@@ -227,6 +238,12 @@ class ZeroShotClassifier(nn.Module):
 
 # MODEL.VILD.TRAIN_NOVEL_LOGITS -> the logit of a novel class in the training softmax
 _NOVEL_LOGITS = {"exclude": float("-inf"), "zero": 0.0}
+
+
+@torch.jit.unused
+def _autocasting(x: torch.Tensor) -> bool:
+    """Whether autocast is on for ``x``'s device (then the classifier leaves it)."""
+    return torch.is_autocast_enabled(x.device.type)
 
 
 def _mask_or_all(mask: Optional[torch.Tensor], n: int) -> torch.Tensor:

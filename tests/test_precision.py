@@ -1,0 +1,74 @@
+"""Mixed precision (SOLVER.AMP): the dtype chosen, train_net's trainer and head training in
+bfloat16 on a CPU, with float32 weights and a float32 classifier."""
+
+import copy
+
+import pytest
+import torch
+
+from vild_d2.config import ConfigError, load_config
+from vild_d2.engine import Trainer
+from vild_d2.engine.head_training import train_heads_on_cache
+from vild_d2.engine.precision import AutocastTrainer, autocast_dtype
+
+from .conftest import TINY_CONFIG
+from .test_distill_mapper import store, vocab  # noqa: F401  (fixtures)
+from .test_head_training import cached  # noqa: F401  (fixture)
+from .test_train_eval import _tiny_cfg
+
+
+def _amp(cfg, *opts):
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.merge_from_list(["SOLVER.AMP.ENABLED", "True", *opts])
+    return cfg
+
+
+def test_the_dtype_follows_the_device_and_refuses_what_cannot_train():
+    cfg = load_config(TINY_CONFIG, ["MODEL.DEVICE", "cpu"])
+    assert autocast_dtype(cfg) is None  # off unless asked
+    assert autocast_dtype(_amp(cfg)) is torch.bfloat16
+    assert autocast_dtype(_amp(cfg, "SOLVER.AMP.DTYPE", "bfloat16")) is torch.bfloat16
+    with pytest.raises(ConfigError, match="float16 on a CPU"):
+        autocast_dtype(_amp(cfg, "SOLVER.AMP.DTYPE", "float16"))
+    with pytest.raises(ConfigError, match="SOLVER.AMP.DTYPE is 'int8'"):
+        autocast_dtype(_amp(cfg, "SOLVER.AMP.DTYPE", "int8"))
+    cuda = load_config(TINY_CONFIG, ["MODEL.DEVICE", "cuda", "SOLVER.AMP.ENABLED", "True"])
+    assert autocast_dtype(cuda) is torch.float16  # detectron2's AMP, as its users expect
+
+
+def test_train_net_trains_in_bfloat16_on_a_cpu(tiny_lvis, tmp_path):
+    cfg = _amp(_tiny_cfg(tiny_lvis, tmp_path), "SOLVER.MAX_ITER", "2")
+    trainer = Trainer(cfg)
+    assert isinstance(trainer._trainer, AutocastTrainer) and trainer.cfg.SOLVER.AMP.ENABLED
+    seen = {}
+    first_conv = trainer.model.backbone.bottom_up.stem.conv1
+    # the first call is training's (the evaluation after it runs in float32)
+    first_conv.register_forward_hook(lambda m, i, o: seen.setdefault("conv", o.dtype) and None)
+    trainer.train()
+    assert seen["conv"] == torch.bfloat16  # the convolutions ran in bfloat16
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    losses = trainer.storage.history("total_loss").values()
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(v)) for v, _ in losses)
+
+
+def test_head_training_in_bfloat16_keeps_float32_weights_and_classifier(cached):  # noqa: F811
+    cfg, model, cache = cached
+    state = copy.deepcopy(model.state_dict())
+    histories = {}
+    for dtype in (None, torch.bfloat16):
+        model.load_state_dict(state)
+        logits = {}
+        classifier = model.roi_heads.box_predictor.classifier
+        hook = classifier.register_forward_hook(lambda m, i, o: logits.update(t=o.dtype))
+        histories[dtype] = train_heads_on_cache(
+            model, cache, epochs=3, images_per_batch=2, base_lr=0.05, seed=0, dtype=dtype
+        )
+        hook.remove()
+        assert logits["t"] == torch.float32  # cosines / tau stay float32 under autocast
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+    fp32, bf16 = histories[None][-1], histories[torch.bfloat16][-1]
+    assert fp32 != bf16  # autocast changed the arithmetic ...
+    for key in fp32:  # ... and not what is learned
+        assert abs(bf16[key] - fp32[key]) <= 0.1 * abs(fp32[key]) + 0.02, (key, fp32, bf16)
+    model.load_state_dict(state)
