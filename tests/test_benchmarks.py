@@ -32,6 +32,8 @@ def test_run_all_writes_every_benchmark(tmp_path):
         "benchmark_region_precompute.py",
         "benchmark_region_store.py",
         "benchmark_workers.py",
+        "benchmark_precision.py",
+        "benchmark_official.py",
     ):
         assert f"tools/benchmarks/{name}" in text
     for row in (
@@ -41,5 +43,8 @@ def test_run_all_writes_every_benchmark(tmp_path):
         "CLIP on cropped regions",
         "| ViLD training, s per iteration",
         "crc32",
+        "| ViLD heads on cached features |",
+        "bf16 / fp32",
+        "official TF graph (estimate)",
     ):
         assert row in text, row

@@ -5,16 +5,22 @@ import copy
 
 import pytest
 import torch
+from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
 
 from vild_d2.config import ConfigError, load_config
 from vild_d2.engine import Trainer
 from vild_d2.engine.head_training import train_heads_on_cache
-from vild_d2.engine.precision import AutocastTrainer, autocast_dtype
+from vild_d2.engine.precision import AutocastTrainer, autocast, autocast_dtype
 
 from .conftest import TINY_CONFIG
 from .test_distill_mapper import store, vocab  # noqa: F401  (fixtures)
 from .test_head_training import cached  # noqa: F401  (fixture)
 from .test_train_eval import _tiny_cfg
+from .test_vild_model import vocab_file  # noqa: F401  (fixture)
+from .test_vild_model import ENSEMBLE_CONFIG, VILD_CONFIG
+from .test_vild_model import _cfg as _vild_cfg
+from .test_vild_model import _inputs
 
 
 def _amp(cfg, *opts):
@@ -72,3 +78,16 @@ def test_head_training_in_bfloat16_keeps_float32_weights_and_classifier(cached):
     for key in fp32:  # ... and not what is learned
         assert abs(bf16[key] - fp32[key]) <= 0.1 * abs(fp32[key]) + 0.02, (key, fp32, bf16)
     model.load_state_dict(state)
+
+
+@pytest.mark.parametrize("config", [VILD_CONFIG, ENSEMBLE_CONFIG])
+def test_vild_with_float16_region_embeddings_trains_under_bfloat16_autocast(
+    config, vocab_file  # noqa: F811
+):
+    model = build_model(_vild_cfg(config, vocab_file)).train()
+    batch = _inputs()  # distillation regions with the stores' float16 teacher embeddings
+    with EventStorage(), autocast("cpu", torch.bfloat16):
+        losses = model(batch)
+    assert "loss_image" in losses and all(torch.isfinite(v) for v in losses.values())
+    sum(v.float() for v in losses.values()).backward()
+    assert all(p.grad is None or p.grad.dtype == torch.float32 for p in model.parameters())

@@ -25,24 +25,13 @@ from vild_d2.teacher import build_clip, load_clip, save_clip_checkpoint
 from vild_d2.utils.atomic_io import atomic_write_json
 from vild_d2.world.objects import teacher_objects, val_objects, world_annotations
 from vild_d2.world.spec import category_names, novel_kinds, spec_from_json
-from vild_d2.world.teacher_training import train_clip_on_crops, zero_shot_accuracy
-
-__all__ = ["WORLD_TEACHER_SHAPE", "main"]
-
-# A CLIP with a small ModifiedResNet image tower (learns from scratch far faster than a
-# ViT on a CPU) and a 2-layer text transformer with a 24-token context.
-WORLD_TEACHER_SHAPE = dict(
-    embed_dim=64,
-    image_resolution=32,
-    vision_layers=(1, 1, 1, 1),
-    vision_width=48,
-    vision_patch_size=None,
-    context_length=24,
-    transformer_width=128,
-    transformer_heads=2,
-    transformer_layers=2,
+from vild_d2.world.teacher_training import (
+    WORLD_TEACHER_SHAPE,
+    train_clip_on_crops,
+    zero_shot_accuracy,
 )
 
+__all__ = ["main"]
 
 # the arguments kept in the checkpoint's .json record
 RECORDED_ARGUMENTS = ("images", "steps", "batch_size", "lr", "background_fraction", "seed")

@@ -52,6 +52,12 @@ BENCHMARKS = [
         ],
     ),
     (
+        "Training step per stage: bfloat16 autocast vs float32",
+        "benchmark_precision.py",
+        [],
+        ["--steps", "1", "--size", "128", "--cached-images", "2", "--classes", "8"],
+    ),
+    (
         "Training step: distillation vs ViLD-text, and ViLD-ensemble",
         "benchmark_training.py",
         [],

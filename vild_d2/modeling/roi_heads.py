@@ -153,7 +153,8 @@ class ViLDROIHeads(StandardROIHeads):
         )
         if regions is None:
             return self.pooled_box_losses(pooled, proposals)
-        teacher = torch.cat([r.embeddings for r in regions]).to(pooled.device)
+        # float32 targets (stores keep float16; autocast cannot cat float16 on a CPU)
+        teacher = torch.cat([r.embeddings.float() for r in regions]).to(pooled.device)
         valid = torch.cat(
             [
                 (

@@ -24,6 +24,7 @@ from ..teacher.prompts import VILD_TEMPLATES, encode_vocabulary, fill_template
 from ..teacher.region_encoder import crop_batch, encode_regions, scale_boxes
 
 __all__ = [
+    "WORLD_TEACHER_SHAPE",
     "jitter_boxes",
     "scale_and_clip",
     "AdamWSteps",
@@ -31,6 +32,20 @@ __all__ = [
     "symmetric_infonce",
     "zero_shot_accuracy",
 ]
+
+# A CLIP with a small ModifiedResNet image tower (learns from scratch far faster than a
+# ViT on a CPU) and a 2-layer text transformer with a 24-token context.
+WORLD_TEACHER_SHAPE = dict(
+    embed_dim=64,
+    image_resolution=32,
+    vision_layers=(1, 1, 1, 1),
+    vision_width=48,
+    vision_patch_size=None,
+    context_length=24,
+    transformer_width=128,
+    transformer_heads=2,
+    transformer_layers=2,
+)
 
 logger = logging.getLogger(__name__)
 
