@@ -61,8 +61,13 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+CHANNELS_LAST = False  # --channels-last: every model's 4-D weights in NHWC memory
+
+
 def _sgd_step(model, loss_fn):
     """One step of ``model`` (parameters) on ``loss_fn()`` (a scalar or a dict of them)."""
+    if CHANNELS_LAST:
+        model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def step(dtype):
@@ -203,7 +208,10 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=64, help="D (the world teacher's)")
     p.add_argument("--classes", type=int, default=48, help="vocabulary size C")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's choice)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC weights in every model")
     args = p.parse_args()
+    global CHANNELS_LAST
+    CHANNELS_LAST = args.channels_last
     if args.threads:
         torch.set_num_threads(args.threads)
     rates = {name: gemm_rate(dtype or torch.float32) for name, dtype in PRECISIONS.items()}
@@ -213,7 +221,8 @@ def main() -> None:
     times = measure(steps, args.steps)
     print(
         f"\ntraining step per stage, bfloat16 autocast vs float32, median of {args.steps} steps"
-        f" each (interleaved), torch threads={torch.get_num_threads()}; GEMM on this CPU:"
+        f" each (interleaved), torch threads={torch.get_num_threads()},"
+        f" {'channels-last' if CHANNELS_LAST else 'NCHW'} weights; GEMM on this CPU:"
         f" float32 {rates['float32']:.0f} GFLOP/s, bfloat16 {rates['bfloat16']:.0f} GFLOP/s\n"
     )
     print(
