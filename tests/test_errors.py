@@ -7,9 +7,8 @@ import pkgutil
 import vild_d2
 from vild_d2 import VildD2Error
 
-# the installer's patch error: its module is loaded by path before vild_d2 is installed;
-# the pipeline's exit code carrier (a SystemExit by design, for its command line)
-OUTSIDE_THE_BASE = {"PatchError", "StageFailed"}
+# the installer's patch error: its module is loaded by path before vild_d2 is installed
+OUTSIDE_THE_BASE = {"PatchError"}
 
 
 def _exception_classes():

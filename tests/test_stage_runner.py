@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from vild_d2.pipeline.runner import Stage, run_stages
+from vild_d2.pipeline.runner import Stage, StageFailed, run_stages
 
 
 def _py(tmp_path, name, code, show=None):
@@ -62,10 +62,10 @@ def test_a_failed_stage_stops_the_one_beside_it_and_names_its_log(tmp_path):
     slow = tmp_path / "slow.txt"
     failing = _py(tmp_path, "broken", "import sys; print('the reason'); sys.exit(3)")
     t0 = time.time()
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(StageFailed) as e:
         run_stages([[_sleeper(tmp_path, "slow", 60, slow)], [failing]], dict(os.environ), 2)
     assert time.time() - t0 < 30  # the 60-second stage was stopped
-    message = str(e.value.code)
+    message = str(e.value)
     assert "stage 'broken' failed (exit 3)" in message and "the reason" in message
     assert str(tmp_path / "broken.log") in message
     assert not slow.exists()
@@ -74,6 +74,6 @@ def test_a_failed_stage_stops_the_one_beside_it_and_names_its_log(tmp_path):
 def test_a_later_stage_of_a_failed_job_does_not_start(tmp_path):
     never = tmp_path / "never.txt"
     failing = _py(tmp_path, "broken", "import sys; sys.exit(1)")
-    with pytest.raises(SystemExit):
+    with pytest.raises(StageFailed):
         run_stages([[failing, _sleeper(tmp_path, "after", 0.1, never)]], dict(os.environ), 2)
     assert not never.exists()

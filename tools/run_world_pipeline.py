@@ -104,7 +104,15 @@ def main(argv=None) -> None:
     # vild_d2 registers its datasets on import: only now, under the root chosen above
     import torch
 
-    from vild_d2.pipeline import FULL, QUICK, PipelineError, PipelineRun, run_pipeline
+    from vild_d2.pipeline import (
+        FULL,
+        QUICK,
+        PipelineError,
+        PipelineRun,
+        PipelineStopped,
+        StageFailed,
+        run_pipeline,
+    )
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     jobs = args.jobs or (2 if device == "cpu" and (os.cpu_count() or 1) >= 2 else 1)
@@ -119,6 +127,11 @@ def main(argv=None) -> None:
     )
     try:
         run_pipeline(run)
+    except PipelineStopped as e:  # every stage was stopped; the same command resumes
+        print(f"\n== {e}", flush=True)
+        sys.exit(128 + e.signum)
+    except StageFailed as e:  # its message ends with the end of the stage's log
+        sys.exit(str(e))
     except PipelineError as e:
         sys.exit(f"run_world_pipeline.py: error: {e}")
 

@@ -18,7 +18,17 @@ registers its datasets under that root.
 
 from .artefacts import PipelineError
 from .run import run_pipeline
+from .runner import PipelineStopped, StageFailed
 from .sizes import FULL, QUICK, PipelineSize
 from .stages import PipelineRun
 
-__all__ = ["PipelineError", "PipelineRun", "PipelineSize", "FULL", "QUICK", "run_pipeline"]
+__all__ = [
+    "PipelineError",
+    "PipelineStopped",
+    "StageFailed",
+    "PipelineRun",
+    "PipelineSize",
+    "FULL",
+    "QUICK",
+    "run_pipeline",
+]

@@ -20,7 +20,8 @@ def run_pipeline(run: PipelineRun) -> dict:
     OUTPUT/results.json and prints its tables. Returns the results.
 
     Raises PipelineError (one line) when OUTPUT is in use by another pipeline or a finished
-    stage's output is unusable; exits (SystemExit) when a stage fails or on SIGINT/SIGTERM.
+    stage's output is unusable, StageFailed when a stage fails and PipelineStopped on
+    SIGINT/SIGTERM (vild_d2/pipeline/runner.py); only the command line exits.
     """
     try:
         lock = lock_folder(run.out, "tools/run_world_pipeline.py")

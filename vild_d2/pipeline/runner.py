@@ -16,14 +16,22 @@ the other). :func:`run_stages` gives each running stage ``cpus // slots`` thread
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
-__all__ = ["Stage", "run_stages", "stop_group", "STOP_GRACE_SECONDS"]
+from ..errors import VildD2Error
+
+__all__ = [
+    "Stage",
+    "StageFailed",
+    "PipelineStopped",
+    "run_stages",
+    "stop_group",
+    "STOP_GRACE_SECONDS",
+]
 
 STOP_GRACE_SECONDS = 30  # a stopped stage gets this long to exit before SIGKILL
 
@@ -39,8 +47,19 @@ class Stage:
     cwd: Optional[str] = None
 
 
-class StageFailed(SystemExit):
+class StageFailed(VildD2Error):
     """A stage exited with an error (its message holds the end of the stage's log)."""
+
+
+class PipelineStopped(VildD2Error):
+    """SIGINT or SIGTERM (``signum``) stopped the run, after every running stage was stopped."""
+
+    def __init__(self, signum: int, stages: Sequence[str]):
+        super().__init__(
+            f"{', '.join(stages) or 'pipeline'}: stopped by signal {signum}; run the same"
+            " command again to resume"
+        )
+        self.signum = signum
 
 
 def stop_group(proc: subprocess.Popen, signum: int, grace: float = STOP_GRACE_SECONDS) -> None:
@@ -148,8 +167,9 @@ def run_stages(jobs: Sequence[Sequence[Stage]], env: dict, slots: int = 1) -> Di
     """
     Run ``jobs``, each a list of stages run in order, with up to ``slots`` jobs at once
     (jobs start in the order given: put the longest first). Returns each stage's seconds.
-    Exits the process (``sys.exit``) when a stage fails (message: the end of its log) or
-    on SIGINT/SIGTERM (code 128 + the signal, after stopping every running stage).
+    Raises StageFailed when a stage fails (message: the end of its log; the stages beside
+    it are stopped) and PipelineStopped on SIGINT/SIGTERM (after stopping every running
+    stage); the command line turns them into its exit codes.
     """
     jobs = [list(job) for job in jobs if job]
     slots = max(1, min(slots, len(jobs)))
@@ -177,12 +197,7 @@ def run_stages(jobs: Sequence[Sequence[Stage]], env: dict, slots: int = 1) -> Di
         for s, handler in previous.items():
             signal.signal(s, handler)
     if stopped_by:
-        print(
-            f"\n== {', '.join(stopped) or 'pipeline'}: stopped by signal {stopped_by[0]}; run "
-            "the same command again to resume",
-            flush=True,
-        )
-        sys.exit(128 + stopped_by[0])
+        raise PipelineStopped(stopped_by[0], stopped)
     if runner.failure is not None:
         raise StageFailed(runner.failure)
     return runner.seconds
