@@ -91,3 +91,40 @@ def test_vild_with_float16_region_embeddings_trains_under_bfloat16_autocast(
     assert "loss_image" in losses and all(torch.isfinite(v) for v in losses.values())
     sum(v.float() for v in losses.values()).backward()
     assert all(p.grad is None or p.grad.dtype == torch.float32 for p in model.parameters())
+
+
+def _convs_seen(module) -> list:
+    """The output dtypes of ``module``'s convolutions, as they run (a forward hook each)."""
+    seen = []
+    for m in module.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_hook(lambda mod, i, o: seen.append(o.dtype))
+    return seen
+
+
+def test_the_world_teacher_and_the_pretraining_train_in_bfloat16():
+    from vild_d2.teacher import build_clip
+    from vild_d2.world.imagenet import RoIClassifier, pretrain_roi_classifier
+    from vild_d2.world.teacher_training import WORLD_TEACHER_SHAPE, train_clip_on_crops
+
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 255, (3, 64, 64), generator=g, dtype=torch.uint8) for _ in "ab"]
+    boxes = [torch.tensor([[8.0, 8.0, 40.0, 40.0]]), torch.tensor([[20.0, 10.0, 60.0, 50.0]])]
+    labels = [torch.tensor([0]), torch.tensor([1])]
+    teacher = build_clip(seed=0, **WORLD_TEACHER_SHAPE)
+    seen = _convs_seen(teacher.visual)
+    history = train_clip_on_crops(
+        teacher, images, boxes, labels, ["a", "b"], steps=2, batch_size=4, progress=False,
+        dtype=torch.bfloat16,
+    )  # fmt: skip
+    assert seen and set(seen) == {torch.bfloat16} and history
+    assert all(p.dtype == torch.float32 for p in teacher.parameters())
+    cfg = load_config(TINY_CONFIG, ["MODEL.DEVICE", "cpu"])
+    classifier = RoIClassifier(cfg, 2)
+    seen = _convs_seen(classifier.backbone)
+    history = pretrain_roi_classifier(
+        classifier, images, boxes, labels, steps=2, batch_size=4, crop_size=32,
+        progress=False, dtype=torch.bfloat16,
+    )  # fmt: skip
+    assert seen and set(seen) == {torch.bfloat16} and history
+    assert all(p.dtype == torch.float32 for p in classifier.parameters())

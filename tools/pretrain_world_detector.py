@@ -32,6 +32,7 @@ import time
 import torch
 
 from vild_d2.config import ConfigError, load_config
+from vild_d2.engine.precision import autocast_dtype
 from vild_d2.utils.atomic_io import atomic_write, atomic_write_json
 from vild_d2.world.imagenet import RoIClassifier, pretrain_roi_classifier, roi_top1_accuracy
 from vild_d2.world.objects import teacher_objects, val_objects, world_annotations
@@ -99,6 +100,7 @@ def main(argv=None) -> int:
     train_json, val_json = found
     try:
         cfg = load_config(args.config_file, args.opts)
+        dtype = autocast_dtype(cfg)  # SOLVER.AMP: bfloat16 on a CPU
     except ConfigError as e:
         print(f"pretrain_world_detector.py: error: {e}", file=sys.stderr)
         return 2
@@ -118,9 +120,8 @@ def main(argv=None) -> int:
     )
     model = RoIClassifier(cfg, len(classes))
     options = dict(steps=args.steps, batch_size=args.batch_size, crop_size=args.crop_size)
-    history = pretrain_roi_classifier(
-        model, images, boxes, labels, lr=args.lr, seed=args.seed, **options
-    )
+    options.update(lr=args.lr, seed=args.seed, dtype=dtype)
+    history = pretrain_roi_classifier(model, images, boxes, labels, **options)
     val_images, val_boxes, val_labels = val_objects(val_json, args.world)
     val_labels = [to_class[lab] for lab in val_labels]
     accuracy = roi_top1_accuracy(model, val_images, val_boxes, val_labels)  # drawn categories'

@@ -34,7 +34,15 @@ from vild_d2.world.teacher_training import (
 __all__ = ["main"]
 
 # the arguments kept in the checkpoint's .json record
-RECORDED_ARGUMENTS = ("images", "steps", "batch_size", "lr", "background_fraction", "seed")
+RECORDED_ARGUMENTS = (
+    "images",
+    "steps",
+    "batch_size",
+    "lr",
+    "background_fraction",
+    "seed",
+    "bfloat16",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of each batch that are crops of no object, captioned 'background'",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--bfloat16",
+        action="store_true",
+        help="the forward pass under bfloat16 autocast (float32 weights; as SOLVER.AMP does)",
+    )
     return p
 
 
@@ -94,6 +107,7 @@ def main(argv=None) -> int:
         lr=args.lr,
         background_fraction=args.background_fraction,
         seed=args.seed,
+        dtype=torch.bfloat16 if args.bfloat16 else None,
     )
     save_clip_checkpoint(model, args.output)
     acc = _zero_shot_on_val(args.output, val_json, args.world, names, kinds)

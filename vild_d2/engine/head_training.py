@@ -123,9 +123,8 @@ def train_heads_on_cache(
     a 5% warm-up and a cosine decay. The distillation loss is used when the model's
     ``IMAGE_LOSS_WEIGHT`` > 0 (the cache must then hold regions). With ``text_head=False``
     (ViLD-ensemble after :func:`load_text_head`) only the image head trains, on the
-    distillation regions alone. The rest of the model is not changed. ``dtype``: the
-    forward pass and losses under autocast in it (``autocast_dtype(cfg)``; None: float32).
-    Returns each epoch's mean losses.
+    distillation regions alone; the rest of the model is not changed. ``dtype``: autocast's
+    (``autocast_dtype(cfg)``; None: float32). Returns each epoch's mean losses.
     """
     heads = model.roi_heads
     distill = heads.image_loss_weight > 0

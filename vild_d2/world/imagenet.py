@@ -14,7 +14,7 @@ What the labels may be is the caller's choice, as ImageNet's are on LVIS: they m
 be the novel *categories* a ViLD model is tested on.
 """
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -23,6 +23,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes
 from tqdm import tqdm
 
+from ..engine.precision import autocast
 from ..teacher.region_encoder import central_squares, crop_batch
 from .teacher_training import AdamWSteps, jitter_boxes, scale_and_clip
 
@@ -80,6 +81,16 @@ def _object_in_crop(objects: torch.Tensor, crops: torch.Tensor, size: int) -> to
     return ((objects - squares[:, [0, 1, 0, 1]]) * scale[:, None]).clamp(0, size)
 
 
+def _checked_owners(images: List[torch.Tensor], boxes: List[torch.Tensor]) -> torch.Tensor:
+    """[sum n_i] the image index of each box; ValueError for images of several sizes, no box."""
+    if len({tuple(im.shape) for im in images}) != 1:
+        raise ValueError("pretrain_roi_classifier needs images of one size (they are stacked)")
+    owners = torch.cat([torch.full((len(b),), i, dtype=torch.long) for i, b in enumerate(boxes)])
+    if len(owners) == 0:
+        raise ValueError("no labelled boxes to pretrain on")
+    return owners
+
+
 def pretrain_roi_classifier(
     model: RoIClassifier,
     images: List[torch.Tensor],
@@ -94,9 +105,11 @@ def pretrain_roi_classifier(
     weight_decay: float = 0.05,
     seed: int = 0,
     progress: bool = True,
+    dtype: Optional[torch.dtype] = None,
 ) -> List[Dict[str, float]]:
     """
-    Train ``model`` in place on crops of labelled objects.
+    Train ``model`` in place on crops of labelled objects (``dtype``: the forward pass
+    under autocast in it, e.g. bfloat16; None: float32).
 
     Args:
         images: per image a [3, H, W] uint8 RGB tensor, all of one size.
@@ -109,11 +122,7 @@ def pretrain_roi_classifier(
     Returns:
         per 50 steps (and the last): step, loss, training top-1, seconds.
     """
-    if len({tuple(im.shape) for im in images}) != 1:
-        raise ValueError("pretrain_roi_classifier needs images of one size (they are stacked)")
-    owners = torch.cat([torch.full((len(b),), i, dtype=torch.long) for i, b in enumerate(boxes)])
-    if len(owners) == 0:
-        raise ValueError("no labelled boxes to pretrain on")
+    owners = _checked_owners(images, boxes)
     all_boxes = torch.cat([b.float().reshape(-1, 4) for b in boxes])
     all_labels = torch.cat(labels)
     stacked = torch.stack(images)
@@ -132,7 +141,8 @@ def pretrain_roi_classifier(
             crop_batch(stacked[used], crops, index, crop_size, normalize=False) * 255.0
         ).to(device)
         rois = _object_in_crop(all_boxes[chosen], crops, crop_size).to(device)
-        logits = model(x, list(rois[:, None, :]))
+        with autocast(device, dtype):
+            logits = model(x, list(rois[:, None, :])).float()
         targets = all_labels[chosen].to(device)
         training.take(step, F.cross_entropy(logits, targets), logits, targets)
     model.eval()

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..engine.precision import autocast
 from ..teacher.prompts import VILD_TEMPLATES, encode_vocabulary, fill_template
 from ..teacher.region_encoder import crop_batch, encode_regions, scale_boxes
 
@@ -280,9 +281,10 @@ def train_clip_on_crops(
     background_name: str = "background",
     seed: int = 0,
     progress: bool = True,
+    dtype: Optional[torch.dtype] = None,
 ) -> List[Dict[str, float]]:
     """
-    Train ``model`` in place (float32, on its device).
+    Train ``model`` in place (float32 weights, on its device; ``dtype``: autocast's).
 
     Args:
         images: per image a [3, H, W] uint8 RGB tensor.
@@ -313,8 +315,10 @@ def train_clip_on_crops(
             fill_template(pick.choice(list(templates)), n.replace("_", " ")) for n in captioned
         ]
         tokens = clip.tokenize(prompts, context_length=model.context_length, truncate=True)
-        img = F.normalize(model.encode_image(crops), dim=-1)
-        txt = F.normalize(model.encode_text(tokens.to(device)), dim=-1)
+        with autocast(device, dtype):
+            img = F.normalize(model.encode_image(crops), dim=-1)
+            txt = F.normalize(model.encode_text(tokens.to(device)), dim=-1)
+        img, txt = img.float(), txt.float()  # the similarities in float32 (up to 100 x cos)
         logits = model.logit_scale.exp().clamp(max=100) * img @ txt.t()  # [B, C]
         training.take(step, symmetric_infonce(logits, targets), logits, targets)
     model.eval()
