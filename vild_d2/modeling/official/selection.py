@@ -136,19 +136,25 @@ def official_detections(
     flat_scores = scores.t().reshape(-1)  # class-major: class c, proposal r at c * R + r
     candidates = torch.nonzero(valid.t().reshape(-1)).flatten()
     swaps = (swap_x, swap_y)
-    count = max(2 * max_total, 1)
-    chosen, keep = _survivors(
-        boxes, flat_scores, candidates, count, swaps, iou_threshold, max_total
-    )
-    while int(keep.sum()) < max_total and chosen.numel() < candidates.numel():
-        count *= 4
+    chosen, keep = candidates[:0], torch.zeros(0, dtype=torch.bool, device=boxes.device)
+    count, searching = max(2 * max_total, 1), True
+    while searching:
         chosen, keep = _survivors(
             boxes, flat_scores, candidates, count, swaps, iou_threshold, max_total
         )
+        searching = int(keep.sum()) < max_total and chosen.numel() < candidates.numel()
+        count *= 4
     chosen = chosen[torch.nonzero(keep).flatten()[:max_total]]
-    classes = torch.div(chosen, num_proposals, rounding_mode="floor")
-    proposals = chosen - classes * num_proposals
+    classes, proposals = _class_and_proposal(chosen, num_proposals)
     return boxes[proposals], flat_scores[chosen], classes, proposals
+
+
+def _class_and_proposal(
+    flat: torch.Tensor, num_proposals: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Class-major flat indices (class c, proposal r at c * R + r) -> (c, r)."""
+    classes = torch.div(flat, num_proposals, rounding_mode="floor")
+    return classes, flat - classes * num_proposals
 
 
 def _survivors(
@@ -161,10 +167,8 @@ def _survivors(
     max_per_class: int,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """The first candidates in the official order (at least ``count``) and which survive."""
-    num_proposals = boxes.shape[0]
     chosen = _in_order(flat_scores, candidates, count)
-    classes = torch.div(chosen, num_proposals, rounding_mode="floor")
-    proposals = chosen - classes * num_proposals
+    classes, proposals = _class_and_proposal(chosen, boxes.shape[0])
     swap_x, swap_y = swaps
     swapped = _swapped(boxes[proposals], swap_x[classes], swap_y[classes])
     return chosen, _per_class_keep(swapped, classes, iou_threshold, max_per_class)
