@@ -12,12 +12,11 @@ ratio comes with the raw times it is made of, measured in the same run).
 import argparse
 import datetime
 import os
-import platform
 import subprocess
 import sys
 import time
 
-import torch
+from vild_d2.utils.provenance import machine_description
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -111,20 +110,6 @@ def _markdown(text: str) -> str:
     return "\n".join(out)
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, torch"
-        f" {torch.__version__}, {torch.get_num_threads()} torch threads"
-    )
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--output", default=os.path.join(ROOT, "docs", "benchmarks.md"))
@@ -133,7 +118,7 @@ def main() -> int:
 
     sections = [
         f"# Benchmarks\n\n`tools/benchmarks/run_all.py{' --quick' if args.quick else ''}`, "
-        f"{datetime.date.today().isoformat()}, on: {machine()}.\n"
+        f"{datetime.date.today().isoformat()}, on: {machine_description()}.\n"
         + ("\n**Smoke run (--quick): tiny sizes, numbers not meaningful.**\n" if args.quick else "")
     ]
     failed = []

@@ -8,12 +8,13 @@ import math
 import os
 from typing import List
 
+from ..utils.provenance import run_provenance
 from .artefacts import categories, eval_results, final_evaluation, loss_flatness
 from .claims import check_claims
 from .sizes import CROPS_KEY, CROPS_TITLE, MODELS, RECALL_K, TRANSFER_DATASET, VAL_DATASET
-from .stages import PipelineRun
+from .stages import ROOT, PipelineRun
 
-__all__ = ["collect_results", "results_table", "claim_lines"]
+__all__ = ["collect_results", "results_table", "claim_lines", "provenance_line"]
 
 AP_COLUMNS = ["AP", "APr", "APr-compositional", "APr-concept", "APc", "APf"]
 GROUPS = ["all", "novel", "compositional", "concept", "base"]
@@ -70,6 +71,7 @@ def collect_results(run: PipelineRun, analysis: dict, seconds: dict, total: floa
     rpn = eval_results(run.path("rpn"))
     transfer_json = os.path.join(run.data_root, "annotations", "transfer.json")
     results = {
+        "provenance": run_provenance(ROOT),
         "quick": run.quick,
         "seed": run.seed,
         "size": vars(run.size),
@@ -303,3 +305,15 @@ def claim_lines(results: dict) -> str:
             f"[{r['lo']:+.1f}, {r['hi']:+.1f}]"
         )
     return "\n".join(out)
+
+
+def provenance_line(results: dict) -> str:
+    """Where and when the run ran: its commit, seed, machine, date and wall time."""
+    origin = results.get("provenance") or {}
+    commit = origin.get("commit") or "an unknown commit"
+    minutes = results["total_seconds"] / 60
+    return (
+        f"{'Smoke run' if results.get('quick') else 'Run'} of {commit}, seed {results['seed']},"
+        f" {origin.get('date', 'date unknown')}, {minutes:.0f} min for the stages (install"
+        f" excluded) on {origin.get('machine', 'an unrecorded machine')}"
+    )

@@ -8,7 +8,7 @@ from ..utils.folder_lock import FolderBusyError, lock_folder
 from .analysis import analyse
 from .artefacts import PipelineError
 from .pictures import draw_pipeline_pictures
-from .report import claim_lines, collect_results, results_table
+from .report import claim_lines, collect_results, provenance_line, results_table
 from .stages import ROOT, PipelineRun, detector_configs, rpn_config, run_phases
 
 __all__ = ["run_pipeline"]
@@ -48,6 +48,7 @@ def _run_locked(run: PipelineRun) -> dict:
         f"\n== results on shapes_world_val (seed {run.seed}), {results['total_seconds']:.0f}s in"
         " all\n"
     )
+    print(provenance_line(results) + "\n")
     print(results_table(results))
     print("\nViLD's claims on this world (mask AP):")
     print(claim_lines(results))
