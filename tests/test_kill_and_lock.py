@@ -135,7 +135,9 @@ def test_killed_training_resumes_and_a_second_trainer_is_refused(tmp_path):
     )
     out = tmp_path / "train"
     logs = {name: tmp_path / f"{name}.out" for name in ("first", "second", "again")}
-    first = _train(out, tmp_path / "data", logs["first"])
+    # the first trainer has far more iterations than it gets: however slow the machine, it is
+    # killed mid-training, not after it finished
+    first = _train(out, tmp_path / "data", logs["first"], "SOLVER.MAX_ITER", "100000")
     try:
 
         def saved():
@@ -157,7 +159,8 @@ def test_killed_training_resumes_and_a_second_trainer_is_refused(tmp_path):
     periodic = sorted(f for f in os.listdir(out) if f.startswith("model_0") and f.endswith(".pth"))
     assert len(periodic) == 1  # CHECKPOINTS_KEPT 1: older periodic checkpoints were deleted
     resumed_from = int(periodic[0][len("model_") : -len(".pth")]) + 1
-    again = _train(out, tmp_path / "data", logs["again"])  # the killed trainer's lock is free
+    # the killed trainer's lock is free; a few more iterations finish the training
+    again = _train(out, tmp_path / "data", logs["again"], "SOLVER.MAX_ITER", str(resumed_from + 4))
     again.wait(timeout=600)
     text = logs["again"].read_text()
     assert again.returncode == 0, text[-3000:]

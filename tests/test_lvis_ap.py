@@ -10,9 +10,9 @@ import pytest
 
 from vild_d2.compat.numpy_aliases import ensure_numpy_aliases
 from vild_d2.evaluation.lvis_ap import LVISAPTable, bootstrap_differences, resample_image_weights
-from vild_d2.pipeline.claims import CLAIM_COMPARISONS, check_claims
 from vild_d2.world.spec import ShapesWorldSpec
 from vild_d2.world.splits import generate_shapes_world
+from world_pipeline.claims import CLAIM_COMPARISONS, check_claims
 
 
 def _fake_results(gt: dict, seed: int) -> list:

@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from vild_d2.pipeline.runner import Stage, StageFailed, run_stages
+from world_pipeline.runner import Stage, StageFailed, run_stages
 
 
-def _py(tmp_path, name, code, show=None):
-    return Stage(name, [sys.executable, "-c", code], str(tmp_path / f"{name}.log"), show)
+def _py(name, code, show=None):
+    return Stage(name, [sys.executable, "-c", code], show=show)
 
 
 def _sleeper(tmp_path, name, seconds, out):
@@ -20,7 +20,7 @@ def _sleeper(tmp_path, name, seconds, out):
         "open(%r, 'w').write(f\"{t} {time.time()} {os.environ.get('OMP_NUM_THREADS')}\"); "
         "print('hello %s')" % (seconds, str(out), name)
     )
-    return _py(tmp_path, name, code, show=lambda line: line.strip() or None)
+    return _py(name, code, show=lambda line: line.strip() or None)
 
 
 def _times(path):
@@ -31,7 +31,10 @@ def _times(path):
 def test_two_jobs_run_side_by_side_with_half_the_threads_each(tmp_path, capsys):
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     seconds = run_stages(
-        [[_sleeper(tmp_path, "a", 1.5, a)], [_sleeper(tmp_path, "b", 1.5, b)]], dict(os.environ), 2
+        [[_sleeper(tmp_path, "a", 1.5, a)], [_sleeper(tmp_path, "b", 1.5, b)]],
+        dict(os.environ),
+        2,
+        tmp_path,
     )
     (a0, a1, a_threads), (b0, b1, b_threads) = _times(a), _times(b)
     assert max(a0, b0) < min(a1, b1)  # they overlapped
@@ -52,6 +55,7 @@ def test_a_job_runs_its_stages_in_order_and_one_slot_runs_one_at_a_time(tmp_path
         ],
         dict(os.environ, OMP_NUM_THREADS="7"),
         1,
+        tmp_path,
     )
     t1, t2, t3 = _times(first), _times(second), _times(third)
     assert t1[1] <= t2[0] and t2[1] <= t3[0]
@@ -60,10 +64,12 @@ def test_a_job_runs_its_stages_in_order_and_one_slot_runs_one_at_a_time(tmp_path
 
 def test_a_failed_stage_stops_the_one_beside_it_and_names_its_log(tmp_path):
     slow = tmp_path / "slow.txt"
-    failing = _py(tmp_path, "broken", "import sys; print('the reason'); sys.exit(3)")
+    failing = _py("broken", "import sys; print('the reason'); sys.exit(3)")
     t0 = time.time()
     with pytest.raises(StageFailed) as e:
-        run_stages([[_sleeper(tmp_path, "slow", 60, slow)], [failing]], dict(os.environ), 2)
+        run_stages(
+            [[_sleeper(tmp_path, "slow", 60, slow)], [failing]], dict(os.environ), 2, tmp_path
+        )
     assert time.time() - t0 < 30  # the 60-second stage was stopped
     message = str(e.value)
     assert "stage 'broken' failed (exit 3)" in message and "the reason" in message
@@ -73,7 +79,9 @@ def test_a_failed_stage_stops_the_one_beside_it_and_names_its_log(tmp_path):
 
 def test_a_later_stage_of_a_failed_job_does_not_start(tmp_path):
     never = tmp_path / "never.txt"
-    failing = _py(tmp_path, "broken", "import sys; sys.exit(1)")
+    failing = _py("broken", "import sys; sys.exit(1)")
     with pytest.raises(StageFailed):
-        run_stages([[failing, _sleeper(tmp_path, "after", 0.1, never)]], dict(os.environ), 2)
+        run_stages(
+            [[failing, _sleeper(tmp_path, "after", 0.1, never)]], dict(os.environ), 2, tmp_path
+        )
     assert not never.exists()

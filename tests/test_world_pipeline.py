@@ -13,23 +13,30 @@ import pytest
 from PIL import Image
 
 from .conftest import ROOT
+from .helpers.installed import install_outside_checkout
 from .helpers.scripts import load_script
 
 MODELS = ("vild_text", "vild", "vild_ensemble", "mask_rcnn_supervised")
 
 
-def _demo(out, expect_success=True):
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """vild_d2 in a fresh venv outside the checkout; the drivers copied without vild_d2/."""
+    return install_outside_checkout(str(tmp_path_factory.mktemp("installed")))
+
+
+def _demo(installed, out, expect_success=True):
     proc = subprocess.run(
         [
-            sys.executable,
-            os.path.join(ROOT, "tools", "run_world_pipeline.py"),
+            installed.python,
+            os.path.join(installed.drivers, "tools", "run_world_pipeline.py"),
             "--quick",
             "--device",
             "cpu",
             "--output",
             str(out),
         ],
-        cwd=ROOT,
+        cwd=str(out.parent),
         capture_output=True,
         text=True,
         timeout=900,
@@ -44,16 +51,17 @@ def _demo(out, expect_success=True):
 
 
 def _last_eval(model_dir, key):
-    from vild_d2.pipeline.artefacts import final_evaluation
+    from world_pipeline.artefacts import final_evaluation
 
     found = final_evaluation(str(model_dir), key)
     assert found, f"{model_dir}: no evaluation with {key}"
     return found
 
 
-def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
+def test_quick_demo_runs_every_stage_and_resumes(tmp_path, installed):
+    """From a venv outside the checkout, with vild_d2 installed as a package."""
     out = tmp_path / "demo"
-    stdout = _demo(out)
+    stdout = _demo(installed, out)
     world = out / "datasets" / "shapes_world"
 
     # data + teacher: a CLIP-format checkpoint that the teacher loader reads
@@ -114,7 +122,7 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
 
     # the ViLD models' heads trained on the base detector's cached RoI features (one epoch
     # in --quick), the supervised detector end to end
-    from vild_d2.pipeline import QUICK
+    from world_pipeline.sizes import QUICK
 
     assert (out / "roi_features" / "roi_features.pth").is_file()
     for key in MODELS[:3]:
@@ -152,6 +160,13 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
     )
     assert "smoke run" in stdout and "[MISSED]" not in stdout  # --quick checks no claim
     results = json.loads((out / "results.json").read_text())
+    # every stage ran the installed package: the drivers' copy has no vild_d2/ to import
+    assert not os.path.exists(os.path.join(installed.drivers, "vild_d2"))
+    assert results["provenance"]["vild_d2"].endswith(
+        os.path.join(installed.site_packages, "vild_d2")
+    )
+    assert results["provenance"]["commit"] is None  # the copy is no git checkout
+    assert f"Smoke run of an unknown commit, seed 0, {results['provenance']['date']}" in stdout
     assert [m["key"] for m in results["models"]] == list(MODELS)
     for m in results["models"]:  # the analysis's AP equals the LVIS evaluator's
         for task in ("segm", "bbox"):
@@ -220,7 +235,7 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
     )  # ground truth + 4 rows
 
     # a second run finds every stage done and only redraws and reprints
-    again = _demo(out)
+    again = _demo(installed, out)
     for stage in (
         "data",
         "teacher",
@@ -255,7 +270,7 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path):
     info_file = out / "pretrain" / "roi_classifier.json"
     info = json.loads(info_file.read_text())
     info_file.write_text(json.dumps({k: v for k, v in info.items() if k != "labels"}))
-    stale = _demo(out, expect_success=False)
+    stale = _demo(installed, out, expect_success=False)
     assert stale.returncode != 0 and "--labels base-categories" in stale.stderr
     assert str(out / "pretrain" / "roi_classifier.pth") in stale.stderr
 
@@ -265,8 +280,8 @@ def test_a_finished_stages_truncated_output_is_refused_not_reused(tmp_path):
     import pytest
     import torch
 
-    from vild_d2.pipeline import PipelineError
-    from vild_d2.pipeline.stages import skip_finished
+    from world_pipeline.artefacts import PipelineError
+    from world_pipeline.stages import skip_finished
 
     weights = tmp_path / "model_final.pth"
     torch.save({"model": {"w": torch.randn(1000, 100)}}, weights)

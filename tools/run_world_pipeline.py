@@ -3,56 +3,23 @@
 The main job: the whole ViLD pipeline on the embedded shapes world, on this machine.
 
     python tools/run_world_pipeline.py           # the full run (about an hour on 2 CPU cores)
-    python tools/run_world_pipeline.py --seed 1  # another world (and training seed)
+    python tools/run_world_pipeline.py --seed 7  # another world (and training seed)
     python tools/run_world_pipeline.py --quick   # a few minutes: a smoke run
 
-Stages, each a normal command you would also run on LVIS (printed as it starts; its
-full output goes to OUTPUT/<stage>.log):
-  1. data      datasets/prepare_shapes_world.py: world v4 (48 categories; 22 novel = rare,
-               10 compositional + 12 new concepts)
-  2. teacher   tools/train_world_teacher.py: the world's CLIP, which has seen every category
-     pretrain  tools/pretrain_world_detector.py: the detector's backbone and box head learn
-               to tell the 8 shapes apart on rendered scenes of every category (the world's
-               ImageNet: it labels shapes, never categories)
-  3. base      train_net.py, configs/shapes_world/base_R_18_FPN_tiny.yaml: Mask R-CNN on
-               the base categories, from the pretraining; its weights initialise all four
-               detectors (the role ImageNet weights play on LVIS) and its RPN proposes the
-               distillation regions
-     rpn       train_net.py --eval-only, configs/shapes_world/rpn_R_18_FPN_tiny.yaml with
-               those weights: the RPN's recall of novel vs base val objects
-  4. text      tools/precompute_text_embeddings.py: the 48 categories' embeddings
-  5. regions   tools/precompute_region_embeddings.py: the RPN's top M proposals of every
-               base-training image, embedded by the teacher
-  6. models    tools/train_heads_on_cached_features.py: the base detector's pooled RoI
-               features of every base-training image cached once, then the heads of
-               ViLD-text and ViLD trained on them and ViLD-ensemble's image head beside
-               ViLD-text's text head (24 epochs; rare = novel
-               annotations removed; tau = 1 / the teacher's logit scale); train_net.py:
-               the supervised Mask R-CNN (shapes_world_train, all categories, end to
-               end); each evaluated with LVISEvaluator
-  7. transfer  train_net.py --eval-only: the three ViLD models, no retraining, on val and on
-               shapes_world_transfer (another vocabulary), each with its own embeddings
-  8. analysis  APr per kind of novel category, the "CLIP on cropped regions" baseline, the
-               heads' top-1 accuracy on val boxes, 90% bootstrap intervals, ViLD's claims,
-               and the val classes detected as 8 shapes x 6 colours (systematic expansion)
-  9. pictures  OUTPUT/detections_val.png: the models on the same val images;
-               OUTPUT/expansion_val.png: ViLD-text and ViLD with the 48 names vs shapes x colours
-Stages that do not depend on each other run side by side (--jobs, default 2 on a CPU):
-the teacher lane (teacher, text) beside the detector lane (pretrain, base, rpn), the
-caching beside the supervised detector, then the ViLD heads and the transfer evaluations
-two at a time, each process with cores / 2 threads (on 2 cores a small detector trains
-at ~1.4x the throughput; the conv-heavy teacher and pretraining gain little).
-A stage whose result is complete is skipped, so a killed run resumes where it stopped
-(delete OUTPUT to start over). Results: the tables printed at the end and
-OUTPUT/results.json.
+Each stage is a command of this checkout you would also run on LVIS (printed as it starts;
+its whole output in OUTPUT/<stage>.log); stages that do not depend on each other run side
+by side (--jobs). A stage whose result is complete is skipped, so a killed run resumes
+where it stopped (delete OUTPUT to start over). Results: the tables printed at the end and
+OUTPUT/results.json. The stages, what each writes, and the claims checked:
+docs/world_pipeline.md; the code: tools/world_pipeline/.
 """
 
 import argparse
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_SEED = 0  # the world of datasets/shapes_world; other seeds get their own world
+from world_pipeline.context import ROOT, PipelineRun
+from world_pipeline.sizes import DEFAULT_SEED, FULL, QUICK
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -104,15 +71,9 @@ def main(argv=None) -> None:
     # vild_d2 registers its datasets on import: only now, under the root chosen above
     import torch
 
-    from vild_d2.pipeline import (
-        FULL,
-        QUICK,
-        PipelineError,
-        PipelineRun,
-        PipelineStopped,
-        StageFailed,
-        run_pipeline,
-    )
+    from world_pipeline.artefacts import PipelineError
+    from world_pipeline.run import run_pipeline
+    from world_pipeline.runner import PipelineStopped, StageFailed
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     jobs = args.jobs or (2 if device == "cpu" and (os.cpu_count() or 1) >= 2 else 1)

@@ -57,9 +57,15 @@ def checkout_commit(checkout: str) -> Optional[str]:
 
 
 def run_provenance(checkout: str) -> dict:
-    """The commit of ``checkout``, the UTC date and time, and the machine."""
+    """
+    The commit of ``checkout`` (the scripts that ran), the vild_d2 package that ran (its
+    version and folder), the UTC date and time, and the machine.
+    """
+    import vild_d2
+
     return {
         "commit": checkout_commit(checkout),
+        "vild_d2": f"{vild_d2.__version__} at {os.path.dirname(os.path.abspath(vild_d2.__file__))}",
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine_description(),
     }

@@ -1,6 +1,6 @@
 """
 The shapes world: the generated, offline stand-in for LVIS + CLIP + ImageNet on which the
-world pipeline (vild_d2.pipeline) runs ViLD end to end.
+world pipeline (tools/world_pipeline, a driver of the checkout) runs ViLD end to end.
 
     spec               its shapes, colours, categories, novel kinds, transfer vocabulary
     render             one scene: objects, occlusion, textures, exact masks

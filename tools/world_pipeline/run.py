@@ -3,13 +3,15 @@
 import os
 import time
 
-from ..utils.atomic_io import atomic_write_json
-from ..utils.folder_lock import FolderBusyError, lock_folder
+from vild_d2.utils.atomic_io import atomic_write_json
+from vild_d2.utils.folder_lock import FolderBusyError, lock_folder
+
 from .analysis import analyse
 from .artefacts import PipelineError
+from .context import ROOT, PipelineRun
 from .pictures import draw_pipeline_pictures
 from .report import claim_lines, collect_results, provenance_line, results_table
-from .stages import ROOT, PipelineRun, detector_configs, rpn_config, run_phases
+from .stages import detector_configs, rpn_config, run_phases
 
 __all__ = ["run_pipeline"]
 
@@ -21,7 +23,7 @@ def run_pipeline(run: PipelineRun) -> dict:
 
     Raises PipelineError (one line) when OUTPUT is in use by another pipeline or a finished
     stage's output is unusable, StageFailed when a stage fails and PipelineStopped on
-    SIGINT/SIGTERM (vild_d2/pipeline/runner.py); only the command line exits.
+    SIGINT/SIGTERM (runner.py); only the command line exits.
     """
     try:
         lock = lock_folder(run.out, "tools/run_world_pipeline.py")

@@ -2,30 +2,20 @@
 The world pipeline's stages, declared: each has a name, the command it runs (one you would
 also run on LVIS) and what "done" means (the output read back before the stage is
 skipped, so that a killed run resumes where it stopped). Stages run in phases, one after
-another; the lanes of a phase run side by side (``--jobs``), each lane's stages in order.
-
-    data                 datasets/prepare_shapes_world.py
-    data (transfer)      the same, --transfer-only, when the transfer split is missing
-    pretrain, base, rpn  the detector lane: the world's ImageNet, the base detector, its recall
-    teacher, text, ...   the teacher lane: the world's CLIP and the vocabularies' embeddings
-    regions              tools/precompute_region_embeddings.py (resumes by itself)
-    roi features         tools/train_heads_on_cached_features.py --cache-only: the base
-                         detector's pooled RoI features, beside the supervised detector
-                         (train_net.py)
-    the ViLD models      tools/train_heads_on_cached_features.py: their heads on that cache
-                         (ViLD-ensemble: ViLD-text's text head, its image head trained)
-    transfer <model>     train_net.py --eval-only on val and another vocabulary at once
+another (``PHASES``, each a function of the run that gives its lanes); the lanes of a phase
+run side by side (``--jobs``), each lane's stages in order. What each stage does and
+writes: docs/world_pipeline.md; ``tools/run_world_pipeline.py --help`` lists the phases
+from their docstrings here.
 """
 
 import os
-import sys
-from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, List, Optional
+from typing import List, Optional
 
-from ..config import load_config
-from ..teacher import load_clip
-from ..world.spec import ShapesWorldSpec
+from vild_d2.config import load_config
+from vild_d2.teacher import load_clip
+from vild_d2.world.spec import ShapesWorldSpec
+
 from .artefacts import (
     EVAL_RESULTS_FILE,
     PipelineError,
@@ -36,21 +26,11 @@ from .artefacts import (
     unreadable,
     world_matches,
 )
+from .context import ROOT, PipelineRun
 from .runner import Stage, run_stages
-from .sizes import (
-    MODELS,
-    PRETRAIN_LABELS,
-    RECALL_K,
-    TRAIN_DATASET,
-    TRANSFER_DATASET,
-    VAL_DATASET,
-    PipelineSize,
-)
+from .sizes import MODELS, PRETRAIN_LABELS, RECALL_K, TRAIN_DATASET, TRANSFER_DATASET, VAL_DATASET
 
 __all__ = [
-    "ROOT",
-    "PipelineRun",
-    "PipelineStage",
     "PHASES",
     "run_phases",
     "skip_finished",
@@ -58,80 +38,12 @@ __all__ = [
     "teacher_temperature",
 ]
 
-# The repository checkout: the stages run its scripts (train_net.py, tools/, datasets/).
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = os.path.join(ROOT, "configs", "shapes_world")
 RPN_CONFIG = os.path.join(CONFIGS, "rpn_R_18_FPN_tiny.yaml")
 RPN_DONE_KEY = f"proposals/AR@{RECALL_K}"  # in the RPN's eval_results.json once it was evaluated
 BASE_CONFIG = "base_R_18_FPN_tiny.yaml"  # the base detector's (and the pretraining's) config
 MODEL_CONFIGS = {key: config for key, config, _, _ in MODELS}
 HEAD_TRAINED = ("vild_text", "vild", "vild_ensemble")  # heads trained on cached RoI features
-
-
-@dataclass
-class PipelineRun:
-    """One run's choices and where its artefacts live (``out``: OUTPUT)."""
-
-    size: PipelineSize
-    seed: int
-    device: str
-    jobs: int  # lanes run side by side
-    quick: bool
-    out: str  # absolute
-    data_root: str  # the world's folder (datasets/shapes_world, or one under OUTPUT)
-    python: str = field(default_factory=lambda: sys.executable)  # runs every stage
-    tau_options: Optional[List[str]] = field(default=None, repr=False)  # set on first use
-
-    @property
-    def training_seed(self) -> int:  # the detectors' SEED
-        return 42 + self.seed
-
-    def teacher_file(self, name: str = "clip_world.pt") -> str:
-        return os.path.join(self.data_root, "teacher", name)
-
-    @property
-    def teacher(self) -> str:
-        return self.teacher_file()
-
-    @property
-    def text(self) -> str:  # the 48 categories' embeddings (train and val share them)
-        return self.teacher_file("clip_world_text.npy")
-
-    @property
-    def transfer_text(self) -> str:
-        return self.teacher_file("clip_world_transfer_text.npy")
-
-    @property
-    def pretrained(self) -> str:
-        return os.path.join(self.out, "pretrain", "roi_classifier.pth")
-
-    @property
-    def base_weights(self) -> str:
-        return os.path.join(self.out, "base", "model_final.pth")
-
-    @property
-    def roi_features(self) -> str:  # the base detector's cached RoI features
-        return os.path.join(self.out, "roi_features", "roi_features.pth")
-
-    @property
-    def store(self) -> str:
-        return os.path.join(self.out, "region_embeddings", TRAIN_DATASET)
-
-    def path(self, *parts: str) -> str:
-        return os.path.join(self.out, *parts)
-
-    def script(self, *parts: str) -> List[str]:
-        return [self.python, os.path.join(ROOT, *parts)]
-
-
-@dataclass
-class PipelineStage:
-    """A stage: its command, and the output that shows it is done (None: not done)."""
-
-    name: str
-    command: List[str]
-    finished: Callable[[], Optional[str]]
-    show: Callable[[str], Optional[str]]  # line of its output -> the text to echo, or None
 
 
 def lines_with(*words):
@@ -176,7 +88,7 @@ def _trained_weights(output_dir: str) -> Optional[str]:
     return _file_if(trained(output_dir, "segm/AP"), os.path.join(output_dir, "model_final.pth"))
 
 
-def data_stages(run: PipelineRun) -> List[List[PipelineStage]]:
+def data_stages(run: PipelineRun) -> List[List[Stage]]:
     """The world: its train/val/transfer splits and their images."""
     size = run.size
     spec = ShapesWorldSpec(seed=run.seed, num_train=size.num_train, num_val=size.num_val)
@@ -184,17 +96,17 @@ def data_stages(run: PipelineRun) -> List[List[PipelineStage]]:
     command += ["--num-train", str(size.num_train), "--num-val", str(size.num_val)]
     command += ["--seed", str(run.seed), "--num-transfer", str(size.num_transfer)]
     done = lambda: _file_if(world_matches(run.data_root, spec), run.data_root)  # noqa: E731
-    return [[PipelineStage("data", command, done, lines_with(".json", "images under"))]]
+    return [[Stage("data", command, done, lines_with(".json", "images under"))]]
 
 
-def transfer_data_stages(run: PipelineRun) -> List[List[PipelineStage]]:
+def transfer_data_stages(run: PipelineRun) -> List[List[Stage]]:
     """The transfer split alone, for a world made before it had one."""
     transfer_json = os.path.join(run.data_root, "annotations", "transfer.json")
     command = run.script("datasets", "prepare_shapes_world.py") + ["--root", run.data_root]
     command += ["--transfer-only", "--num-transfer", str(run.size.num_transfer)]
     wanted = run.size.num_transfer
     done = lambda: _file_if(num_images(transfer_json) == wanted, transfer_json)  # noqa: E731
-    return [[PipelineStage("data (transfer)", command, done, lines_with(".json"))]]
+    return [[Stage("data (transfer)", command, done, lines_with(".json"))]]
 
 
 def schedule(run: PipelineRun, iters: int) -> List[str]:
@@ -215,7 +127,7 @@ def _train_net(run: PipelineRun, *args: str) -> List[str]:
     return run.script("train_net.py") + list(args)
 
 
-def detector_lane(run: PipelineRun) -> List[PipelineStage]:
+def detector_lane(run: PipelineRun) -> List[Stage]:
     """
     The world's ImageNet (RoI classification of rendered scenes of every category, labelled
     by shape only: with base-only scenes labelled by category the detectors knew only the
@@ -244,9 +156,9 @@ def detector_lane(run: PipelineRun) -> List[PipelineStage]:
     )
     based = lambda: _file_if(os.path.isfile(run.base_weights), run.base_weights)  # noqa: E731
     return [
-        PipelineStage("pretrain", pretrain, pretrained, lines_with("rendered", "wrote")),
-        PipelineStage("base", base, based, training_progress),
-        PipelineStage(
+        Stage("pretrain", pretrain, pretrained, lines_with("rendered", "wrote")),
+        Stage("base", base, based, training_progress),
+        Stage(
             "rpn", rpn, partial(_evaluated, run.path("rpn"), RPN_DONE_KEY), lines_with("copypaste")
         ),
     ]
@@ -258,13 +170,13 @@ def rpn_options(run: PipelineRun) -> List[str]:
     return opts + ["MODEL.WEIGHTS", run.base_weights]
 
 
-def teacher_lane(run: PipelineRun) -> List[PipelineStage]:
+def teacher_lane(run: PipelineRun) -> List[Stage]:
     """The teacher, then its text embeddings of the 48 categories and of the transfer vocabulary."""
     teacher = run.script("tools", "train_world_teacher.py") + ["--world", run.data_root]
     teacher += ["--output", run.teacher, "--images", str(run.size.teacher_images)]
     teacher += ["--steps", str(run.size.teacher_steps), "--seed", str(run.seed)]
     show = lines_with("rendered", "wrote")
-    lane = [PipelineStage("teacher", teacher, partial(_with_record, run.teacher), show)]
+    lane = [Stage("teacher", teacher, partial(_with_record, run.teacher), show)]
     for name, dataset, output in (
         ("text", VAL_DATASET, run.text),
         ("transfer text", TRANSFER_DATASET, run.transfer_text),
@@ -272,24 +184,22 @@ def teacher_lane(run: PipelineRun) -> List[PipelineStage]:
         command = run.script("tools", "precompute_text_embeddings.py")
         command += ["--teacher", run.teacher, "--dataset", dataset, "--output", output]
         command += ["--device", run.device]
-        lane.append(
-            PipelineStage(name, command, partial(_with_record, output), lines_with("wrote"))
-        )
+        lane.append(Stage(name, command, partial(_with_record, output), lines_with("wrote")))
     return lane
 
 
-def base_and_teacher_stages(run: PipelineRun) -> List[List[PipelineStage]]:
+def base_and_teacher_stages(run: PipelineRun) -> List[List[Stage]]:
     return [detector_lane(run), teacher_lane(run)]
 
 
-def region_stages(run: PipelineRun) -> List[List[PipelineStage]]:
+def region_stages(run: PipelineRun) -> List[List[Stage]]:
     """The RPN's top M proposals of every base-training image, embedded by the teacher."""
     command = run.script("tools", "precompute_region_embeddings.py")
     command += ["--teacher", run.teacher, "--dataset", TRAIN_DATASET]
     command += ["--config-file", RPN_CONFIG, "--output", run.store]
     command += ["--num-regions", str(run.size.num_regions), "--device", run.device]
     command += ["MODEL.WEIGHTS", run.base_weights]
-    return [[PipelineStage("regions", command, lambda: None, lines_with("summary:"))]]
+    return [[Stage("regions", command, lambda: None, lines_with("summary:"))]]
 
 
 def teacher_temperature(teacher: str) -> float:
@@ -329,7 +239,7 @@ def detector_options(
     return opts
 
 
-def _detector_stage(run: PipelineRun, key: str, tau: List[str]) -> PipelineStage:
+def _detector_stage(run: PipelineRun, key: str, tau: List[str]) -> Stage:
     """
     Detector ``key`` trained from the base detector: the supervised one end to end
     (train_net.py), the ViLD ones by their heads on the base detector's cached RoI
@@ -347,10 +257,10 @@ def _detector_stage(run: PipelineRun, key: str, tau: List[str]) -> PipelineStage
         command = _train_net(run, "--resume", "--config-file", config)
         show = training_progress
     command += detector_options(run, key, tau)
-    return PipelineStage(key, command, partial(_trained_weights, run.path(key)), show)
+    return Stage(key, command, partial(_trained_weights, run.path(key)), show)
 
 
-def roi_feature_stages(run: PipelineRun) -> List[List[PipelineStage]]:
+def roi_feature_stages(run: PipelineRun) -> List[List[Stage]]:
     """
     The base detector's pooled RoI features of every training image (sampled proposals and
     distillation regions), cached once for the three ViLD models' heads; beside it, the
@@ -364,12 +274,12 @@ def roi_feature_stages(run: PipelineRun) -> List[List[PipelineStage]]:
     cached = lambda: _file_if(os.path.isfile(run.roi_features), run.roi_features)  # noqa: E731
     show = lines_with("cached in")
     return [
-        [PipelineStage("roi features", command, cached, show)],
+        [Stage("roi features", command, cached, show)],
         [_detector_stage(run, "mask_rcnn_supervised", tau)],
     ]
 
 
-def detector_stages(run: PipelineRun) -> List[List[PipelineStage]]:
+def detector_stages(run: PipelineRun) -> List[List[Stage]]:
     """
     The three ViLD models' heads, on the cached features: ViLD beside ViLD-text then
     ViLD-ensemble (ViLD-text's text head and an image head trained alone).
@@ -381,7 +291,7 @@ def detector_stages(run: PipelineRun) -> List[List[PipelineStage]]:
     ]
 
 
-def transfer_stages(run: PipelineRun) -> List[List[PipelineStage]]:
+def transfer_stages(run: PipelineRun) -> List[List[Stage]]:
     """The ViLD models, no retraining, on val and on another vocabulary in one evaluation."""
     tau = _temperature_options(run)
     lanes = []
@@ -398,7 +308,7 @@ def transfer_stages(run: PipelineRun) -> List[List[PipelineStage]]:
         command += ["DATASETS.TEXT_EMBEDDINGS_TEST", vocabularies]
         done = partial(_evaluated, out, f"{TRANSFER_DATASET}/segm/AP")
         show = lines_with("copypaste: Task", "copypaste: AP,")
-        lanes.append([PipelineStage(f"transfer {key}", command, done, show)])
+        lanes.append([Stage(f"transfer {key}", command, done, show)])
     return lanes
 
 
@@ -426,11 +336,6 @@ def skip_finished(name: str, output: str) -> float:
     return 0.0
 
 
-def _log_name(stage_name: str) -> str:
-    """ "transfer vild" -> transfer_vild.log; "data (transfer)" -> data_transfer.log"""
-    return "_".join(stage_name.replace("(", "").replace(")", "").split()) + ".log"
-
-
 def run_phases(run: PipelineRun, env: dict) -> dict:
     """Run every phase's unfinished stages; each stage's seconds (0 for a skipped one)."""
     seconds = {}
@@ -441,12 +346,11 @@ def run_phases(run: PipelineRun, env: dict) -> dict:
             for stage in lane:
                 output = stage.finished()
                 if output is None:
-                    log = run.path(_log_name(stage.name))
-                    todo.append(Stage(stage.name, stage.command, log, stage.show, cwd=ROOT))
+                    todo.append(stage)
                 else:
                     seconds[stage.name] = skip_finished(stage.name, output)
             lanes.append(todo)
-        seconds.update(run_stages(lanes, env, run.jobs))
+        seconds.update(run_stages(lanes, env, run.jobs, log_dir=run.out, cwd=ROOT))
     return seconds
 
 

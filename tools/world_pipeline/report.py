@@ -8,11 +8,12 @@ import math
 import os
 from typing import List
 
-from ..utils.provenance import run_provenance
+from vild_d2.utils.provenance import run_provenance
+
 from .artefacts import categories, eval_results, final_evaluation, loss_flatness
 from .claims import check_claims
+from .context import ROOT, PipelineRun
 from .sizes import CROPS_KEY, CROPS_TITLE, MODELS, RECALL_K, TRANSFER_DATASET, VAL_DATASET
-from .stages import ROOT, PipelineRun
 
 __all__ = ["collect_results", "results_table", "claim_lines", "provenance_line"]
 

@@ -19,23 +19,28 @@ from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_tes
 from detectron2.evaluation import inference_on_dataset
 from detectron2.modeling import build_model
 
-from ..data.region_store import RegionStore
-from ..data.vocabulary import dataset_vocabulary
-from ..evaluation import build_evaluator
-from ..evaluation.distillation_fit import distillation_fit
-from ..evaluation.lvis_ap import LVISAPTable, bootstrap_differences
-from ..evaluation.region_classification import clip_on_crops_detections, head_accuracy, lvis_results
-from ..inference import expanded_vocabulary
-from ..modeling.text_embeddings import load_text_embeddings
-from ..teacher import load_clip
-from ..teacher.proposals import RPNProposals
-from ..utils.atomic_io import atomic_write_json
-from ..utils.logs import quiet_logger
-from ..world.spec import category_names, spec_from_json
+from vild_d2.data.region_store import RegionStore
+from vild_d2.data.vocabulary import dataset_vocabulary
+from vild_d2.evaluation import build_evaluator
+from vild_d2.evaluation.distillation_fit import distillation_fit
+from vild_d2.evaluation.lvis_ap import LVISAPTable, bootstrap_differences
+from vild_d2.evaluation.region_classification import (
+    clip_on_crops_detections,
+    head_accuracy,
+    lvis_results,
+)
+from vild_d2.inference import expanded_vocabulary
+from vild_d2.modeling.text_embeddings import load_text_embeddings
+from vild_d2.teacher import load_clip
+from vild_d2.teacher.proposals import RPNProposals
+from vild_d2.utils.atomic_io import atomic_write_json
+from vild_d2.utils.logs import quiet_logger
+from vild_d2.world.spec import category_names, spec_from_json
+
 from .artefacts import fingerprint
 from .claims import CLAIM_COMPARISONS
+from .context import ROOT, PipelineRun
 from .sizes import TRAIN_DATASET, VAL_DATASET
-from .stages import ROOT, PipelineRun
 
 __all__ = ["analyse", "expansion_vocabulary", "ANALYSIS_VERSION"]
 

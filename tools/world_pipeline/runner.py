@@ -22,7 +22,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
-from ..errors import VildD2Error
+from vild_d2.errors import VildD2Error
 
 __all__ = [
     "Stage",
@@ -38,13 +38,17 @@ STOP_GRACE_SECONDS = 30  # a stopped stage gets this long to exit before SIGKILL
 
 @dataclass
 class Stage:
-    """One command of a pipeline."""
+    """One command of a pipeline, and what shows that it already ran."""
 
-    name: str  # shown in the pipeline's output
-    cmd: Sequence[str]
-    log_path: str  # the command's whole stdout + stderr
+    name: str  # shown in the pipeline's output; its log is OUTPUT/<name>.log
+    command: Sequence[str]
+    finished: Callable[[], Optional[str]] = lambda: None  # its finished output, or None
     show: Optional[Callable[[str], Optional[str]]] = None  # line -> the text to echo, or None
-    cwd: Optional[str] = None
+
+    @property
+    def log_name(self) -> str:
+        """ "transfer vild" -> transfer_vild.log; "data (transfer)" -> data_transfer.log"""
+        return "_".join(self.name.replace("(", "").replace(")", "").split()) + ".log"
 
 
 class StageFailed(VildD2Error):
@@ -81,8 +85,10 @@ def _shown(cmd, cwd) -> str:
 
 
 class _Runner:
-    def __init__(self, env: dict, parallel: bool):
+    def __init__(self, env: dict, parallel: bool, log_dir: str, cwd: Optional[str]):
         self.env = env
+        self.log_dir = log_dir
+        self.cwd = cwd
         self.parallel = parallel
         self.running: Dict[str, subprocess.Popen] = {}  # stage name -> its process
         self.lock = threading.Lock()
@@ -99,12 +105,13 @@ class _Runner:
         with self.lock:
             if self.stopping:
                 return
-            print(f"\n== {stage.name}: {_shown(stage.cmd, stage.cwd)}", flush=True)
+            print(f"\n== {stage.name}: {_shown(stage.command, self.cwd)}", flush=True)
         t0 = time.time()
-        with open(stage.log_path, "w") as log:
+        log_path = os.path.join(self.log_dir, stage.log_name)
+        with open(log_path, "w") as log:
             proc = subprocess.Popen(
-                list(stage.cmd),
-                cwd=stage.cwd,
+                list(stage.command),
+                cwd=self.cwd,
                 env=self.env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -129,16 +136,16 @@ class _Runner:
             with self.lock:
                 if self.stopping:  # stopped by the pipeline, not a failure of its own
                     return
-            with open(stage.log_path) as f:
+            with open(log_path) as f:
                 tail = "".join(f.readlines()[-20:])
             self.fail(
                 f"stage '{stage.name}' failed (exit {proc.returncode}); end of "
-                f"{stage.log_path}:\n{tail}"
+                f"{log_path}:\n{tail}"
             )
             return
         self.seconds[stage.name] = time.time() - t0
-        inside = stage.cwd and stage.log_path.startswith(stage.cwd + os.sep)
-        where = os.path.relpath(stage.log_path, stage.cwd) if inside else stage.log_path
+        inside = self.cwd and log_path.startswith(self.cwd + os.sep)
+        where = os.path.relpath(log_path, self.cwd) if inside else log_path
         self.say(stage.name, f"done in {self.seconds[stage.name]:.0f}s (log: {where})")
 
     def run_job(self, job: Sequence[Stage]) -> None:
@@ -163,10 +170,17 @@ class _Runner:
         self.stop_all(signal.SIGTERM)
 
 
-def run_stages(jobs: Sequence[Sequence[Stage]], env: dict, slots: int = 1) -> Dict[str, float]:
+def run_stages(
+    jobs: Sequence[Sequence[Stage]],
+    env: dict,
+    slots: int = 1,
+    log_dir: str = ".",
+    cwd: Optional[str] = None,
+) -> Dict[str, float]:
     """
     Run ``jobs``, each a list of stages run in order, with up to ``slots`` jobs at once
-    (jobs start in the order given: put the longest first). Returns each stage's seconds.
+    (jobs start in the order given: put the longest first), each stage in ``cwd`` with its
+    whole output in ``log_dir``/its log name. Returns each stage's seconds.
     Raises StageFailed when a stage fails (message: the end of its log; the stages beside
     it are stopped) and PipelineStopped on SIGINT/SIGTERM (after stopping every running
     stage); the command line turns them into its exit codes.
@@ -176,7 +190,7 @@ def run_stages(jobs: Sequence[Sequence[Stage]], env: dict, slots: int = 1) -> Di
     if slots > 1:
         threads = str(max(1, (os.cpu_count() or 1) // slots))
         env = dict(env, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-    runner = _Runner(env, parallel=slots > 1)
+    runner = _Runner(env, slots > 1, log_dir, cwd)
     stopped_by: List[int] = []
     stopped: List[str] = []
 

@@ -11,10 +11,10 @@ from typing import List
 
 import numpy as np
 
-from ..checkpoint.files import checkpoint_problem
-from ..engine import EVAL_RESULTS_FILE
-from ..errors import VildD2Error
-from ..world.spec import spec_from_json
+from vild_d2.checkpoint.files import checkpoint_problem
+from vild_d2.engine import EVAL_RESULTS_FILE
+from vild_d2.errors import VildD2Error
+from vild_d2.world.spec import spec_from_json
 
 __all__ = [
     "PipelineError",

@@ -15,12 +15,13 @@ from detectron2.structures import BoxMode
 from detectron2.utils.visualizer import GenericMask, Visualizer
 from PIL import Image, ImageDraw
 
-from ..data.images import read_image
-from ..data.vocabulary import dataset_vocabulary
-from ..world.spec import spec_from_json
+from vild_d2.data.images import read_image
+from vild_d2.data.vocabulary import dataset_vocabulary
+from vild_d2.world.spec import spec_from_json
+
 from .analysis import expansion_vocabulary
+from .context import ROOT, PipelineRun
 from .sizes import VAL_DATASET
-from .stages import ROOT, PipelineRun
 
 __all__ = ["draw_detections", "pick_images", "draw_pipeline_pictures"]
 
