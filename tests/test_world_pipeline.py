@@ -58,10 +58,16 @@ def _last_eval(model_dir, key):
     return found
 
 
-def test_quick_demo_runs_every_stage_and_resumes(tmp_path, installed):
+@pytest.fixture(scope="module")
+def smoke(installed, tmp_path_factory):
+    """The smoke run's OUTPUT and what it printed."""
+    out = tmp_path_factory.mktemp("smoke") / "demo"
+    return out, _demo(installed, out)
+
+
+def test_quick_demo_runs_every_stage_and_resumes(tmp_path, installed, smoke):
     """From a venv outside the checkout, with vild_d2 installed as a package."""
-    out = tmp_path / "demo"
-    stdout = _demo(installed, out)
+    out, stdout = smoke
     world = out / "datasets" / "shapes_world"
 
     # data + teacher: a CLIP-format checkpoint that the teacher loader reads
@@ -273,6 +279,55 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path, installed):
     stale = _demo(installed, out, expect_success=False)
     assert stale.returncode != 0 and "--labels base-categories" in stale.stderr
     assert str(out / "pretrain" / "roi_classifier.pth") in stale.stderr
+
+
+def test_a_run_is_published_from_its_results_json(tmp_path, smoke):
+    """The README's section and the results page are generated, never typed."""
+    from world_pipeline.publish import BEGIN, END
+
+    out, _ = smoke
+    tool = [sys.executable, os.path.join(ROOT, "tools", "publish_world_results.py")]
+    readme, page = tmp_path / "README.md", tmp_path / "world_results.md"
+    readme.write_text(f"# title\n\nbefore\n{BEGIN}\ntyped by hand\n{END}\nafter\n")
+    where = ["--readme", str(readme), "--page", str(page), "--pictures", str(tmp_path)]
+    refused = subprocess.run(
+        tool + [str(out / "results.json")] + where, capture_output=True, text=True
+    )
+    assert refused.returncode == 1 and "a smoke run (--quick)" in refused.stderr
+    assert "typed by hand" in readme.read_text()  # nothing written
+
+    results = json.loads((out / "results.json").read_text())
+    runs = []
+    for seed in (0, 7):  # as two full runs would leave them
+        run_dir = tmp_path / f"seed{seed}"
+        run_dir.mkdir()
+        (run_dir / "results.json").write_text(json.dumps({**results, "quick": False, "seed": seed}))
+        runs.append(str(run_dir / "results.json"))
+    (tmp_path / "seed0" / "detections_val.png").write_bytes(
+        (out / "detections_val.png").read_bytes()
+    )
+    done = subprocess.run(tool + runs + where, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    text = readme.read_text()
+    assert text.startswith("# title\n\nbefore\n") and text.endswith(f"{END}\nafter\n")
+    assert "typed by hand" not in text
+    provenance = results["provenance"]
+    assert f"Run of an unknown commit, seed 7, {provenance['date']}" in text
+    assert "| claim | seed 0 (no commit) | seed 7 (no commit) |" in text
+    for title in ("ViLD-text", "ViLD", "ViLD-ensemble", "Mask R-CNN (supervised)"):
+        assert f"| {title} | base" in text
+    assert text.count("| (a) ViLD APr > ViLD-text APr") == 1 and "**missed**" in text
+    assert page.read_text().count("**mask AP (%), LVIS protocol, rare = novel**") == 2
+    assert (tmp_path / "world_detections_val.png").read_bytes() == (
+        out / "detections_val.png"
+    ).read_bytes()
+
+
+def test_the_readme_has_one_generated_results_section():
+    from world_pipeline.publish import BEGIN, END
+
+    text = open(os.path.join(ROOT, "README.md")).read()
+    assert text.count(BEGIN) == 1 and text.count(END) == 1 and text.index(BEGIN) < text.index(END)
 
 
 def test_a_finished_stages_truncated_output_is_refused_not_reused(tmp_path):

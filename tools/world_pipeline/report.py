@@ -15,7 +15,13 @@ from .claims import check_claims
 from .context import ROOT, PipelineRun
 from .sizes import CROPS_KEY, CROPS_TITLE, MODELS, RECALL_K, TRANSFER_DATASET, VAL_DATASET
 
-__all__ = ["collect_results", "results_table", "claim_lines", "provenance_line"]
+__all__ = [
+    "collect_results",
+    "results_table",
+    "ap_table",
+    "claim_lines",
+    "provenance_line",
+]
 
 AP_COLUMNS = ["AP", "APr", "APr-compositional", "APr-concept", "APc", "APf"]
 GROUPS = ["all", "novel", "compositional", "concept", "base"]
@@ -122,6 +128,18 @@ def _row(*cells) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def ap_table(results: dict, task: str = "segm") -> List[str]:
+    """The models' AP (``task``: segm or bbox; box AP with the CLIP-on-crops baseline)."""
+    lines = [_row("model", "trained on", *AP_COLUMNS), "|---|---|" + "---:|" * len(AP_COLUMNS)]
+    rows = results["models"] + (
+        [results["clip_on_crops"]] if task == "bbox" and results.get("clip_on_crops") else []
+    )
+    for row in rows:
+        ap = row.get("ap", {}).get(task, {})
+        lines.append(_row(row["title"], row["trained_on"], *(_fmt(ap.get(c)) for c in AP_COLUMNS)))
+    return lines
+
+
 def _ap_tables(results: dict) -> List[str]:
     """Mask AP, then box AP with the CLIP-on-crops baseline."""
     lines = []
@@ -129,17 +147,7 @@ def _ap_tables(results: dict) -> List[str]:
         ("segm", "mask AP (%), LVIS protocol, rare = novel"),
         ("bbox", "box AP (%)"),
     ):
-        lines += [f"**{title}**", "", _row("model", "trained on", *AP_COLUMNS)]
-        lines.append("|---|---|" + "---:|" * len(AP_COLUMNS))
-        rows = results["models"] + (
-            [results["clip_on_crops"]] if task == "bbox" and results.get("clip_on_crops") else []
-        )
-        for row in rows:
-            ap = row.get("ap", {}).get(task, {})
-            lines.append(
-                _row(row["title"], row["trained_on"], *(_fmt(ap.get(c)) for c in AP_COLUMNS))
-            )
-        lines.append("")
+        lines += [f"**{title}**", "", *ap_table(results, task), ""]
     return lines
 
 
