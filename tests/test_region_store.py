@@ -238,7 +238,7 @@ def test_duplicate_image_ids(tmp_path):
         w.add(5, np.zeros((1, 4)), np.ones((1, 4)), (10, 10))
     with pytest.raises(
         RegionStoreError,
-        match="image id 5 is in shards shard-00000-of-00002 and shard-00001-of-00002",
+        match="image id 5 is in shard shard-00000-of-00002 and in shard shard-00001-of-00002",
     ):
         finalize_region_store(str(tmp_path))
 

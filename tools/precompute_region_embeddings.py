@@ -44,7 +44,13 @@ from vild_d2.config import load_config
 from vild_d2.data.datasets import load_image_list
 from vild_d2.data.region_store import create_region_store, finalize_region_store
 from vild_d2.data.region_store.images import record_images
-from vild_d2.data.region_store.layout import MANIFEST, file_digest, read_manifest
+from vild_d2.data.region_store.layout import (
+    MANIFEST,
+    RegionStoreError,
+    file_digest,
+    read_manifest,
+    settings_mismatch,
+)
 from vild_d2.engine.launch import launch
 from vild_d2.teacher import load_clip
 from vild_d2.teacher.precompute import precompute_shard, worker_images
@@ -211,20 +217,10 @@ def _check_store(args) -> None:
         extra=settings,
     )
     if existed:
-        before = read_manifest(args.output).get("extra", {})
-        changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
-        if changed:
-            k = changed[0]
-            if k.endswith("_sha256") and k not in before:
-                raise ValueError(
-                    f"region store {args.output} was made before vild_d2 recorded content hashes "
-                    f"(no {k}): what made it cannot be checked; recompute it in a new folder"
-                )
-            raise ValueError(
-                f"region store {args.output} was made with {k} = {before.get(k)!r}, but this "
-                f"run has {k} = {settings.get(k)!r}: use a new folder, or the same settings "
-                "to resume it"
-            )
+        recorded = read_manifest(args.output).get("extra", {})
+        mismatch = settings_mismatch(args.output, recorded, settings)
+        if mismatch:
+            raise RegionStoreError(mismatch)
     record_images(args.output, _dataset_dicts(args))  # RegionStoreError: other image files
 
 

@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 import zlib
-from typing import Dict
+from typing import Dict, Sequence
 
 import numpy as np
 
@@ -46,6 +46,8 @@ __all__ = [
     "read_index",
     "store_provenance",
     "provenance_mismatch",
+    "settings_mismatch",
+    "check_unique_image_ids",
 ]
 
 FORMAT_NAME = "vild_d2.region_store"
@@ -106,6 +108,40 @@ def provenance_mismatch(found: dict, wanted: dict) -> str:
                 f" {wanted.get(key)!r}"
             )
     return ""
+
+
+def settings_mismatch(store_dir: str, recorded: dict, settings: dict) -> str:
+    """
+    '' if a store that recorded the run settings ``recorded`` (its manifest's "extra") may be
+    resumed by a run with ``settings``, else why not. A content hash ("*_sha256") the store
+    did not record cannot be checked, so such a store is refused as well.
+    """
+    changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k))
+    if not changed:
+        return ""
+    k = changed[0]
+    if k.endswith("_sha256") and k not in recorded:
+        return (
+            f"region store {store_dir} was made before vild_d2 recorded content hashes (no {k}):"
+            " what made it cannot be checked; recompute it in a new folder"
+        )
+    return (
+        f"region store {store_dir} was made with {k} = {recorded.get(k)!r}, but this run has"
+        f" {k} = {settings.get(k)!r}: use a new folder, or the same settings to resume it"
+    )
+
+
+def check_unique_image_ids(store_dir: str, ids_by_shard: Dict[str, Sequence[int]]) -> None:
+    """Raise RegionStoreError naming the first image id that two shards (or one, twice) hold."""
+    owner: Dict[int, str] = {}
+    for name, ids in ids_by_shard.items():
+        for image_id in ids:
+            if image_id in owner:
+                raise RegionStoreError(
+                    f"region store {store_dir}: image id {image_id} is in shard {owner[image_id]}"
+                    f" and in shard {name} (duplicate image id)"
+                )
+            owner[image_id] = name
 
 
 def read_manifest(store_dir: str) -> dict:

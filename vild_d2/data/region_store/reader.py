@@ -14,6 +14,7 @@ from .layout import (
     EMBEDDING_DTYPE,
     MANIFEST,
     RegionStoreError,
+    check_unique_image_ids,
     file_digest,
     provenance_mismatch,
     read_index,
@@ -67,7 +68,8 @@ class RegionStore:
         ids = self._index["image_id"].tolist()
         self._row_of_id: Dict[int, int] = dict(zip(ids, range(len(ids))))
         if len(self._row_of_id) != len(ids):
-            self._raise_duplicate(ids)
+            ids_by_shard = zip(self.shard_names, (ix["image_id"].tolist() for ix in indices))
+            check_unique_image_ids(self.store_dir, dict(ids_by_shard))
         self._maps: Dict[int, tuple] = {}
         self._maps_pid = None
 
@@ -113,18 +115,6 @@ class RegionStore:
                 f"{self.embed_dim} (was it written with another D?)"
             )
         return index
-
-    def _raise_duplicate(self, ids: List[int]) -> None:
-        seen: Dict[int, int] = {}
-        for row, image_id in enumerate(ids):
-            if image_id in seen:
-                a = self.shard_names[self._shard_of_row[seen[image_id]]]
-                b = self.shard_names[self._shard_of_row[row]]
-                raise RegionStoreError(
-                    f"region store {self.store_dir}: image id {image_id} appears in shard {a} "
-                    f"and in shard {b} (duplicate image id)"
-                )
-            seen[image_id] = row
 
     # ---- metadata ---------------------------------------------------------------------
     @property

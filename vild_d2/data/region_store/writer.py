@@ -34,6 +34,7 @@ from .layout import (
     INDEX_DTYPE,
     MANIFEST,
     RegionStoreError,
+    check_unique_image_ids,
     file_digest,
     provenance_mismatch,
     read_index,
@@ -319,18 +320,14 @@ def finalize_region_store(store_dir: str) -> dict:
             f"region store {store_dir}: shards {open_shards} are not closed (their writer is "
             "still running or was killed; re-run it to resume)"
         )
-    owner: Dict[int, str] = {}
-    for name in names:
-        index = read_index(
-            shard_files(store_dir, name)["index"], f"region store {store_dir}, shard {name}"
-        )
-        for image_id in index["image_id"].tolist():
-            if image_id in owner:
-                raise RegionStoreError(
-                    f"region store {store_dir}: image id {image_id} is in shards {owner[image_id]} "
-                    f"and {name} (duplicate image id)"
-                )
-            owner[image_id] = name
+    where = f"region store {store_dir}, shard"
+    ids_by_shard = {
+        name: read_index(shard_files(store_dir, name)["index"], f"{where} {name}")[
+            "image_id"
+        ].tolist()
+        for name in names
+    }
+    check_unique_image_ids(store_dir, ids_by_shard)
     manifest["shards"] = entries
     manifest["num_images"] = sum(e["num_images"] for e in entries.values())
     manifest["num_regions"] = sum(e["num_regions"] for e in entries.values())
