@@ -258,7 +258,8 @@ def test_trainer_attaches_regions_and_trains(tiny_lvis, store, vocab, tmp_path):
 
 def test_training_input_errors(tiny_lvis, store, vocab, tmp_path):
     with pytest.raises(
-        ConfigError, match="IMAGE_LOSS_WEIGHT > 0 .* needs DATASETS.REGION_STORE_TRAIN"
+        ConfigError,
+        match="REGION_STORE_TRAIN is empty: .*IMAGE_LOSS_WEIGHT > 0 .* needs distillation regions",
     ):
         check_training_inputs(_vild_cfg(tiny_lvis, "", vocab))
     with pytest.raises(

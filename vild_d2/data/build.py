@@ -15,6 +15,7 @@ from detectron2.data import (
 
 from ..config import ConfigError
 from .distill_mapper import DistillDatasetMapper
+from .distill_regions import distillation_needs_regions
 from .image_check import check_images
 from .region_store import RegionStore, RegionStoreError
 from .region_store.images import check_images_match
@@ -143,11 +144,7 @@ def check_training_inputs(cfg: CN) -> None:
     store = cfg.DATASETS.REGION_STORE_TRAIN
     distills = cfg.MODEL.META_ARCHITECTURE == "ViLDRCNN" and cfg.MODEL.VILD.IMAGE_LOSS_WEIGHT > 0
     if distills and not store:
-        raise ConfigError(
-            "MODEL.VILD.IMAGE_LOSS_WEIGHT > 0 (ViLD distillation) needs "
-            "DATASETS.REGION_STORE_TRAIN, the region-embedding store of the training images "
-            "(tools/precompute_region_embeddings.py); or set the weight to 0 for ViLD-text"
-        )
+        raise ConfigError(distillation_needs_regions("DATASETS.REGION_STORE_TRAIN is empty"))
     if store:
         try:  # opening checks the manifest and every shard's size (a truncated shard fails)
             opened = RegionStore(store)

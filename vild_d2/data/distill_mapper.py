@@ -58,7 +58,7 @@ class DistillDatasetMapper(DatasetMapper):
     detectron2's DatasetMapper with vild_d2's training augmentation, which in training
     also adds ``dataset_dict["distill_regions"]`` when given a region store: ``Instances``
     of the network-input size with ``boxes`` (Boxes [m, 4], XYXY network-input pixels)
-    and ``embeddings`` (float16 [m, D]) — the contract of :mod:`vild_d2.modeling.roi_heads`.
+    and ``embeddings`` (float16 [m, D]) — the contract of :mod:`vild_d2.data.distill_regions`.
     Regions that leave the image (or keep less than ``min_visible`` of their area) are
     dropped with their embeddings; the first ``num_regions`` survivors (the store keeps
     the proposals' score order) are kept. Inference is DatasetMapper's with vild_d2's test

@@ -8,6 +8,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
 
+from ..data.distill_regions import checked_distill_regions
 from .zero_shot_classifier import ZeroShotClassifier
 
 __all__ = ["ViLDRCNN"]
@@ -17,7 +18,7 @@ __all__ = ["ViLDRCNN"]
 class ViLDRCNN(GeneralizedRCNN):
     """
     Same as GeneralizedRCNN except in training, where ``batched_inputs[i]
-    ["distill_regions"]`` (see :mod:`vild_d2.modeling.roi_heads` for the contract) is
+    ["distill_regions"]`` (see :mod:`vild_d2.data.distill_regions` for the contract) is
     validated, moved to the device and given to the ROI heads. Inference is unchanged;
     :meth:`set_vocabulary` swaps the test vocabulary. With ``channels_last`` the 4-D
     weights are kept in channels-last memory (``MODEL.CHANNELS_LAST``).
@@ -58,31 +59,11 @@ class ViLDRCNN(GeneralizedRCNN):
         return losses
 
     def _distill_regions(self, batched_inputs) -> Optional[List[Instances]]:
+        """Each image's checked distillation regions on the device, or None without distillation."""
         if not getattr(self.roi_heads, "uses_distillation", False):
             return None
         dim = self.roi_heads.box_predictor.embed_dim
-        out = []
-        for x in batched_inputs:
-            where = f"image {x.get('image_id', '?')} ({x.get('file_name', 'no file_name')})"
-            if "distill_regions" not in x:
-                raise ValueError(
-                    f"{where} has no 'distill_regions' but MODEL.VILD.IMAGE_LOSS_WEIGHT > 0: "
-                    "use a region-embedding store for the training set, or set the weight to 0"
-                )
-            r = x["distill_regions"]
-            for field in ("boxes", "embeddings"):
-                if not r.has(field):
-                    raise ValueError(f"{where}: distill_regions lacks the field '{field}'")
-            emb = r.embeddings
-            if emb.dim() != 2 or emb.shape[1] != dim or emb.shape[0] != len(r.boxes):
-                raise ValueError(
-                    f"{where}: distill_regions.embeddings has shape {tuple(emb.shape)}, expected "
-                    f"[{len(r.boxes)}, {dim}] ({len(r.boxes)} boxes, MODEL.VILD.EMBED_DIM {dim})"
-                )
-            if not torch.isfinite(emb).all():
-                raise ValueError(f"{where}: distill_regions.embeddings holds NaN or Inf")
-            out.append(r.to(self.device))
-        return out
+        return [r.to(self.device) for r in checked_distill_regions(batched_inputs, dim)]
 
     def set_vocabulary(
         self,

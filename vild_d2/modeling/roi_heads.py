@@ -3,14 +3,9 @@ ViLD ROI heads: the text head (ViLD-text), image distillation (ViLD) and the sep
 image head of ViLD-ensemble, on top of detectron2's StandardROIHeads (class-agnostic
 box regression and masks come from the config).
 
-Input contract for distillation (training only), one entry per image, as produced by
-the dataset mapper and passed on by :class:`vild_d2.modeling.ViLDRCNN`:
-``Instances`` of the network-input image size with fields
-    ``boxes``       Boxes [M_i, 4], XYXY in network-input pixels (after the mapper's
-                    resize/flip/crop, like ``gt_boxes``);
-    ``embeddings``  Tensor [M_i, D], the teacher's unit-norm CLIP image embeddings;
-    ``valid``       optional bool Tensor [M_i]: regions marked False contribute nothing.
-At most ``MODEL.VILD.NUM_DISTILL_REGIONS`` (M) regions per image are used.
+In training with distillation each image brings its distillation regions
+(:mod:`vild_d2.data.distill_regions`: the contract), passed on by
+:class:`vild_d2.modeling.ViLDRCNN`.
 """
 
 import logging
@@ -23,6 +18,7 @@ from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 
+from ..data.distill_regions import distillation_needs_regions
 from .box_predictor import ROI_BOX_PREDICTOR_REGISTRY, ViLDBoxPredictor
 from .image_head import ImageEmbeddingHead
 from .losses import distillation_l1_loss
@@ -174,11 +170,7 @@ class ViLDROIHeads(StandardROIHeads):
         if not self.uses_distillation:
             return None
         if distill_regions is None:
-            raise ValueError(
-                "MODEL.VILD.IMAGE_LOSS_WEIGHT > 0 but the batch has no 'distill_regions': "
-                "use a region-embedding store for the training set, or set the weight to 0 "
-                "(ViLD-text)"
-            )
+            raise ValueError(distillation_needs_regions("the batch has no 'distill_regions'"))
         return [r[: self.num_distill_regions] for r in distill_regions]
 
     def pooled_box_losses(
