@@ -10,13 +10,13 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog
-from detectron2.engine import DefaultPredictor
 from detectron2.structures import BoxMode
 from detectron2.utils.visualizer import GenericMask, Visualizer
 from PIL import Image, ImageDraw
 
 from vild_d2.data.images import read_image
 from vild_d2.data.vocabulary import dataset_vocabulary
+from vild_d2.inference import OpenVocabularyPredictor
 from vild_d2.world.spec import spec_from_json
 
 from .analysis import expansion_vocabulary
@@ -110,15 +110,13 @@ def _detection_tiles(
     ``vocabulary`` (a :class:`vild_d2.inference.Vocabulary` of the dataset's classes, in
     its order) replaces the model's test vocabulary.
     """
-    predictor = DefaultPredictor(cfg)  # loads cfg.MODEL.WEIGHTS
+    predictor = OpenVocabularyPredictor(cfg, device=cfg.MODEL.DEVICE)  # cfg.MODEL.WEIGHTS
     if vocabulary is not None:
-        predictor.model.set_vocabulary(
-            vocabulary.embeddings, vocabulary.base_mask, vocabulary.attribute_embeddings
-        )
+        predictor.set_vocabulary(vocabulary)
     tiles = []
     for bgr in images:
-        with torch.no_grad():
-            inst = predictor(bgr)["instances"].to("cpu")
+        image = bgr if predictor.input_format == "BGR" else bgr[:, :, ::-1]
+        inst = predictor(np.ascontiguousarray(image)).to("cpu")
         inst = inst[inst.scores >= score_threshold]
         masks = inst.pred_masks.numpy() if inst.has("pred_masks") else None
         tiles.append(

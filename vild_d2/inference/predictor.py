@@ -50,55 +50,29 @@ class OpenVocabularyPredictor:
     Like detectron2's DefaultPredictor (``predictor(image)`` with an ``INPUT.FORMAT``
     HxWx3 uint8 array -> ``Instances`` at the image's size), for a ViLD model built from
     ``cfg`` + ``cfg.MODEL.WEIGHTS`` or loaded from an exported TorchScript file, and with
-    :meth:`set_vocabulary`.
+    :meth:`set_vocabulary`. An eager model detects its config's test vocabulary until
+    another is set. Any other detectron2 model of ``cfg`` (a fixed classifier, such as the
+    supervised Mask R-CNN baseline) runs too, with its own classes only.
     """
 
     def __init__(self, cfg=None, torchscript: Optional[str] = None, device: str = "cpu"):
         self.device = torch.device(device)
+        self.model, self.module = None, None
         if torchscript is not None:
-            if not os.path.isfile(torchscript):
-                raise FileNotFoundError(f"TorchScript file not found: {torchscript}")
-            extra = {EXPORT_INFO_FILE: ""}
-            with warnings.catch_warnings():
-                warnings.simplefilter(
-                    "ignore", FutureWarning
-                )  # torch.jit.load is deprecated in torch 2.x
-                try:
-                    self.module = torch.jit.load(
-                        torchscript, map_location=self.device, _extra_files=extra
-                    )
-                except RuntimeError as e:  # torch's text goes on about corrupted checkpoints
-                    reason = str(e).split(". ")[0].replace("PytorchStreamReader failed ", "")
-                    raise ValueError(
-                        f"{torchscript}: not a TorchScript file exported by tools/export_model.py"
-                        f" ({reason})"
-                    ) from None
-            if not extra[EXPORT_INFO_FILE]:
-                raise ValueError(
-                    f"{torchscript}: not exported by tools/export_model.py (no"
-                    f" {EXPORT_INFO_FILE} inside)"
-                )
-            self.info = json.loads(extra[EXPORT_INFO_FILE])
-            self.model = None
+            self.module, self.info = _load_torchscript(torchscript, self.device)
         else:
-            if not cfg.MODEL.WEIGHTS:
-                raise ValueError("MODEL.WEIGHTS is empty: name the trained model's checkpoint")
-            check_weights(cfg)  # ConfigError (a ValueError) on a missing or unreadable file
-            cfg = cfg.clone()
-            cfg.defrost()
-            cfg.MODEL.DEVICE = str(self.device)
-            self.model = build_model(cfg).eval()
-            load_inference_weights(self.model, cfg.MODEL.WEIGHTS)
-            self.info = export_info(cfg, "eager", self.model.roi_heads.image_head is not None)
-            self.info["score_thresh_test"] = cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST
-            inference_module(self.model)  # refuses what cannot run with a runtime vocabulary
-            self.module = None
+            self.model, self.info = _build_eager(cfg, self.device)
         self.resize = build_test_resize(
             self.info["min_size_test"],
             self.info["max_size_test"],
             self.info.get("tf1_resize_test", False),  # absent from files exported before it
         )
         self.vocabulary: Optional[Vocabulary] = None
+
+    @property
+    def open_vocabulary(self) -> bool:
+        """Whether :meth:`set_vocabulary` can change what the model detects."""
+        return self.model is None or hasattr(self.model, "set_vocabulary")
 
     @property
     def embed_dim(self) -> int:
@@ -114,6 +88,11 @@ class OpenVocabularyPredictor:
         return float(self.info.get("score_thresh_test", 0.0))
 
     def set_vocabulary(self, vocabulary: Vocabulary) -> None:
+        if not self.open_vocabulary:
+            raise ValueError(
+                f"{type(self.model).__name__} has a fixed classifier: it detects the classes it"
+                " was trained on, and takes no vocabulary"
+            )
         if vocabulary.attribute_embeddings is not None and self.model is None:
             raise ValueError(
                 "noun x attribute vocabularies need the eager model (a config and MODEL.WEIGHTS), "
@@ -145,8 +124,8 @@ class OpenVocabularyPredictor:
             Instances of size (H, W): pred_boxes, scores, pred_classes (indices into the
             vocabulary's names) and, with a mask head, pred_masks [N, H, W] bool.
         """
-        if self.vocabulary is None:
-            raise ValueError("set a vocabulary first")
+        if self.module is not None and self.vocabulary is None:
+            raise ValueError("set a vocabulary first (an exported model has none of its own)")
         height, width = image.shape[:2]
         resized = self.resize.get_transform(image).apply_image(image)
         tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))).to(self.device)
@@ -179,6 +158,44 @@ class OpenVocabularyPredictor:
         if self.info.get("official_postprocess", False):
             return official_postprocess(inst, inst.image_size, height, width)
         return detector_postprocess(inst, height, width)
+
+
+def _load_torchscript(path: str, device: torch.device):
+    """The module exported by tools/export_model.py at ``path``, and its export info."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"TorchScript file not found: {path}")
+    extra = {EXPORT_INFO_FILE: ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated in torch 2.x
+        try:
+            module = torch.jit.load(path, map_location=device, _extra_files=extra)
+        except RuntimeError as e:  # torch's text goes on about corrupted checkpoints
+            reason = str(e).split(". ")[0].replace("PytorchStreamReader failed ", "")
+            raise ValueError(
+                f"{path}: not a TorchScript file exported by tools/export_model.py ({reason})"
+            ) from None
+    if not extra[EXPORT_INFO_FILE]:
+        raise ValueError(
+            f"{path}: not exported by tools/export_model.py (no {EXPORT_INFO_FILE} inside)"
+        )
+    return module, json.loads(extra[EXPORT_INFO_FILE])
+
+
+def _build_eager(cfg, device: torch.device):
+    """The model of ``cfg`` with ``cfg.MODEL.WEIGHTS`` (strictly) on ``device``, and its info."""
+    if not cfg.MODEL.WEIGHTS:
+        raise ValueError("MODEL.WEIGHTS is empty: name the trained model's checkpoint")
+    check_weights(cfg)  # ConfigError (a ValueError) on a missing or unreadable file
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.DEVICE = str(device)
+    model = build_model(cfg).eval()
+    load_inference_weights(model, cfg.MODEL.WEIGHTS)
+    info = export_info(cfg, "eager", getattr(model.roi_heads, "image_head", None) is not None)
+    info["score_thresh_test"] = cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST
+    if hasattr(model, "set_vocabulary"):
+        inference_module(model)  # refuses what cannot run with a runtime vocabulary
+    return model, info
 
 
 @contextmanager
