@@ -198,6 +198,7 @@ def test_export_tool_output_reloads_with_torch_only(name, method, train_vocab, t
     info = json.loads(extra["vild_d2.json"])
     assert info["embed_dim"] == D and info["ensemble"] == (name == "vild_ensemble")
     assert info["export_method"] == method and info["input_format"] == "BGR"
+    assert info["format_version"] == 2 and info["tf1_resize_test"] is False
 
 
 def test_export_errors(train_vocab, tmp_path, capsys):

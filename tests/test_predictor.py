@@ -1,5 +1,7 @@
 """One predictor for every model the project draws or serves: open vocabulary or fixed."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -33,3 +35,19 @@ def test_a_fixed_classifier_runs_as_detectron2_runs_it_and_takes_no_vocabulary(t
 
     with pytest.raises(ValueError, match="GeneralizedRCNN has a fixed classifier"):
         predictor.set_vocabulary(Vocabulary(["a"], torch.ones(1, 8)))
+
+
+def _exported(path, **info):
+    module = torch.jit.script(torch.nn.Identity())
+    torch.jit.save(module, str(path), _extra_files={"vild_d2.json": json.dumps(info)})
+    return str(path)
+
+
+def test_an_exported_files_info_is_read_by_its_layout_version(tmp_path):
+    layout_1 = dict(input_format="BGR", min_size_test=64, max_size_test=96, embed_dim=8)
+    layout_1.update(ensemble=False, mask_on=False, export_method="scripting")
+    old = OpenVocabularyPredictor(torchscript=_exported(tmp_path / "old.ts", **layout_1))
+    assert old.info["tf1_resize_test"] is False and old.info["format_version"] == 2
+    newer = _exported(tmp_path / "newer.ts", **layout_1, tf1_resize_test=True, format_version=3)
+    with pytest.raises(ValueError, match="newer.ts: exported by a newer vild_d2 .info layout 3"):
+        OpenVocabularyPredictor(torchscript=newer)

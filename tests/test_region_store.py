@@ -16,7 +16,7 @@ from vild_d2.data.region_store import (
     create_region_store,
     finalize_region_store,
 )
-from vild_d2.data.region_store.layout import FORMAT_VERSION
+from vild_d2.data.region_store.layout import FORMAT_VERSION, shard_files
 
 from .conftest import ROOT
 from .helpers.region_store_job import DIM, image_regions
@@ -251,11 +251,21 @@ def test_other_format_version_is_refused(tmp_path):
     with pytest.raises(
         RegionStoreError,
         match=(
-            f"{tmp_path}: format version {FORMAT_VERSION + 1}, but this vild_d2 reads version"
-            f" {FORMAT_VERSION}"
+            f"{tmp_path}: format version {FORMAT_VERSION + 1}, but this vild_d2 reads versions"
+            f" up to {FORMAT_VERSION}"
         ),
     ):
         RegionStore(str(tmp_path))
+
+
+def test_a_version_1_store_reads_without_shard_headers_a_version_2_store_does_not(tmp_path):
+    _write_store(str(tmp_path), [1, 2])
+    os.remove(shard_files(str(tmp_path), "shard-00000-of-00001")["header"])
+    with pytest.raises(RegionStoreError, match="shard-00000-of-00001.header.json is missing"):
+        RegionStore(str(tmp_path))
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    assert sorted(RegionStore(str(tmp_path)).image_ids().tolist()) == [1, 2]
 
 
 def test_cli_inspect_and_verify(tmp_path):

@@ -25,8 +25,10 @@ from .vocabularies import Vocabulary
 
 __all__ = ["OpenVocabularyPredictor", "EXPORT_INFO_FILE", "export_info"]
 
-# the json kept inside an exported TorchScript file (torch.jit.save's _extra_files)
+# the json kept inside an exported TorchScript file (torch.jit.save's _extra_files), and its
+# layout: 2 added tf1_resize_test (files without a version are layout 1)
 EXPORT_INFO_FILE = "vild_d2.json"
+EXPORT_INFO_VERSION = 2
 
 
 def export_info(cfg, method: str, ensemble: bool) -> dict:
@@ -42,7 +44,21 @@ def export_info(cfg, method: str, ensemble: bool) -> dict:
         "ensemble": ensemble,
         "mask_on": cfg.MODEL.MASK_ON,
         "export_method": method,
+        "format_version": EXPORT_INFO_VERSION,
     }
+
+
+def _upgraded_export_info(info: dict, path: str) -> dict:
+    """An exported file's info in the current layout; ValueError for a newer one."""
+    version = info.get("format_version", 1)
+    if version > EXPORT_INFO_VERSION:
+        raise ValueError(
+            f"{path}: exported by a newer vild_d2 (info layout {version}, this one reads up to"
+            f" {EXPORT_INFO_VERSION}); upgrade vild_d2 or export again"
+        )
+    if version < 2:
+        info = {**info, "tf1_resize_test": False}  # layout 1 resized the detectron2 way only
+    return {**info, "format_version": EXPORT_INFO_VERSION}
 
 
 class OpenVocabularyPredictor:
@@ -65,7 +81,7 @@ class OpenVocabularyPredictor:
         self.resize = build_test_resize(
             self.info["min_size_test"],
             self.info["max_size_test"],
-            self.info.get("tf1_resize_test", False),  # absent from files exported before it
+            self.info["tf1_resize_test"],
         )
         self.vocabulary: Optional[Vocabulary] = None
 
@@ -178,7 +194,7 @@ def _load_torchscript(path: str, device: torch.device):
         raise ValueError(
             f"{path}: not exported by tools/export_model.py (no {EXPORT_INFO_FILE} inside)"
         )
-    return module, json.loads(extra[EXPORT_INFO_FILE])
+    return module, _upgraded_export_info(json.loads(extra[EXPORT_INFO_FILE]), path)
 
 
 def _build_eager(cfg, device: torch.device):

@@ -11,6 +11,7 @@ from detectron2.structures import Instances
 from detectron2.utils.registry import Registry
 
 from .losses import ensemble_scores
+from .versioned import VersionedModule
 from .zero_shot_classifier import ZeroShotClassifier
 
 __all__ = ["ViLDBoxPredictor", "ROI_BOX_PREDICTOR_REGISTRY"]
@@ -23,7 +24,7 @@ Box predictors of ViLD's ROI heads (``MODEL.ROI_BOX_HEAD.PREDICTOR_NAME``): each
 
 
 @ROI_BOX_PREDICTOR_REGISTRY.register()
-class ViLDBoxPredictor(FastRCNNOutputLayers):
+class ViLDBoxPredictor(VersionedModule, FastRCNNOutputLayers):
     """
     detectron2's FastRCNNOutputLayers with its ``cls_score`` replaced by a
     :class:`ZeroShotClassifier` (``classifier``: projection, cosine to the text embeddings

@@ -6,12 +6,13 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads.box_head import build_box_head
 from torch import nn
 
+from .versioned import VersionedModule
 from .zero_shot_classifier import ZeroShotClassifier
 
 __all__ = ["ImageEmbeddingHead"]
 
 
-class ImageEmbeddingHead(nn.Module):
+class ImageEmbeddingHead(VersionedModule, nn.Module):
     """
     A box head of the same architecture as the text head's (``MODEL.ROI_BOX_HEAD``)
     followed by a :class:`ZeroShotClassifier` without background: :meth:`embed` gives the

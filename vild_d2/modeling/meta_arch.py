@@ -9,13 +9,14 @@ from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
 
 from ..data.distill_regions import checked_distill_regions
+from .versioned import VersionedModule
 from .zero_shot_classifier import ZeroShotClassifier
 
 __all__ = ["ViLDRCNN"]
 
 
 @META_ARCH_REGISTRY.register()
-class ViLDRCNN(GeneralizedRCNN):
+class ViLDRCNN(VersionedModule, GeneralizedRCNN):
     """
     Same as GeneralizedRCNN except in training, where ``batched_inputs[i]
     ["distill_regions"]`` (see :mod:`vild_d2.data.distill_regions` for the contract) is

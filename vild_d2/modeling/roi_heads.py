@@ -22,12 +22,13 @@ from ..data.distill_regions import distillation_needs_regions
 from .box_predictor import ROI_BOX_PREDICTOR_REGISTRY, ViLDBoxPredictor
 from .image_head import ImageEmbeddingHead
 from .losses import distillation_l1_loss
+from .versioned import VersionedModule
 
 __all__ = ["ViLDROIHeads"]
 
 
 @ROI_HEADS_REGISTRY.register()
-class ViLDROIHeads(StandardROIHeads):
+class ViLDROIHeads(VersionedModule, StandardROIHeads):
     """
     Training: the N sampled proposals (text loss) and the M distillation regions of each
     image (image loss, weight w) are pooled and run through the box head in one pass.

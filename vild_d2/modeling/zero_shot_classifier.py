@@ -13,11 +13,12 @@ from torch import nn
 
 from .losses import image_logits, text_logits
 from .text_embeddings import check_text_embeddings, evaluation_vocabulary, training_vocabulary
+from .versioned import VersionedModule
 
 __all__ = ["ZeroShotClassifier"]
 
 
-class ZeroShotClassifier(nn.Module):
+class ZeroShotClassifier(VersionedModule, nn.Module):
     """
     ``x [R, input_size] -> e_r = normalize(Linear(x)) [R, D] -> logits``:
 

@@ -1,5 +1,6 @@
 """
-On-disk layout of a region-embedding store (format version 1).
+On-disk layout of a region-embedding store (format version 2; version 1, whose shards may
+lack their header.json, is read but not resumed).
 
 A store is a folder::
 
@@ -51,7 +52,8 @@ __all__ = [
 ]
 
 FORMAT_NAME = "vild_d2.region_store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: every shard has its header.json
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 EMBEDDING_DTYPE = np.dtype("<f2")
 BOX_DTYPE = np.dtype("<f4")
@@ -159,10 +161,10 @@ def read_manifest(store_dir: str) -> dict:
             f"region store {store_dir}: {MANIFEST} has format {manifest.get('format')!r}, "
             f"expected {FORMAT_NAME!r}"
         )
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in READABLE_VERSIONS:
         raise RegionStoreError(
             f"region store {store_dir}: format version {manifest.get('format_version')}, but "
-            f"this vild_d2 reads version {FORMAT_VERSION}; recompute the store with this "
+            f"this vild_d2 reads versions up to {FORMAT_VERSION}; recompute the store with this "
             "version's tools/precompute_region_embeddings.py"
         )
     return manifest

@@ -87,7 +87,7 @@ class RegionStore:
                     f"{where}: {os.path.basename(path)} has {size} bytes but the manifest records "
                     f"{expected}: it was truncated or changed after the store was finalised"
                 )
-        if os.path.exists(files["header"]):  # absent in stores written before headers existed
+        if os.path.exists(files["header"]):
             with open(files["header"], encoding="utf-8") as f:
                 mismatch = provenance_mismatch(json.load(f), store_provenance(self.manifest))
             if mismatch:
@@ -96,6 +96,8 @@ class RegionStore:
                     " other proposals than the manifest says (was the manifest rewritten?);"
                     " recompute the store"
                 )
+        elif self.manifest["format_version"] >= 2:  # version 1 shards may predate headers
+            raise RegionStoreError(f"{where}: {files['header']} is missing")
         index = read_index(files["index"], where)
         regions = int(entry["num_regions"])
         ends = index["start"] + index["count"]
