@@ -45,19 +45,19 @@ from vild_d2.data.images import read_image
 from vild_d2.inference import OpenVocabularyPredictor
 from vild_d2.inference.drawing import draw_detections
 from vild_d2.inference.model_folder import ModelFolder
-from vild_d2.inference.vocabularies import (
+from vild_d2.utils.atomic_io import DiskFullError, atomic_folder
+from vild_d2.utils.output_folder import check_output_folder, mark_output_folder
+from vild_d2.vocabulary.embedding_files import (
+    VocabularyError,
+    evaluation_embeddings_file,
+    evaluation_vocabulary,
+)
+from vild_d2.vocabulary.user import (
     custom_vocabulary,
     dataset_vocabulary_embeddings,
     expanded_vocabulary,
     file_vocabulary,
 )
-from vild_d2.modeling.text_embeddings import (
-    VocabularyError,
-    evaluation_embeddings_file,
-    evaluation_vocabulary,
-)
-from vild_d2.utils.atomic_io import DiskFullError, atomic_folder
-from vild_d2.utils.output_folder import check_output_folder, mark_output_folder
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 TOOL = "demo.py"  # the name its output folders carry (vild_d2.utils.output_folder)

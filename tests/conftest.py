@@ -91,7 +91,7 @@ def tiny_model_folder(tmp_path_factory, tiny_clip_checkpoint):
     from detectron2.modeling import build_model
 
     from vild_d2.config import load_config
-    from vild_d2.teacher.prompts import encode_vocabulary
+    from vild_d2.vocabulary.prompts import encode_vocabulary
 
     folder = tmp_path_factory.mktemp("model_folder") / "tiny_vild"
     folder.mkdir()

@@ -459,7 +459,7 @@ def test_overwrite_never_deletes_what_demo_did_not_write(setup, tmp_path, capsys
 
 
 def test_a_blank_line_in_a_names_file_is_refused_not_skipped(tmp_path):
-    from vild_d2.inference.vocabularies import VocabularyError, file_vocabulary
+    from vild_d2.vocabulary.user import VocabularyError, file_vocabulary
 
     emb = tmp_path / "vocab.npy"
     np.save(emb, np.random.default_rng(0).normal(size=(3, D)).astype(np.float32))

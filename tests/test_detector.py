@@ -10,7 +10,7 @@ from PIL import Image
 
 import vild_d2
 from vild_d2.inference import ModelFolderError, parse_words
-from vild_d2.inference.vocabularies import VocabularyError
+from vild_d2.vocabulary.user import VocabularyError
 
 from .conftest import TINY_CLIP_SHAPE
 

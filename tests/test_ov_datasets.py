@@ -17,8 +17,8 @@ from vild_d2.data.datasets import (
     register_coco_ov,
     register_lvis_format,
 )
-from vild_d2.data.vocabulary import dataset_vocabulary
 from vild_d2.evaluation import OpenVocabCOCOEvaluator, split_ap50
+from vild_d2.vocabulary.core import dataset_vocabulary
 
 from .conftest import SHARED, needs_shared
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from vild_d2.data.vocabulary import VocabularyError
 from vild_d2.teacher import load_clip
-from vild_d2.teacher.prompts import VILD_TEMPLATES, encode_vocabulary, fill_template
 from vild_d2.teacher.region_encoder import encode_regions, reference_region_embeddings, scale_boxes
+from vild_d2.vocabulary.core import VocabularyError
+from vild_d2.vocabulary.prompts import VILD_TEMPLATES, encode_vocabulary, fill_template
 
 from .conftest import ROOT, SHARED, needs_shared
 

@@ -39,7 +39,7 @@ import vild_d2  # noqa: F401  (first: registers the architecture, imports detect
 from vild_d2.checkpoint import CheckpointFormatError, ConversionError, convert_official_checkpoint
 from vild_d2.checkpoint.download import RELEASE_URL, RELEASED, DownloadError, download_release
 from vild_d2.config import ConfigError
-from vild_d2.modeling.text_embeddings import VocabularyError
+from vild_d2.vocabulary.embedding_files import VocabularyError
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 

@@ -29,8 +29,8 @@ from vild_d2.config import ConfigError, load_config
 from vild_d2.data.build import open_training_store
 from vild_d2.data.region_store import RegionStoreError
 from vild_d2.evaluation.distillation_fit import distilled_regions, fit_metrics, probe_fit
-from vild_d2.modeling.text_embeddings import load_text_embeddings
 from vild_d2.utils.atomic_io import atomic_write_json
+from vild_d2.vocabulary.embedding_files import load_text_embeddings
 
 
 def parse_args(argv=None):

@@ -37,8 +37,8 @@ from vild_d2.data.augmentation import build_test_augmentation
 from vild_d2.data.images import read_image
 from vild_d2.export import ExportError, export_model
 from vild_d2.inference import EXPORT_INFO_FILE, export_info
-from vild_d2.modeling.text_embeddings import VocabularyError
 from vild_d2.utils.atomic_io import atomic_write
+from vild_d2.vocabulary.embedding_files import VocabularyError
 
 MODEL_FILE = "model.ts"
 

@@ -29,10 +29,10 @@ import torch
 from detectron2.data import MetadataCatalog
 
 from vild_d2.data.region_store.layout import file_digest
-from vild_d2.data.vocabulary import dataset_vocabulary
 from vild_d2.teacher import load_clip
-from vild_d2.teacher.prompts import SINGLE_TEMPLATE, VILD_TEMPLATES, encode_vocabulary
 from vild_d2.utils.atomic_io import atomic_save_npy, atomic_write_json
+from vild_d2.vocabulary.core import dataset_vocabulary
+from vild_d2.vocabulary.prompts import SINGLE_TEMPLATE, VILD_TEMPLATES, encode_vocabulary
 
 __all__ = ["vocabulary_from_args", "main"]
 

@@ -20,7 +20,6 @@ from detectron2.evaluation import inference_on_dataset
 from detectron2.modeling import build_model
 
 from vild_d2.data.region_store import RegionStore
-from vild_d2.data.vocabulary import dataset_vocabulary
 from vild_d2.evaluation import build_evaluator
 from vild_d2.evaluation.distillation_fit import distillation_fit
 from vild_d2.evaluation.lvis_ap import LVISAPTable, bootstrap_differences
@@ -30,11 +29,12 @@ from vild_d2.evaluation.region_classification import (
     lvis_results,
 )
 from vild_d2.inference import expanded_vocabulary
-from vild_d2.modeling.text_embeddings import load_text_embeddings
 from vild_d2.teacher import load_clip
 from vild_d2.teacher.proposals import RPNProposals
 from vild_d2.utils.atomic_io import atomic_write_json
 from vild_d2.utils.logs import quiet_logger
+from vild_d2.vocabulary.core import dataset_vocabulary
+from vild_d2.vocabulary.embedding_files import load_text_embeddings
 from vild_d2.world.spec import category_names, spec_from_json
 
 from .artefacts import fingerprint

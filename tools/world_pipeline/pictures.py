@@ -15,8 +15,8 @@ from detectron2.utils.visualizer import GenericMask, Visualizer
 from PIL import Image, ImageDraw
 
 from vild_d2.data.images import read_image
-from vild_d2.data.vocabulary import dataset_vocabulary
 from vild_d2.inference import OpenVocabularyPredictor
+from vild_d2.vocabulary.core import dataset_vocabulary
 from vild_d2.world.spec import spec_from_json
 
 from .analysis import expansion_vocabulary

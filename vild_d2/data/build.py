@@ -14,12 +14,12 @@ from detectron2.data import (
 )
 
 from ..config import ConfigError
+from ..vocabulary.core import dataset_vocabulary, embeddings_provenance
 from .distill_mapper import DistillDatasetMapper
 from .distill_regions import distillation_needs_regions
 from .image_check import check_images
 from .region_store import RegionStore, RegionStoreError
 from .region_store.images import check_images_match
-from .vocabulary import dataset_vocabulary, embeddings_provenance
 
 __all__ = [
     "build_vild_train_loader",

@@ -17,8 +17,8 @@ from ..data.build import build_vild_train_loader, check_datasets_registered, che
 from ..data.distill_mapper import DistillDatasetMapper
 from ..evaluation import build_evaluator
 from ..modeling import ViLDRCNN, evaluation_vocabulary
-from ..modeling.text_embeddings import check_test_vocabularies, check_training_vocabulary
 from ..utils.logs import quiet_logger
+from ..vocabulary.embedding_files import check_test_vocabularies, check_training_vocabulary
 from .precision import AutocastTrainer, autocast_dtype
 
 # what train_net.py --eval-only writes into OUTPUT_DIR: {"task/metric": value}

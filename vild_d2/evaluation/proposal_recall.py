@@ -17,7 +17,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import Boxes, BoxMode, pairwise_iou
 from detectron2.utils import comm
 
-from ..data.vocabulary import dataset_vocabulary
+from ..vocabulary.core import dataset_vocabulary
 
 __all__ = ["ProposalRecallEvaluator", "recall_limits"]
 

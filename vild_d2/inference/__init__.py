@@ -6,7 +6,7 @@ Inference on your images and words: the one-call detector on a model folder, voc
 from .detector import Detection, Detections, OpenVocabularyDetector, parse_words
 from .model_folder import ModelFolder, ModelFolderError, find_model_folders
 from .predictor import EXPORT_INFO_FILE, OpenVocabularyPredictor, export_info
-from .vocabularies import (
+from ..vocabulary.user import (
     BUILTIN_VOCABULARIES,
     Vocabulary,
     custom_vocabulary,

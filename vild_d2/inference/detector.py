@@ -24,9 +24,9 @@ from PIL import Image
 
 from ..config import load_config
 from ..data.images import read_image, to_eight_bit
-from ..data.vocabulary import Vocabulary
 from ..teacher import load_clip
-from ..teacher.prompts import VILD_TEMPLATES, check_class_names, encode_vocabulary
+from ..vocabulary.core import Vocabulary
+from ..vocabulary.prompts import VILD_TEMPLATES, check_class_names, encode_vocabulary
 from .model_folder import ModelFolder
 from .predictor import OpenVocabularyPredictor
 

@@ -21,8 +21,8 @@ from ..checkpoint.convert import (
     WEIGHTS_FILE,
 )
 from ..config import ConfigError, load_config
-from ..data.vocabulary import VocabularyError, embeddings_provenance
 from ..errors import VildD2Error
+from ..vocabulary.core import VocabularyError, embeddings_provenance
 
 __all__ = ["ModelFolder", "ModelFolderError", "find_model_folders", "OPEN_VOCABULARY_ARCHS"]
 

@@ -21,7 +21,7 @@ from ..checkpoint.strict import load_inference_weights
 from ..data.augmentation import build_test_resize
 from ..export import inference_module
 from ..modeling.official import official_postprocess
-from .vocabularies import Vocabulary
+from ..vocabulary.user import Vocabulary
 
 __all__ = ["OpenVocabularyPredictor", "EXPORT_INFO_FILE", "export_info"]
 

@@ -5,7 +5,7 @@ from .image_head import ImageEmbeddingHead
 from .losses import distillation_l1_loss, ensemble_scores, image_logits, text_logits
 from .meta_arch import ViLDRCNN
 from .roi_heads import ViLDROIHeads
-from .text_embeddings import (
+from ..vocabulary.embedding_files import (
     VocabularyError,
     check_text_embeddings,
     evaluation_vocabulary,

@@ -11,8 +11,12 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from torch import nn
 
+from ..vocabulary.embedding_files import (
+    check_text_embeddings,
+    evaluation_vocabulary,
+    training_vocabulary,
+)
 from .losses import image_logits, text_logits
-from .text_embeddings import check_text_embeddings, evaluation_vocabulary, training_vocabulary
 from .versioned import VersionedModule
 
 __all__ = ["ZeroShotClassifier"]

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..engine.precision import autocast
-from ..teacher.prompts import VILD_TEMPLATES, encode_vocabulary, fill_template
 from ..teacher.region_encoder import crop_batch, encode_regions, scale_boxes
+from ..vocabulary.prompts import VILD_TEMPLATES, encode_vocabulary, fill_template
 
 __all__ = [
     "WORLD_TEACHER_SHAPE",

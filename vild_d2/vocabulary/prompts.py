@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..data.vocabulary import VocabularyError
+from .core import VocabularyError
 
 __all__ = [
     "VILD_TEMPLATES",

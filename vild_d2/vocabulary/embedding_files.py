@@ -14,7 +14,7 @@ import torch
 from detectron2.config import CfgNode as CN
 
 from ..config import ConfigError
-from ..data.vocabulary import Vocabulary, VocabularyError, dataset_vocabulary
+from .core import Vocabulary, VocabularyError, dataset_vocabulary
 
 __all__ = [
     "load_text_embeddings",

@@ -14,8 +14,8 @@ from typing import List, Optional
 import torch
 from detectron2.data import MetadataCatalog
 
+from ..data.datasets.lvis_format import ensure_lvis_metadata
 from ..errors import VildD2Error
-from .datasets.lvis_format import ensure_lvis_metadata
 
 __all__ = ["Vocabulary", "VocabularyError", "dataset_vocabulary", "embeddings_provenance"]
 

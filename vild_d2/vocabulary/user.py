@@ -15,10 +15,10 @@ from typing import List, Optional, Sequence
 import torch
 from detectron2.data import DatasetCatalog
 
-from ..data.vocabulary import Vocabulary, VocabularyError, dataset_vocabulary, embeddings_provenance
-from ..modeling.text_embeddings import check_text_embeddings, load_text_embeddings
 from ..teacher import load_clip
-from ..teacher.prompts import VILD_TEMPLATES, check_class_names, encode_vocabulary
+from .core import Vocabulary, VocabularyError, dataset_vocabulary, embeddings_provenance
+from .embedding_files import check_text_embeddings, load_text_embeddings
+from .prompts import VILD_TEMPLATES, check_class_names, encode_vocabulary
 
 __all__ = [
     "Vocabulary",
