@@ -13,7 +13,7 @@ from vild_d2.utils.provenance import run_provenance
 from .artefacts import categories, eval_results, final_evaluation, loss_flatness
 from .claims import check_claims
 from .context import ROOT, PipelineRun
-from .sizes import CROPS_KEY, CROPS_TITLE, MODELS, RECALL_K, TRANSFER_DATASET, VAL_DATASET
+from .sizes import CROPS_KEY, CROPS_TITLE, MODELS, RECALL_K, TRANSFER_DATASET
 
 __all__ = [
     "collect_results",
@@ -54,19 +54,21 @@ def _model_rows(run: PipelineRun, analysis: dict) -> List[dict]:
 
 
 def _transfer(run: PipelineRun) -> dict:
-    """Per ViLD model: its mask AP on val and on the transfer dataset, in one evaluation."""
+    """
+    Per ViLD model: its mask AP on val (its training's final evaluation) and on the transfer
+    dataset (its transfer evaluation, with the transfer vocabulary).
+    """
     transfer = {}
     for key, _, _, _ in MODELS:
         if not key.startswith("vild"):
             continue  # a fixed classifier cannot take another vocabulary
-        results = eval_results(run.path("transfer", key))
+        evaluations = {
+            "val": final_evaluation(run.path(key), "segm/AP"),
+            "transfer": eval_results(run.path("transfer", key)),
+        }
         transfer[key] = {
-            name: {
-                k.split("/", 2)[2]: v
-                for k, v in results.items()
-                if k.startswith(f"{dataset}/segm/")
-            }
-            for name, dataset in (("val", VAL_DATASET), ("transfer", TRANSFER_DATASET))
+            name: {k[len("segm/") :]: v for k, v in found.items() if k.startswith("segm/")}
+            for name, found in evaluations.items()
         }
     return transfer
 
@@ -244,8 +246,8 @@ def _transfer_table(results: dict) -> List[str]:
         (
             f"**transfer** (mask AP, no retraining): `{TRANSFER_DATASET}`, another vocabulary"
             f" ({results.get('transfer_classes', '?')} classes: blue/red/yellow x 8 shapes;"
-            " objects of the other colours are outside it), evaluated in the same run as val"
-            " with its own embeddings"
+            " objects of the other colours are outside it), with its own embeddings; val AP:"
+            " each model's own evaluation"
         ),
         "",
         _row("model", "val AP", "transfer AP", "APr", "APc", "APf"),

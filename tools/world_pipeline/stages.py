@@ -292,7 +292,10 @@ def detector_stages(run: PipelineRun) -> List[List[Stage]]:
 
 
 def transfer_stages(run: PipelineRun) -> List[List[Stage]]:
-    """The ViLD models, no retraining, on val and on another vocabulary in one evaluation."""
+    """
+    The ViLD models, no retraining, on the transfer dataset with its own vocabulary (their val
+    AP is their training's own final evaluation: evaluating val again would repeat it).
+    """
     tau = _temperature_options(run)
     lanes = []
     for key, config, _, _ in MODELS:
@@ -303,10 +306,9 @@ def transfer_stages(run: PipelineRun) -> List[List[Stage]]:
         command += ["MODEL.DEVICE", run.device, "OUTPUT_DIR", out]
         command += ["MODEL.WEIGHTS", run.path(key, "model_final.pth")]
         command += ["MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", run.text, *tau]
-        command += ["DATASETS.TEST", f"('{VAL_DATASET}', '{TRANSFER_DATASET}')"]
-        vocabularies = f"('{_rel(run.text)}', '{_rel(run.transfer_text)}')"
-        command += ["DATASETS.TEXT_EMBEDDINGS_TEST", vocabularies]
-        done = partial(_evaluated, out, f"{TRANSFER_DATASET}/segm/AP")
+        command += ["DATASETS.TEST", f"('{TRANSFER_DATASET}',)"]
+        command += ["DATASETS.TEXT_EMBEDDINGS_TEST", f"('{_rel(run.transfer_text)}',)"]
+        done = partial(_evaluated, out, "segm/AP")
         show = lines_with("copypaste: Task", "copypaste: AP,")
         lanes.append([Stage(f"transfer {key}", command, done, show)])
     return lanes
