@@ -54,8 +54,8 @@ def _run(*args):
                 "",
             ],
             (
-                "MODEL.VILD.IMAGE_LOSS_WEIGHT > 0 (ViLD distillation) needs"
-                " DATASETS.REGION_STORE_TRAIN"
+                "DATASETS.REGION_STORE_TRAIN is empty: MODEL.VILD.IMAGE_LOSS_WEIGHT > 0 (ViLD"
+                " distillation) needs distillation regions"
             ),
         ),
         (
