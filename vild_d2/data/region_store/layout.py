@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 import zlib
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -101,15 +101,17 @@ def store_provenance(manifest: dict) -> dict:
     }
 
 
+def _first_difference(a: dict, b: dict) -> Optional[str]:
+    """The first key (in sorted order) whose value differs between ``a`` and ``b``, or None."""
+    return next((k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)), None)
+
+
 def provenance_mismatch(found: dict, wanted: dict) -> str:
     """'' if equal, else "KEY = found, but ... KEY = wanted" for the first differing key."""
-    for key in sorted(set(found) | set(wanted)):
-        if found.get(key) != wanted.get(key):
-            return (
-                f"{key} = {found.get(key)!r}, but the store's settings have {key} ="
-                f" {wanted.get(key)!r}"
-            )
-    return ""
+    key = _first_difference(found, wanted)
+    if key is None:
+        return ""
+    return f"{key} = {found.get(key)!r}, but the store's settings have {key} = {wanted.get(key)!r}"
 
 
 def settings_mismatch(store_dir: str, recorded: dict, settings: dict) -> str:
@@ -118,10 +120,9 @@ def settings_mismatch(store_dir: str, recorded: dict, settings: dict) -> str:
     resumed by a run with ``settings``, else why not. A content hash ("*_sha256") the store
     did not record cannot be checked, so such a store is refused as well.
     """
-    changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k))
-    if not changed:
+    k = _first_difference(recorded, settings)
+    if k is None:
         return ""
-    k = changed[0]
     if k.endswith("_sha256") and k not in recorded:
         return (
             f"region store {store_dir} was made before vild_d2 recorded content hashes (no {k}):"
