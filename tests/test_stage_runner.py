@@ -46,6 +46,28 @@ def test_two_jobs_run_side_by_side_with_half_the_threads_each(tmp_path, capsys):
     assert "hello a" in (tmp_path / "a.log").read_text()
 
 
+def test_a_finished_lane_hands_its_cores_to_the_next_stage_of_the_other(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    short, long, after = (tmp_path / f"{n}.txt" for n in ("short", "long", "after"))
+    run_stages(
+        [
+            [_sleeper(tmp_path, "long", 1.0, long), _sleeper(tmp_path, "after", 0.1, after)],
+            [_sleeper(tmp_path, "short", 0.2, short)],
+        ],
+        dict(os.environ),
+        2,
+        tmp_path,
+    )
+    (s0, s1, s_threads), (l0, l1, l_threads), (a0, _, a_threads) = (
+        _times(short),
+        _times(long),
+        _times(after),
+    )
+    assert max(s0, l0) < min(s1, l1) and s1 <= a0  # "after" started once "short"'s lane ended
+    assert (s_threads, l_threads) == ("2", "2")  # 4 cores, two lanes
+    assert a_threads == "4"  # the lane left alone gets all four
+
+
 def test_a_job_runs_its_stages_in_order_and_one_slot_runs_one_at_a_time(tmp_path):
     first, second, third = (tmp_path / f"{n}.txt" for n in ("1", "2", "3"))
     run_stages(

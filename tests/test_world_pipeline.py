@@ -106,6 +106,14 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path, installed, smoke):
         trained = yaml.safe_load((out / key / "config.yaml").read_text())
         assert abs(trained["MODEL"]["VILD"]["TEMPERATURE"] * scale - 1) < 1e-3
 
+    # every training in bfloat16 autocast (the default --precision), the evaluations in float32
+    for key in ("base", *MODELS):
+        amp = yaml.safe_load((out / key / "config.yaml").read_text())["SOLVER"]["AMP"]
+        assert amp == {"ENABLED": True, "DTYPE": "bfloat16"}, key
+    assert report["bfloat16"] is True
+    rpn_amp = yaml.safe_load((out / "rpn" / "config.yaml").read_text())["SOLVER"]["AMP"]
+    assert rpn_amp["ENABLED"] is False
+
     # the base detector (everyone's initialisation) and its RPN's recall of novel and base objects
     assert (out / "base" / "model_final.pth").is_file()
     rpn = json.loads((out / "rpn" / "eval_results.json").read_text())
@@ -166,13 +174,17 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path, installed, smoke):
     )
     assert "smoke run" in stdout and "[MISSED]" not in stdout  # --quick checks no claim
     results = json.loads((out / "results.json").read_text())
+    assert results["precision"] == "bfloat16" and "bfloat16 training" in stdout
     # every stage ran the installed package: the drivers' copy has no vild_d2/ to import
     assert not os.path.exists(os.path.join(installed.drivers, "vild_d2"))
     assert results["provenance"]["vild_d2"].endswith(
         os.path.join(installed.site_packages, "vild_d2")
     )
     assert results["provenance"]["commit"] is None  # the copy is no git checkout
-    assert f"Smoke run of an unknown commit, seed 0, {results['provenance']['date']}" in stdout
+    assert (
+        "Smoke run of an unknown commit, seed 0, bfloat16 training,"
+        f" {results['provenance']['date']}" in stdout
+    )
     assert [m["key"] for m in results["models"]] == list(MODELS)
     for m in results["models"]:  # the analysis's AP equals the LVIS evaluator's
         for task in ("segm", "bbox"):
@@ -316,7 +328,7 @@ def test_a_run_is_published_from_its_results_json(tmp_path, smoke):
     assert text.startswith("# title\n\nbefore\n") and text.endswith(f"{END}\nafter\n")
     assert "typed by hand" not in text
     provenance = results["provenance"]
-    assert f"Run of an unknown commit, seed 7, {provenance['date']}" in text
+    assert f"Run of an unknown commit, seed 7, bfloat16 training, {provenance['date']}" in text
     assert "| claim | seed 0 (no commit) | seed 7 (no commit) |" in text
     for title in ("ViLD-text", "ViLD", "ViLD-ensemble", "Mask R-CNN (supervised)"):
         assert f"| {title} | base" in text

@@ -28,6 +28,7 @@ class PipelineRun:
     quick: bool
     out: str  # absolute
     data_root: str  # the world's folder (datasets/shapes_world, or one under OUTPUT)
+    precision: str = "bfloat16"  # the trainings' autocast dtype (SOLVER.AMP), or "float32"
     python: str = field(default_factory=lambda: sys.executable)  # runs every stage
     tau_options: Optional[List[str]] = field(default=None, repr=False)  # set on first use
 

@@ -85,6 +85,7 @@ def collect_results(run: PipelineRun, analysis: dict, seconds: dict, total: floa
         "seed": run.seed,
         "size": vars(run.size),
         "device": run.device,
+        "precision": run.precision,
         "seconds": seconds,
         "total_seconds": total,
         "bootstrap_samples": run.size.bootstrap_samples,
@@ -323,8 +324,9 @@ def provenance_line(results: dict) -> str:
     origin = results.get("provenance") or {}
     commit = origin.get("commit") or "an unknown commit"
     minutes = results["total_seconds"] / 60
+    precision = results.get("precision", "float32")  # runs before the option were float32
     return (
         f"{'Smoke run' if results.get('quick') else 'Run'} of {commit}, seed {results['seed']},"
-        f" {origin.get('date', 'date unknown')}, {minutes:.0f} min for the stages (install"
-        f" excluded) on {origin.get('machine', 'an unrecorded machine')}"
+        f" {precision} training, {origin.get('date', 'date unknown')}, {minutes:.0f} min for"
+        f" the stages (install excluded) on {origin.get('machine', 'an unrecorded machine')}"
     )

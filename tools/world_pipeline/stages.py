@@ -123,6 +123,17 @@ def schedule(run: PipelineRun, iters: int) -> List[str]:
     ]
 
 
+def amp_options(run: PipelineRun) -> List[str]:
+    """
+    A training's SOLVER.AMP options: bfloat16 autocast unless the run asked for float32
+    (docs/world_pipeline.md, "Precision": checked at full length against float32). The
+    stages that only evaluate, and the teacher's distillation targets, stay float32.
+    """
+    if run.precision == "float32":
+        return []
+    return ["SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.DTYPE", run.precision]
+
+
 def _train_net(run: PipelineRun, *args: str) -> List[str]:
     return run.script("train_net.py") + list(args)
 
@@ -140,7 +151,7 @@ def detector_lane(run: PipelineRun) -> List[Stage]:
     pretrain += ["--output", run.pretrained, "--images", str(size.pretrain_images)]
     pretrain += ["--steps", str(size.pretrain_steps), "--seed", str(run.seed)]
     pretrain += ["--labels", PRETRAIN_LABELS, *(["--batch-size", "16"] if run.quick else [])]
-    pretrain += ["MODEL.DEVICE", run.device]
+    pretrain += ["MODEL.DEVICE", run.device, *amp_options(run)]
     base = _train_net(run, "--resume", "--config-file", os.path.join(CONFIGS, BASE_CONFIG))
     base += ["MODEL.DEVICE", run.device, "OUTPUT_DIR", base_dir, "MODEL.WEIGHTS", run.pretrained]
     base += [
@@ -149,6 +160,7 @@ def detector_lane(run: PipelineRun) -> List[Stage]:
         "DATASETS.TEST",
         "()",
         *schedule(run, size.base_iters),
+        *amp_options(run),
     ]
     rpn = _train_net(run, "--eval-only", "--config-file", RPN_CONFIG, *rpn_options(run))
     pretrained = lambda: _file_if(  # noqa: E731
@@ -175,6 +187,7 @@ def teacher_lane(run: PipelineRun) -> List[Stage]:
     teacher = run.script("tools", "train_world_teacher.py") + ["--world", run.data_root]
     teacher += ["--output", run.teacher, "--images", str(run.size.teacher_images)]
     teacher += ["--steps", str(run.size.teacher_steps), "--seed", str(run.seed)]
+    teacher += ["--bfloat16"] if amp_options(run) else []
     show = lines_with("rendered", "wrote")
     lane = [Stage("teacher", teacher, partial(_with_record, run.teacher), show)]
     for name, dataset, output in (
@@ -256,7 +269,7 @@ def _detector_stage(run: PipelineRun, key: str, tau: List[str]) -> Stage:
     else:
         command = _train_net(run, "--resume", "--config-file", config)
         show = training_progress
-    command += detector_options(run, key, tau)
+    command += detector_options(run, key, tau) + amp_options(run)
     return Stage(key, command, partial(_trained_weights, run.path(key)), show)
 
 
