@@ -2,7 +2,7 @@
 """
 The main job: the whole ViLD pipeline on the embedded shapes world, on this machine.
 
-    python tools/run_world_pipeline.py           # the full run (about an hour on 2 CPU cores)
+    python tools/run_world_pipeline.py           # the full run (about 35 min on 2 CPU cores)
     python tools/run_world_pipeline.py --seed 7  # another world (and training seed)
     python tools/run_world_pipeline.py --quick   # a few minutes: a smoke run
 
@@ -51,7 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         default="bfloat16",
         help=(
             "the trainings' number format: bfloat16 autocast with float32 weights (SOLVER.AMP;"
-            " about 0.6x the step time of float32 on a CPU with AVX-512 BF16), or float32"
+            " 0.54-0.68x the step time of float32 on a CPU with AVX-512 BF16), or float32"
         ),
     )
     p.add_argument(

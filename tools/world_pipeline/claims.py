@@ -125,8 +125,19 @@ def _claim_d(fit: dict) -> dict:
             f"{MIN_FIT_AGREEMENT:g}%, its head's top-1 on compositional val boxes >= "
             f"{MIN_COMPOSITIONAL_TOP1:g}%"
         ),
-        "detail": f"agreement {agreement:.1f}%, compositional top-1 {compositional:.1f}%",
+        "detail": (
+            f"agreement {_percent(agreement, MIN_FIT_AGREEMENT)}, compositional top-1"
+            f" {_percent(compositional, MIN_COMPOSITIONAL_TOP1)}"
+        ),
     }
+
+
+def _percent(value: float, threshold: float) -> str:
+    """``value`` % to 0.1, or to 0.01 where 0.1 would round a miss up to ``threshold``."""
+    shown = f"{value:.1f}"
+    if value < threshold and float(shown) >= threshold:
+        shown = f"{value:.2f}"
+    return shown + "%"
 
 
 def _claim_b(get) -> dict:
