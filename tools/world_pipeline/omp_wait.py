@@ -25,8 +25,7 @@ BRIEF_WAIT = {"GOMP_SPINCOUNT": "1000", "KMP_BLOCKTIME": "1"}
 USER_CHOICES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
 
-def wait_briefly(environ: MutableMapping[str, str] = os.environ) -> MutableMapping[str, str]:
-    """``environ`` (default: this process's) with BRIEF_WAIT set, unless the user chose a policy."""
+def wait_briefly(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Set BRIEF_WAIT in ``environ`` (default: this process's), unless the user chose a policy."""
     if not any(name in environ for name in USER_CHOICES):
         environ.update(BRIEF_WAIT)
-    return environ

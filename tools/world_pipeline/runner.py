@@ -106,10 +106,10 @@ class _Runner:
 
     def stage_env(self) -> dict:
         """The environment of a stage starting now: the cores shared by the unfinished lanes."""
-        sharing = min(self.slots, self.lanes_left)
-        if sharing <= 1 and not self.parallel:
-            return self.env  # alone from the start: the process's own default
-        threads = str(max(1, (os.cpu_count() or 1) // max(1, sharing)))
+        if not self.parallel:
+            return self.env  # one slot: the process's own default
+        sharing = min(self.slots, self.lanes_left)  # >= 1: this stage's lane is unfinished
+        threads = str(max(1, (os.cpu_count() or 1) // sharing))
         return dict(self.env, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
 
     def run(self, stage: Stage) -> None:
