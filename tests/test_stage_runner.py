@@ -107,3 +107,39 @@ def test_a_later_stage_of_a_failed_job_does_not_start(tmp_path):
             [[failing, _sleeper(tmp_path, "after", 0.1, never)]], dict(os.environ), 2, tmp_path
         )
     assert not never.exists()
+
+
+def test_a_stage_waits_for_the_stage_of_an_earlier_lane_it_needs(tmp_path):
+    cache, supervised, vild = (tmp_path / f"{n}.txt" for n in ("cache", "supervised", "vild"))
+    waiting = _sleeper(tmp_path, "vild", 0.1, vild)
+    waiting.after = ("cache",)
+    run_stages(
+        [
+            [_sleeper(tmp_path, "cache", 1.0, cache)],
+            [_sleeper(tmp_path, "supervised", 0.1, supervised), waiting],
+        ],
+        dict(os.environ),
+        2,
+        tmp_path,
+    )
+    (_, c1, _), (_, s1, _), (v0, _, _) = _times(cache), _times(supervised), _times(vild)
+    assert s1 < c1 <= v0  # its own lane was done first; it still waited for "cache"
+
+
+def test_a_stage_whose_awaited_stage_failed_never_starts(tmp_path):
+    never = tmp_path / "never.txt"
+    waiting = _sleeper(tmp_path, "after", 0.1, never)
+    waiting.after = ("broken",)
+    failing = _py("broken", "import sys, time; time.sleep(0.5); sys.exit(1)")
+    with pytest.raises(StageFailed, match="broken"):
+        run_stages([[failing], [waiting]], dict(os.environ), 2, tmp_path)
+    assert not never.exists()
+
+
+def test_waiting_for_a_stage_of_a_later_lane_is_refused_before_anything_runs(tmp_path):
+    first = tmp_path / "first.txt"
+    early = _sleeper(tmp_path, "early", 0.1, first)
+    early.after = ("late",)
+    with pytest.raises(ValueError, match="'early' waits for \\['late'\\]"):
+        run_stages([[early], [_py("late", "print(1)")]], dict(os.environ), 2, tmp_path)
+    assert not first.exists()

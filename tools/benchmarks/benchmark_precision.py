@@ -2,7 +2,7 @@
 """
 Training step time in bfloat16 autocast against float32, per training stage of the world
 pipeline, measured in one process on this machine: the two precisions take turns on the
-same synthetic batches (forward, backward, optimiser step; no data loading), and each
+same synthetic batches (forward, backward, fused SGD step; no data loading), and each
 step's floating-point operations (torch's FlopCounterMode, one step) give the achieved
 GFLOP/s against this CPU's float32 and bfloat16 GEMM rates, measured in the same run.
 
@@ -38,6 +38,7 @@ from detectron2.utils.events import EventStorage
 from torch.utils.flop_counter import FlopCounterMode
 
 from vild_d2.config import load_config
+from vild_d2.engine.optimizers import fused_if_supported
 from vild_d2.engine.precision import autocast
 from vild_d2.teacher import build_clip
 from vild_d2.world.imagenet import RoIClassifier
@@ -68,7 +69,8 @@ def _sgd_step(model, loss_fn):
     """One step of ``model`` (parameters) on ``loss_fn()`` (a scalar or a dict of them)."""
     if CHANNELS_LAST:
         model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = fused_if_supported(torch.optim.SGD, params, lr=1e-4)  # as the trainings'
 
     def step(dtype):
         with autocast("cpu", dtype):

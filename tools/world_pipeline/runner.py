@@ -12,6 +12,9 @@ one thread each do far more work than one with two (measured on 2 cores: two
 120-iteration shapes-world trainings side by side took 1.7x less time than one after
 the other). :func:`run_stages` gives each stage, as it starts, the cores divided among the
 lanes still to finish: a lane that finished hands its cores to the next stage of the others.
+A stage may wait for stages of earlier lanes (``Stage.after``), so that lanes keep each
+other's order without ending together; an earlier lane has always started (or finished)
+when a later one waits for it, so no wait can deadlock.
 """
 
 import os
@@ -21,7 +24,7 @@ import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from vild_d2.errors import VildD2Error
 
@@ -45,6 +48,7 @@ class Stage:
     command: Sequence[str]
     finished: Callable[[], Optional[str]] = lambda: None  # its finished output, or None
     show: Optional[Callable[[str], Optional[str]]] = None  # line -> the text to echo, or None
+    after: Tuple[str, ...] = ()  # stages of earlier lanes it waits for (if they run at all)
 
     @property
     def log_name(self) -> str:
@@ -95,6 +99,8 @@ class _Runner:
         self.lanes_left = lanes  # lanes not finished (running or waiting for a slot)
         self.running: Dict[str, subprocess.Popen] = {}  # stage name -> its process
         self.lock = threading.Lock()
+        self.finished = threading.Condition(self.lock)  # notified when a stage ends or all stop
+        self.unfinished: set = set()  # names of this run's stages that have not finished
         self.stopping = False
         self.failure: Optional[str] = None
         self.seconds: Dict[str, float] = {}
@@ -156,13 +162,23 @@ class _Runner:
             )
             return
         self.seconds[stage.name] = time.time() - t0
+        with self.lock:
+            self.unfinished.discard(stage.name)
+            self.finished.notify_all()
         inside = self.cwd and log_path.startswith(self.cwd + os.sep)
         where = os.path.relpath(log_path, self.cwd) if inside else log_path
         self.say(stage.name, f"done in {self.seconds[stage.name]:.0f}s (log: {where})")
 
+    def wait_for(self, stage: Stage) -> None:
+        """Until the stages ``stage`` waits for have finished, or the run stops."""
+        with self.lock:
+            while not self.stopping and self.unfinished.intersection(stage.after):
+                self.finished.wait()
+
     def run_job(self, job: Sequence[Stage]) -> None:
         try:
             for stage in job:
+                self.wait_for(stage)
                 if self.stopping:
                     return
                 self.run(stage)
@@ -174,6 +190,7 @@ class _Runner:
         """Stop every running stage (and start no other); returns their names."""
         with self.lock:
             self.stopping = True
+            self.finished.notify_all()
             running = dict(self.running)
         for proc in running.values():
             stop_group(proc, signum)
@@ -186,6 +203,19 @@ class _Runner:
         self.stop_all(signal.SIGTERM)
 
 
+def _check_waits(jobs: Sequence[Sequence[Stage]]) -> None:
+    """ValueError when a stage waits for a stage of its own or of a later lane."""
+    for index, job in enumerate(jobs):
+        later = {stage.name for other in jobs[index:] for stage in other}
+        for stage in job:
+            wrong = later.intersection(stage.after)
+            if wrong:
+                raise ValueError(
+                    f"stage '{stage.name}' waits for {sorted(wrong)}, of its own or a later lane:"
+                    " a stage waits only for stages of earlier lanes"
+                )
+
+
 def run_stages(
     jobs: Sequence[Sequence[Stage]],
     env: dict,
@@ -195,15 +225,18 @@ def run_stages(
 ) -> Dict[str, float]:
     """
     Run ``jobs``, each a list of stages run in order, with up to ``slots`` jobs at once
-    (jobs start in the order given: put the longest first), each stage in ``cwd`` with its
-    whole output in ``log_dir``/its log name. Returns each stage's seconds.
+    (jobs start in the order given), each stage in ``cwd`` with its whole output in
+    ``log_dir``/its log name; a stage starts once the stages of earlier jobs that it waits
+    for (``Stage.after``) have finished. Returns each stage's seconds.
     Raises StageFailed when a stage fails (message: the end of its log; the stages beside
     it are stopped) and PipelineStopped on SIGINT/SIGTERM (after stopping every running
     stage); the command line turns them into its exit codes.
     """
     jobs = [list(job) for job in jobs if job]
+    _check_waits(jobs)
     slots = max(1, min(slots, len(jobs)))
     runner = _Runner(env, len(jobs), slots, log_dir, cwd)
+    runner.unfinished = {stage.name for job in jobs for stage in job}
     stopped_by: List[int] = []
     stopped: List[str] = []
 

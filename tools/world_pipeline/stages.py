@@ -3,7 +3,8 @@ The world pipeline's stages, declared: each has a name, the command it runs (one
 also run on LVIS) and what "done" means (the output read back before the stage is
 skipped, so that a killed run resumes where it stopped). Stages run in phases, one after
 another (``PHASES``, each a function of the run that gives its lanes); the lanes of a phase
-run side by side (``--jobs``), each lane's stages in order. What each stage does and
+run side by side (``--jobs``), each lane's stages in order, a stage that needs another
+lane's output waiting for it (``Stage.after``). What each stage does and
 writes: docs/world_pipeline.md; ``tools/run_world_pipeline.py --help`` lists the phases
 from their docstrings here.
 """
@@ -252,7 +253,7 @@ def detector_options(
     return opts
 
 
-def _detector_stage(run: PipelineRun, key: str, tau: List[str]) -> Stage:
+def _detector_stage(run: PipelineRun, key: str, tau: List[str], after=()) -> Stage:
     """
     Detector ``key`` trained from the base detector: the supervised one end to end
     (train_net.py), the ViLD ones by their heads on the base detector's cached RoI
@@ -270,61 +271,62 @@ def _detector_stage(run: PipelineRun, key: str, tau: List[str]) -> Stage:
         command = _train_net(run, "--resume", "--config-file", config)
         show = training_progress
     command += detector_options(run, key, tau) + amp_options(run)
-    return Stage(key, command, partial(_trained_weights, run.path(key)), show)
+    return Stage(key, command, partial(_trained_weights, run.path(key)), show, tuple(after))
 
 
-def roi_feature_stages(run: PipelineRun) -> List[List[Stage]]:
+def _roi_feature_stage(run: PipelineRun, tau: List[str]) -> Stage:
     """
     The base detector's pooled RoI features of every training image (sampled proposals and
-    distillation regions), cached once for the three ViLD models' heads; beside it, the
-    supervised detector's end-to-end training.
+    distillation regions), cached once for the three ViLD models' heads.
     """
-    tau = _temperature_options(run)
     command = run.script("tools", "train_heads_on_cached_features.py")
     command += ["--cache-only", "--cache", run.roi_features]
     command += ["--config-file", os.path.join(CONFIGS, MODEL_CONFIGS["vild"])]
     command += detector_options(run, "vild", tau, output_dir=run.path("roi_features"))
     cached = lambda: _file_if(os.path.isfile(run.roi_features), run.roi_features)  # noqa: E731
-    show = lines_with("cached in")
-    return [
-        [Stage("roi features", command, cached, show)],
-        [_detector_stage(run, "mask_rcnn_supervised", tau)],
-    ]
+    return Stage("roi features", command, cached, lines_with("cached in"))
+
+
+def _transfer_stage(run: PipelineRun, key: str, tau: List[str], after=()) -> Stage:
+    """
+    ViLD model ``key``, no retraining, on the transfer dataset with its own vocabulary (its
+    val AP is its training's own final evaluation: evaluating val again would repeat it).
+    """
+    out = run.path("transfer", key)
+    config = os.path.join(CONFIGS, MODEL_CONFIGS[key])
+    command = _train_net(run, "--eval-only", "--config-file", config)
+    command += ["MODEL.DEVICE", run.device, "OUTPUT_DIR", out]
+    command += ["MODEL.WEIGHTS", run.path(key, "model_final.pth")]
+    command += ["MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", run.text, *tau]
+    command += ["DATASETS.TEST", f"('{TRANSFER_DATASET}',)"]
+    command += ["DATASETS.TEXT_EMBEDDINGS_TEST", f"('{_rel(run.transfer_text)}',)"]
+    done = partial(_evaluated, out, "segm/AP")
+    show = lines_with("copypaste: Task", "copypaste: AP,")
+    return Stage(f"transfer {key}", command, done, show, tuple(after))
 
 
 def detector_stages(run: PipelineRun) -> List[List[Stage]]:
     """
-    The three ViLD models' heads, on the cached features: ViLD beside ViLD-text then
-    ViLD-ensemble (ViLD-text's text head and an image head trained alone).
+    The four detectors, and the ViLD models on the transfer dataset, in two lanes of about
+    equal length: the RoI features cached, ViLD-text's heads on them, then ViLD-ensemble's
+    (ViLD-text's text head and an image head trained alone); beside them the supervised
+    detector end to end, then ViLD's heads once the cache is written.
     """
     tau = _temperature_options(run)
     return [
-        [_detector_stage(run, "vild", tau)],
-        [_detector_stage(run, "vild_text", tau), _detector_stage(run, "vild_ensemble", tau)],
+        [
+            _roi_feature_stage(run, tau),
+            _detector_stage(run, "vild_text", tau),
+            _detector_stage(run, "vild_ensemble", tau),
+            _transfer_stage(run, "vild_ensemble", tau),
+        ],
+        [
+            _detector_stage(run, "mask_rcnn_supervised", tau),
+            _detector_stage(run, "vild", tau, after=["roi features"]),
+            _transfer_stage(run, "vild", tau),
+            _transfer_stage(run, "vild_text", tau, after=["vild_text"]),
+        ],
     ]
-
-
-def transfer_stages(run: PipelineRun) -> List[List[Stage]]:
-    """
-    The ViLD models, no retraining, on the transfer dataset with its own vocabulary (their val
-    AP is their training's own final evaluation: evaluating val again would repeat it).
-    """
-    tau = _temperature_options(run)
-    lanes = []
-    for key, config, _, _ in MODELS:
-        if not key.startswith("vild"):
-            continue  # a fixed classifier cannot take another vocabulary
-        out = run.path("transfer", key)
-        command = _train_net(run, "--eval-only", "--config-file", os.path.join(CONFIGS, config))
-        command += ["MODEL.DEVICE", run.device, "OUTPUT_DIR", out]
-        command += ["MODEL.WEIGHTS", run.path(key, "model_final.pth")]
-        command += ["MODEL.VILD.TRAIN_TEXT_EMBEDDINGS", run.text, *tau]
-        command += ["DATASETS.TEST", f"('{TRANSFER_DATASET}',)"]
-        command += ["DATASETS.TEXT_EMBEDDINGS_TEST", f"('{_rel(run.transfer_text)}',)"]
-        done = partial(_evaluated, out, "segm/AP")
-        show = lines_with("copypaste: Task", "copypaste: AP,")
-        lanes.append([Stage(f"transfer {key}", command, done, show)])
-    return lanes
 
 
 # The phases, in order: each a function of the run giving its lanes of stages.
@@ -333,9 +335,7 @@ PHASES = [
     transfer_data_stages,
     base_and_teacher_stages,
     region_stages,
-    roi_feature_stages,
     detector_stages,
-    transfer_stages,
 ]
 
 

@@ -20,6 +20,7 @@ import torch
 from detectron2.utils.events import EventStorage
 
 from .cached_roi_features import RoiFeatureCache
+from .optimizers import fused_if_supported
 from .precision import autocast
 
 __all__ = ["head_parameters", "load_text_head", "train_heads_on_cache"]
@@ -104,6 +105,19 @@ def _batch_losses(
     )
 
 
+def _check_trainable(heads, cache: RoiFeatureCache, text_head: bool) -> bool:
+    """Whether ``heads`` distill (ValueError when ``cache`` cannot train them)."""
+    distill = heads.image_loss_weight > 0
+    if not text_head and (not distill or getattr(heads, "image_head", None) is None):
+        raise ValueError("training the image head alone needs ViLD-ensemble with distillation")
+    if distill and not cache.has_regions:
+        raise ValueError(
+            "MODEL.VILD.IMAGE_LOSS_WEIGHT > 0 but the RoI feature cache holds no distillation "
+            f"regions (computed from {cache.source}): cache it with the region store set"
+        )
+    return distill
+
+
 def train_heads_on_cache(
     model,
     cache: RoiFeatureCache,
@@ -127,16 +141,11 @@ def train_heads_on_cache(
     (``autocast_dtype(cfg)``; None: float32). Returns each epoch's mean losses.
     """
     heads = model.roi_heads
-    distill = heads.image_loss_weight > 0
-    if not text_head and (not distill or getattr(heads, "image_head", None) is None):
-        raise ValueError("training the image head alone needs ViLD-ensemble with distillation")
-    if distill and not cache.has_regions:
-        raise ValueError(
-            "MODEL.VILD.IMAGE_LOSS_WEIGHT > 0 but the RoI feature cache holds no distillation "
-            f"regions (computed from {cache.source}): cache it with the region store set"
-        )
+    distill = _check_trainable(heads, cache, text_head)
     params = head_parameters(model, text_head)
-    optimizer = torch.optim.SGD(params, lr=base_lr, momentum=momentum, weight_decay=weight_decay)
+    optimizer = fused_if_supported(
+        torch.optim.SGD, params, lr=base_lr, momentum=momentum, weight_decay=weight_decay
+    )
     steps_per_epoch = math.ceil(cache.num_images / images_per_batch)
     total = epochs * steps_per_epoch
     warmup = max(1, total // 20)

@@ -19,6 +19,7 @@ from ..evaluation import build_evaluator
 from ..modeling import ViLDRCNN, evaluation_vocabulary
 from ..utils.logs import quiet_logger
 from ..vocabulary.embedding_files import check_test_vocabularies, check_training_vocabulary
+from .optimizers import build_optimizer
 from .precision import AutocastTrainer, autocast_dtype
 
 # what train_net.py --eval-only writes into OUTPUT_DIR: {"task/metric": value}
@@ -47,6 +48,11 @@ class Trainer(DefaultTrainer):
         if bfloat16:
             self._trainer = AutocastTrainer.from_trainer(self._trainer, cfg.MODEL.DEVICE, dtype)
             self.cfg = _with_amp(self.cfg, True)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """detectron2's SGD, fused where torch supports it (vild_d2/engine/optimizers.py)."""
+        return build_optimizer(cfg, model)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
