@@ -2,7 +2,7 @@
 """
 The main job: the whole ViLD pipeline on the embedded shapes world, on this machine.
 
-    python tools/run_world_pipeline.py           # the full run (about 35 min on 2 CPU cores)
+    python tools/run_world_pipeline.py           # the full run (about 30 min on 2 CPU cores)
     python tools/run_world_pipeline.py --seed 7  # another world (and training seed)
     python tools/run_world_pipeline.py --quick   # a few minutes: a smoke run
 
