@@ -90,17 +90,24 @@ def _shown(cmd, cwd) -> str:
 
 
 class _Runner:
-    def __init__(self, env: dict, lanes: int, slots: int, log_dir: str, cwd: Optional[str]):
+    def __init__(
+        self,
+        env: dict,
+        jobs: Sequence[Sequence[Stage]],
+        slots: int,
+        log_dir: str,
+        cwd: Optional[str],
+    ):
         self.env = env
         self.log_dir = log_dir
         self.cwd = cwd
         self.parallel = slots > 1
         self.slots = slots
-        self.lanes_left = lanes  # lanes not finished (running or waiting for a slot)
+        self.lanes_left = len(jobs)  # lanes not finished (running or waiting for a slot)
         self.running: Dict[str, subprocess.Popen] = {}  # stage name -> its process
         self.lock = threading.Lock()
         self.finished = threading.Condition(self.lock)  # notified when a stage ends or all stop
-        self.unfinished: set = set()  # names of this run's stages that have not finished
+        self.unfinished = {stage.name for job in jobs for stage in job}  # not finished yet
         self.stopping = False
         self.failure: Optional[str] = None
         self.seconds: Dict[str, float] = {}
@@ -235,8 +242,7 @@ def run_stages(
     jobs = [list(job) for job in jobs if job]
     _check_waits(jobs)
     slots = max(1, min(slots, len(jobs)))
-    runner = _Runner(env, len(jobs), slots, log_dir, cwd)
-    runner.unfinished = {stage.name for job in jobs for stage in job}
+    runner = _Runner(env, jobs, slots, log_dir, cwd)
     stopped_by: List[int] = []
     stopped: List[str] = []
 

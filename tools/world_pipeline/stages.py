@@ -4,9 +4,8 @@ also run on LVIS) and what "done" means (the output read back before the stage i
 skipped, so that a killed run resumes where it stopped). Stages run in phases, one after
 another (``PHASES``, each a function of the run that gives its lanes); the lanes of a phase
 run side by side (``--jobs``), each lane's stages in order, a stage that needs another
-lane's output waiting for it (``Stage.after``). What each stage does and
-writes: docs/world_pipeline.md; ``tools/run_world_pipeline.py --help`` lists the phases
-from their docstrings here.
+lane's output waiting for it (``Stage.after``). What each stage does and writes:
+docs/world_pipeline.md.
 """
 
 import os
