@@ -34,6 +34,7 @@ def test_run_all_writes_every_benchmark(tmp_path):
         "benchmark_workers.py",
         "benchmark_precision.py",
         "benchmark_official.py",
+        "benchmark_roi_align.py",
     ):
         assert f"tools/benchmarks/{name}" in text
     for row in (
@@ -46,5 +47,6 @@ def test_run_all_writes_every_benchmark(tmp_path):
         "| ViLD heads on cached features |",
         "bf16 / fp32",
         "official TF graph (estimate)",
+        "separable / torchvision",
     ):
         assert row in text, row

@@ -111,16 +111,19 @@ def test_ensemble_takes_a_trained_text_head_and_trains_its_image_head_alone(
     trained_text = str(tmp_path / "vild_text.pth")
     torch.save({"model": text_model.state_dict()}, trained_text)
     ensemble = build_model(_cfg(tiny_lvis, store, vocab, tmp_path, "MODEL.VILD.ENSEMBLE", "True"))
+    image_start = {k: v.clone() for k, v in ensemble.roi_heads.image_head.state_dict().items()}
     load_text_head(ensemble, trained_text)
     heads, text_heads = ensemble.roi_heads, text_model.roi_heads
-    # the text head, and the image head's box head to start from, are ViLD-text's
+    # the text head is ViLD-text's; the image head keeps its own start, not a copy of it
     for mine, theirs in (
         (heads.box_head, text_heads.box_head),
         (heads.box_predictor, text_heads.box_predictor),
-        (heads.image_head.box_head, text_heads.box_head),
     ):
         for a, b in zip(mine.parameters(), theirs.parameters(), strict=True):
             assert torch.equal(a, b)
+    for name, tensor in heads.image_head.state_dict().items():
+        assert torch.equal(tensor, image_start[name]), name
+    assert not torch.equal(heads.image_head.box_head.fc1.weight, text_heads.box_head.fc1.weight)
     trained = set(id(p) for p in head_parameters(ensemble, text_head=False))
     assert trained == set(id(p) for p in heads.image_head.parameters())
     before = {n: p.detach().clone() for n, p in ensemble.named_parameters()}

@@ -14,6 +14,10 @@ from . import modeling  # noqa: F401, E402  (registers ViLDRCNN, ViLDROIHeads)
 from .config import add_vild_config  # noqa: E402
 from .errors import VildD2Error  # noqa: E402
 from .inference.detector import OpenVocabularyDetector  # noqa: E402  (ViLD in one call)
+from .layers import use_separable_roi_align_backward  # noqa: E402
+
+# roi_align's CPU backward, the same gradient 2-5x faster (vild_d2/layers/roi_align_backward.py)
+use_separable_roi_align_backward()
 
 __version__ = "0.1.0"
 __all__ = ["add_vild_config", "OpenVocabularyDetector", "VildD2Error"]

@@ -57,6 +57,12 @@ BENCHMARKS = [
         ["--steps", "1", "--size", "128", "--cached-images", "2", "--classes", "8"],
     ),
     (
+        "roi_align's CPU backward: torchvision's kernel vs vild_d2's separable one",
+        "benchmark_roi_align.py",
+        [],
+        ["--repeats", "2", "--world-only"],
+    ),
+    (
         "Training step: distillation vs ViLD-text, and ViLD-ensemble",
         "benchmark_training.py",
         [],

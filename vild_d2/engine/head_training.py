@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 TEXT_HEAD_PREFIXES = ("roi_heads.box_head.", "roi_heads.box_predictor.")  # in a checkpoint
+IMAGE_HEAD_PREFIX = "roi_heads.image_head."  # ViLD-ensemble's image head, in a checkpoint
 
 
 def head_parameters(model, text_head: bool = True) -> List[torch.nn.Parameter]:
@@ -47,11 +48,12 @@ def head_parameters(model, text_head: bool = True) -> List[torch.nn.Parameter]:
 def load_text_head(model, path: str) -> None:
     """
     Set ViLD-ensemble ``model``'s text head (box head and box predictor) from the trained
-    checkpoint at ``path`` (a ViLD-text's) and start its image head's box head as a copy of
-    that box head. On a frozen detector the ensemble's text head trains exactly as a
-    ViLD-text head does (the same losses on the same features), so it is taken, not trained
-    again: only the image head is left to train. Raises ValueError naming ``path`` when its
-    heads are missing or of other shapes.
+    checkpoint at ``path`` (a ViLD-text's). On a frozen detector the ensemble's text head
+    trains exactly as a ViLD-text head does (the same losses on the same features), so it
+    is taken, not trained again: only the image head is left to train. The image head keeps
+    the start it has (from MODEL.WEIGHTS, as ViLD's head): it is trained by L_image alone,
+    never by the text head's cross-entropy. Raises ValueError naming ``path`` when its heads
+    are missing or of other shapes.
     """
     heads = model.roi_heads
     if getattr(heads, "image_head", None) is None:
@@ -66,9 +68,10 @@ def load_text_head(model, path: str) -> None:
             f"{path}: no text head of this model's shapes ({len(wrong)} of {len(wanted)} tensors "
             f"missing or of other shapes, e.g. {wrong[0]})"
         )
-    # without image-head keys, ViLDROIHeads' load hook starts the image head's box head as
-    # a copy of the box head loaded here
-    model.load_state_dict({k: state[k] for k in wanted}, strict=False)
+    # the image head's own tensors go along: without them ViLDROIHeads' load hook would
+    # start the image head's box head as a copy of the text head's trained one
+    image_head = {k: v for k, v in own.items() if k.startswith(IMAGE_HEAD_PREFIX)}
+    model.load_state_dict({**{k: state[k] for k in wanted}, **image_head}, strict=False)
 
 
 def _lr_at(step: int, total: int, base_lr: float, warmup: int) -> float:
