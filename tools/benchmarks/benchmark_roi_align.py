@@ -9,18 +9,27 @@ one training step of a box + mask RoI pooler (detectron2's FPN level assignment)
   * LVIS at R50-FPN: 2 images of 1024 x 1024, 256 channels, 1024 box RoIs and 256 mask
     RoIs of 16-600 px.
 
-    python tools/benchmarks/benchmark_roi_align.py [--repeats 15] [--world-only]
+    python tools/benchmarks/benchmark_roi_align.py [--repeats 15] [--world-only] [--rounds 3]
 
 Prints milliseconds per step (all levels, box and mask pooler) and their ratio, at 1 and
-2 threads.
+2 threads. Then whole bfloat16 training steps on one thread, with either backward, of
+benchmark_precision.py's detector and pretraining stages: the kernel is chosen when a
+process starts, so processes of the two take turns (``--rounds`` each, 6 steps a process).
 """
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
+from types import SimpleNamespace
 
-os.environ["VILD_D2_TORCHVISION_ROI_ALIGN_BACKWARD"] = "1"  # autograd keeps torchvision's
+DISABLE_ENV = "VILD_D2_TORCHVISION_ROI_ALIGN_BACKWARD"
+CHILD = "--child-steps" in sys.argv  # a step-timing process: its kernel comes from its parent
+if not CHILD:
+    os.environ[DISABLE_ENV] = "1"  # op timings: autograd keeps torchvision's kernel
 
 # isort: split
 import torch  # noqa: E402
@@ -84,11 +93,60 @@ def measure(setting, threads: int, repeats: int):
     return {k: statistics.median(v[1:]) * 1e3 for k, v in times.items()}
 
 
+STEP_STAGES = ("detector (train_net)", "pretraining")  # benchmark_precision.py's stages
+
+
+def child_steps(steps: int) -> None:
+    """In a child process: seconds per bfloat16 step of STEP_STAGES, one thread, as json."""
+    import benchmark_precision as bp
+    from detectron2.utils.events import EventStorage
+
+    torch.set_num_threads(1)
+    args = SimpleNamespace(images=2, size=256, regions=32, cached_images=8, dim=64, classes=48)
+    times = {}
+    with EventStorage():
+        for name in STEP_STAGES:
+            step = bp.STAGES[name](args)
+            for _ in range(2):  # warm-up
+                step(torch.bfloat16)
+            times[name] = statistics.median(
+                bp._timed(lambda: step(torch.bfloat16)) for _ in range(steps)
+            )
+    print(json.dumps(times))
+
+
+def step_table(rounds: int) -> None:
+    """Whole steps with each backward: processes of the two kernels taking turns."""
+    times = {kernel: {name: [] for name in STEP_STAGES} for kernel in ("0", "1")}
+    for _ in range(rounds):
+        for kernel in ("1", "0"):  # 1: torchvision's
+            env = dict(os.environ, **{DISABLE_ENV: kernel}, PYTHONWARNINGS="ignore")
+            out = subprocess.run(
+                [sys.executable, __file__, "--child-steps", "6"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            for name, seconds in json.loads(out.strip().splitlines()[-1]).items():
+                times[kernel][name].append(seconds)
+    print(f"\nbfloat16 training step, 1 thread, median over {rounds} processes of each kernel\n")
+    print("| stage | torchvision's backward, ms | separable, ms | separable / torchvision |")
+    print("|---|---:|---:|---:|")
+    for name in STEP_STAGES:
+        tv, sep = (1e3 * statistics.median(times[k][name]) for k in ("1", "0"))
+        print(f"| {name} | {tv:.0f} | {sep:.0f} | {sep / tv:.2f} |")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=15, help="interleaved repeats (median)")
     p.add_argument("--world-only", action="store_true", help="the shapes world's RoIs only")
+    p.add_argument("--rounds", type=int, default=3, help="step-timing processes per kernel")
+    p.add_argument("--child-steps", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.child_steps:
+        return child_steps(args.child_steps)
     print(
         "| RoIs of one step | threads | torchvision ms | separable ms | separable / torchvision |"
     )
@@ -101,6 +159,8 @@ def main():
                 f"| {setting[0]} | {threads} | {ms['torchvision']:.1f} | {ms['separable']:.1f} "
                 f"| {ratio:.2f} |"
             )
+    if args.rounds > 0:
+        step_table(args.rounds)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ BENCHMARKS = [
         "roi_align's CPU backward: torchvision's kernel vs vild_d2's separable one",
         "benchmark_roi_align.py",
         [],
-        ["--repeats", "2", "--world-only"],
+        ["--repeats", "2", "--world-only", "--rounds", "0"],
     ),
     (
         "Training step: distillation vs ViLD-text, and ViLD-ensemble",
