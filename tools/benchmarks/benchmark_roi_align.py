@@ -26,6 +26,7 @@ import sys
 import time
 from types import SimpleNamespace
 
+# vild_d2.layers.roi_align_backward.DISABLE_ENV (checked below), set before vild_d2 is imported
 DISABLE_ENV = "VILD_D2_TORCHVISION_ROI_ALIGN_BACKWARD"
 CHILD = "--child-steps" in sys.argv  # a step-timing process: its kernel comes from its parent
 if not CHILD:
@@ -37,7 +38,10 @@ from detectron2.modeling.poolers import assign_boxes_to_levels  # noqa: E402
 from detectron2.structures import Boxes  # noqa: E402
 from torchvision.ops import roi_align  # noqa: E402
 
+from vild_d2.layers import roi_align_backward  # noqa: E402
 from vild_d2.layers.roi_align_backward import roi_align_input_grad  # noqa: E402
+
+assert DISABLE_ENV == roi_align_backward.DISABLE_ENV
 
 STRIDES = (4, 8, 16, 32)  # P2-P5, detectron2's box and mask poolers
 # (name, images, height, width, channels, box RoIs, mask RoIs, smallest / largest box px)

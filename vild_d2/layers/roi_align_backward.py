@@ -6,11 +6,13 @@ channel, on one thread: in the world's base detector it was 20% of a training st
 
 RoIAlign is separable: output[r, c, i, j] = sum_y sum_x Wy[r, i, y] F[b_r, c, y, x]
 Wx[r, j, x], where Wy (Wx) averages the bilinear weights of RoI r's sampling rows
-(columns) of bin i (j) over the level's height H (width W). So the input gradient is
-sum_r Wy[r]^T G[r] Wx[r]: two matrix products per image, multi-threaded like any other
-op. The weights follow torchvision's kernel rule for rule (``aligned``'s half-pixel shift,
-the adaptive grid of ``sampling_ratio`` 0, samples beyond [-1, size] contributing 0,
-coordinates clamped to the map), so the gradient is the same up to float summation order
+(columns) of bin i (j), non-zero only on the RoI's window of the map. So RoI r's share of
+the input gradient is Wy[r]^T G[r] Wx[r] on that window: two batched matrix products over
+chunks of RoIs with windows of about the same size, the windows then added into the map
+with one ``index_add_``, multi-threaded like any other op. The weights follow
+torchvision's kernel rule for rule (``aligned``'s half-pixel shift, the adaptive grid of
+``sampling_ratio`` 0, samples beyond [-1, size] contributing 0, coordinates clamped to
+the map), so the gradient is the same up to float summation order
 (tests/test_roi_align_backward.py checks it against finite differences of torchvision's
 own forward). The forward stays torchvision's; CUDA keeps its kernel.
 """
@@ -145,7 +147,7 @@ def roi_align_input_grad(
     geometry = _roi_geometry(
         rois.to(work), spatial_scale, (pooled_height, pooled_width), sampling_ratio, aligned
     )
-    y0, x0, bin_h, bin_w = geometry[:4]
+    bin_h, bin_w = geometry[2:4]
     chunks = _similar_windows(bin_h.abs() * pooled_height, bin_w.abs() * pooled_width)
     flat = out.view(batch_size * height * width, channels)  # still zeros: its layout is free
     for chunk in chunks:
