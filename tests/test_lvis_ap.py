@@ -32,22 +32,8 @@ def _fake_results(gt: dict, seed: int) -> list:
             rles = mask_utils.frPyObjects(a["segmentation"], size, size)
             rle = mask_utils.merge(rles)
             if rng.random() < 0.3:  # a box-shaped mask instead
-                rle = mask_utils.frPyObjects(
-                    [
-                        [
-                            box[0],
-                            box[1],
-                            box[0] + box[2],
-                            box[1],
-                            box[0] + box[2],
-                            box[1] + box[3],
-                            box[0],
-                            box[1] + box[3],
-                        ]
-                    ],
-                    size,
-                    size,
-                )[0]
+                x0, y0, x1, y1 = box[0], box[1], box[0] + box[2], box[1] + box[3]
+                rle = mask_utils.frPyObjects([[x0, y0, x1, y0, x1, y1, x0, y1]], size, size)[0]
             rle["counts"] = rle["counts"].decode()
             results.append(
                 {

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from world_pipeline.runner import Stage, StageFailed, run_stages
+from world_pipeline.runner import Stage, StageFailed, run_stages, side_by_side
 
 
 def _py(name, code, show=None):
@@ -143,3 +143,16 @@ def test_waiting_for_a_stage_of_a_later_lane_is_refused_before_anything_runs(tmp
     with pytest.raises(ValueError, match="'early' waits for \\['late'\\]"):
         run_stages([[early], [_py("late", "print(1)")]], dict(os.environ), 2, tmp_path)
     assert not first.exists()
+
+
+def test_side_by_side_runs_each_part_in_a_process_of_its_own():
+    import torch
+
+    parts = [(os.getpid, ()), (torch.get_num_threads, ()), (int, ("12",))]
+    (pid, threads, twelve), here = side_by_side(parts, os.getpid, processes=2)
+    assert here == os.getpid() and pid != here and twelve == 12
+    assert threads == max(1, (os.cpu_count() or 1) // 2)  # the cores divided among 2 workers
+    (pid, _, _), here = side_by_side(parts, os.getpid, processes=1)
+    assert pid == here == os.getpid()  # one process: everything here
+    with pytest.raises(ValueError, match="invalid literal"):  # a part's error is raised here
+        side_by_side([(int, ("twelve",))], os.getpid, processes=2)

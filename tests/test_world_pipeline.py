@@ -65,9 +65,9 @@ def smoke(installed, tmp_path_factory):
     return out, _demo(installed, out)
 
 
-def test_quick_demo_runs_every_stage_and_resumes(tmp_path, installed, smoke):
+def test_quick_demo_world_teacher_and_base_detector(smoke):
     """From a venv outside the checkout, with vild_d2 installed as a package."""
-    out, stdout = smoke
+    out, _ = smoke
     world = out / "datasets" / "shapes_world"
 
     # data + teacher: a CLIP-format checkpoint that the teacher loader reads
@@ -125,6 +125,11 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path, installed, smoke):
         "proposals/R50_compositional@300",
     } <= set(rpn)
 
+
+def test_quick_demo_region_store(smoke):
+    out, _ = smoke
+    world = out / "datasets" / "shapes_world"
+
     # region store of every base-training image, M = 8, intact
     from vild_d2.data.region_store import RegionStore
 
@@ -133,6 +138,12 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path, installed, smoke):
     assert sorted(store.image_ids().tolist()) == sorted(im["id"] for im in train["images"])
     summary = store.verify(progress=False)  # raises on a corrupt shard
     assert summary["num_images"] == len(train["images"]) and summary["regions_per_image_max"] == 8
+    # written by one worker process per lane (--jobs: 2 where the CPU has 2 cores or more)
+    assert store.manifest["num_shards"] == (2 if (os.cpu_count() or 1) >= 2 else 1)
+
+
+def test_quick_demo_detectors(smoke):
+    out, _ = smoke
 
     # the ViLD models' heads trained on the base detector's cached RoI features (one epoch
     # in --quick), the supervised detector end to end
@@ -158,6 +169,11 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path, installed, smoke):
         assert {f"{t}/{c}" for t in ("bbox", "segm") for c in ("AP", "APr", "APc", "APf")} <= set(
             _last_eval(out / key, "segm/AP")
         )
+
+
+def test_quick_demo_report(installed, smoke):
+    out, stdout = smoke
+
     for title in (
         "ViLD-text",
         "ViLD",
@@ -197,6 +213,13 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path, installed, smoke):
         ("vild", "vild_text", "APr")
     }
     assert [c["name"] for c in results["claims"]] == ["a", "a'", "b", "c", "d"]
+
+
+def test_quick_demo_distillation_fit(tmp_path, smoke):
+    out, stdout = smoke
+    world = out / "datasets" / "shapes_world"
+    results = json.loads((out / "results.json").read_text())
+
     # the distillation fit: the distilled models' and their probes' (8 images, M = 8)
     assert set(results["distillation_fit"]) == {"vild", "vild_ensemble"}
     for fit in results["distillation_fit"].values():
@@ -225,6 +248,13 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path, installed, smoke):
         load_script("tools/distillation_fit.py").main(
             ["--config-file", str(out / "vild_text" / "config.yaml")]
         )
+
+
+def test_quick_demo_head_accuracy_transfer_and_expansion(smoke):
+    out, stdout = smoke
+    world = out / "datasets" / "shapes_world"
+    results = json.loads((out / "results.json").read_text())
+
     assert set(results["head_accuracy"]) == {"vild_text", "vild", "vild_ensemble"}
     assert set(results["head_accuracy"]["vild_ensemble"]) == {"text head", "image head"}
     assert set(results["head_accuracy"]["vild"]) == {"head"}
@@ -255,6 +285,13 @@ def test_quick_demo_runs_every_stage_and_resumes(tmp_path, installed, smoke):
     assert (
         Image.open(out / "expansion_val.png").height > 4 * picture.width // 4
     )  # ground truth + 4 rows
+
+
+def test_quick_demo_resumes_and_its_models_serve_the_page(installed, smoke):
+    """Last of the smoke run's tests: it runs the demo again, then makes its pretraining stale."""
+    out, _ = smoke
+    world = out / "datasets" / "shapes_world"
+    val = json.loads((world / "annotations" / "val.json").read_text())
 
     # a second run finds every stage done and only redraws and reprints
     again = _demo(installed, out)

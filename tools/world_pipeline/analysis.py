@@ -5,6 +5,11 @@ cropped regions" baseline (the teacher as a detector), the heads' top-1 accuracy
 boxes, the distilled models' fit to the teacher on their training regions (with a probe's
 ceiling), and the val classes detected as 8 shapes x 6 colours (systematic expansion).
 Cached in OUTPUT/analysis.json, keyed by the files it reads.
+
+On a CPU with lanes (``--jobs`` 2) the parts that run models (the teacher's crops, heads and
+fits; the expansion) run side by side in two processes of one thread each while the AP and
+its intervals are computed here: on one process with both threads these models' small
+batches kept the second core idle for much of the analysis.
 """
 
 import contextlib
@@ -40,6 +45,7 @@ from vild_d2.world.spec import category_names, spec_from_json
 from .artefacts import fingerprint
 from .claims import CLAIM_COMPARISONS
 from .context import ROOT, PipelineRun
+from .runner import side_by_side
 from .sizes import TRAIN_DATASET, VAL_DATASET
 
 __all__ = ["analyse", "expansion_vocabulary", "ANALYSIS_VERSION"]
@@ -195,6 +201,45 @@ def _cached(run: PipelineRun, model_cfgs: list, rpn_cfg):
     return inputs, None
 
 
+def _load_teacher(run: PipelineRun):
+    """(the teacher CLIP, its [C, D] text embeddings of the world's categories)."""
+    teacher, _ = load_clip(run.teacher, device=run.device)
+    text = load_text_embeddings(
+        run.text,
+        embed_dim=teacher.text_projection.shape[1],
+        config_key="MODEL.VILD.TRAIN_TEXT_EMBEDDINGS",
+    )
+    return teacher, text
+
+
+def _regions_part(run: PipelineRun, model_cfgs: list, rpn_cfg) -> dict:
+    """CLIP on cropped regions, the heads' top-1 on val boxes and the distillation fits."""
+    t0 = time.time()
+    dicts = DatasetCatalog.get(VAL_DATASET)  # also sets the metadata read below
+    meta = MetadataCatalog.get(VAL_DATASET)
+    ap_groups, accuracy_groups = _val_groups(meta)
+    teacher, text = _load_teacher(run)
+    per_image = model_cfgs[0][2].TEST.DETECTIONS_PER_IMAGE
+    crops = _clip_on_crops_ap(teacher, text, rpn_cfg, dicts, per_image, meta, ap_groups)
+    models = _vild_models(model_cfgs)
+    return {
+        "clip_on_crops": {"bbox": crops},
+        "head_accuracy": _head_accuracies(models, dicts, text, accuracy_groups),
+        "distillation_fit": _distillation_fits(run, models, text),
+        "seconds": time.time() - t0,
+    }
+
+
+def _expansion_part(run: PipelineRun, model_cfgs: list) -> dict:
+    """Systematic expansion: each ViLD model's mask AP with the classes as shapes x colours."""
+    t0 = time.time()
+    DatasetCatalog.get(VAL_DATASET)  # sets the metadata read below
+    teacher, _ = _load_teacher(run)
+    models = _vild_models(model_cfgs)
+    expansion = _expansion_ap(run, models, MetadataCatalog.get(VAL_DATASET).json_file, teacher)
+    return {"expansion": expansion, "seconds": time.time() - t0}
+
+
 def analyse(run: PipelineRun, model_cfgs: list, rpn_cfg) -> dict:
     """The analysis of ``model_cfgs`` ((key, title, cfg) of the trained detectors)."""
     inputs, cached = _cached(run, model_cfgs, rpn_cfg)
@@ -203,41 +248,34 @@ def analyse(run: PipelineRun, model_cfgs: list, rpn_cfg) -> dict:
         return cached
     print("\n== analysis", flush=True)
     t0 = time.time()
-    step = lambda what: print(f"   {what} ({time.time() - t0:.0f}s)", flush=True)  # noqa: E731
-    dicts = DatasetCatalog.get(VAL_DATASET)  # also sets the metadata read below
-    meta = MetadataCatalog.get(VAL_DATASET)
-    ap_groups, accuracy_groups = _val_groups(meta)
-    ap, tables, groups = _model_ap(model_cfgs, meta.json_file, ap_groups)
-    step("AP per kind of novel category")
-    teacher, _ = load_clip(run.teacher, device=run.device)
-    text = load_text_embeddings(
-        run.text,
-        embed_dim=teacher.text_projection.shape[1],
-        config_key="MODEL.VILD.TRAIN_TEXT_EMBEDDINGS",
-    )
-    per_image = model_cfgs[0][2].TEST.DETECTIONS_PER_IMAGE
-    crops = _clip_on_crops_ap(teacher, text, rpn_cfg, dicts, per_image, meta, ap_groups)
-    step("CLIP on cropped regions")
-    models = _vild_models(model_cfgs)  # built once for the three analyses below
-    heads = _head_accuracies(models, dicts, text, accuracy_groups)
-    step("heads' top-1 accuracy")
-    fits = _distillation_fits(run, models, text)
-    step("distillation fit and its probe")
-    expansion = _expansion_ap(run, models, meta.json_file, teacher)  # last: sets vocabularies
-    step("systematic expansion")
     samples = run.size.bootstrap_samples
-    intervals = bootstrap_differences(
-        tables, CLAIM_COMPARISONS, groups, num_samples=samples, seed=run.seed
+
+    def ap_and_intervals():  # from the LVIS results files: here, beside the two parts
+        DatasetCatalog.get(VAL_DATASET)  # sets the metadata read below
+        meta = MetadataCatalog.get(VAL_DATASET)
+        ap, tables, groups = _model_ap(model_cfgs, meta.json_file, _val_groups(meta)[0])
+        intervals = bootstrap_differences(
+            tables, CLAIM_COMPARISONS, groups, num_samples=samples, seed=run.seed
+        )
+        return ap, intervals, time.time() - t0
+
+    parts = [(_regions_part, (run, model_cfgs, rpn_cfg)), (_expansion_part, (run, model_cfgs))]
+    processes = run.jobs if run.device == "cpu" else 1
+    (regions, expansion), (ap, intervals, seconds) = side_by_side(
+        parts, ap_and_intervals, processes
     )
-    step(f"bootstrap, {samples} resamples")
+    print(f"   AP per kind of novel category, bootstrap of {samples} resamples ({seconds:.0f}s)")
+    print(
+        "   CLIP on cropped regions, heads' top-1 accuracy, distillation fit and its probe"
+        f" ({regions.pop('seconds'):.0f}s)"
+    )
+    print(f"   systematic expansion ({expansion.pop('seconds'):.0f}s)", flush=True)
     result = {
         "inputs": inputs,
         "ap": ap,
-        "clip_on_crops": {"bbox": crops},
-        "head_accuracy": heads,
-        "distillation_fit": fits,
+        **regions,
         "intervals": intervals,
-        "expansion": expansion,
+        **expansion,
         "seconds": time.time() - t0,
     }
     atomic_write_json(run.path("analysis.json"), result)

@@ -1,5 +1,6 @@
 """
-Run a pipeline's stages (commands) one after another or side by side.
+Run a pipeline's stages (commands) one after another or side by side (:func:`run_stages`),
+and Python functions side by side in processes of their own (:func:`side_by_side`).
 
 Each stage runs in its own process group with its full output in its log file; chosen
 lines are echoed. SIGINT/SIGTERM to the pipeline are forwarded to every running stage's
@@ -17,12 +18,13 @@ other's order without ending together; an earlier lane has always started (or fi
 when a later one waits for it, so no wait can deadlock.
 """
 
+import multiprocessing
 import os
 import signal
 import subprocess
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -33,6 +35,7 @@ __all__ = [
     "StageFailed",
     "PipelineStopped",
     "run_stages",
+    "side_by_side",
     "stop_group",
     "STOP_GRACE_SECONDS",
 ]
@@ -267,3 +270,33 @@ def run_stages(
     if runner.failure is not None:
         raise StageFailed(runner.failure)
     return runner.seconds
+
+
+def side_by_side(parts: Sequence[tuple], meanwhile: Callable, processes: int = 1):
+    """
+    Run ``parts`` ((function, args) each; picklable) and ``meanwhile()``. With
+    ``processes`` > 1, each part runs in a process of its own with the cores divided among
+    the parts (spawned, not forked: the caller's OpenMP threads are not copied) while
+    ``meanwhile`` runs here; else everything runs here, ``meanwhile`` first. Returns (the
+    parts' results in order, meanwhile's). A part's exception is raised here.
+    """
+    if processes < 2:
+        here = meanwhile()
+        return [function(*args) for function, args in parts], here
+    workers = min(processes, len(parts))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_set_torch_threads,
+        initargs=(threads,),
+    ) as pool:
+        futures = [pool.submit(function, *args) for function, args in parts]
+        here = meanwhile()
+        return [future.result() for future in futures], here
+
+
+def _set_torch_threads(threads: int) -> None:
+    import torch  # here: the runner itself imports no torch
+
+    torch.set_num_threads(threads)

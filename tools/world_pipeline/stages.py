@@ -211,6 +211,8 @@ def region_stages(run: PipelineRun) -> List[List[Stage]]:
     command += ["--teacher", run.teacher, "--dataset", TRAIN_DATASET]
     command += ["--config-file", RPN_CONFIG, "--output", run.store]
     command += ["--num-regions", str(run.size.num_regions), "--device", run.device]
+    if run.device == "cpu" and run.jobs > 1:  # one process per lane, each with its cores
+        command += ["--num-gpus", str(run.jobs)]  # (docs/runs.md, "Stages side by side")
     command += ["MODEL.WEIGHTS", run.base_weights]
     return [[Stage("regions", command, lambda: None, lines_with("summary:"))]]
 
