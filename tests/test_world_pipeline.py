@@ -45,7 +45,8 @@ def _demo(installed, out, expect_success=True):
         return proc
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # no foreign block in what the user reads (each stage's own log keeps its output)
-    for noise in ("not used by the model", "meshgrid", "pkg_resources", "Assuming user provided"):
+    noises = ("not used by the model", "meshgrid", "pkg_resources", "Assuming user provided")
+    for noise in noises + ("is deprecated",):
         assert noise not in proc.stdout + proc.stderr, noise
     return proc.stdout
 

@@ -18,6 +18,10 @@ import json
 import os
 import time
 
+import vild_d2  # noqa: F401  (first: detectron2 imported quietly, in the parts' processes too)
+
+# isort: split
+
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
