@@ -181,7 +181,9 @@ def _expansion_ap(run: PipelineRun, models: list, gt_json: str, teacher) -> dict
     for key, cfg, model in models:
         model.set_vocabulary(vocab.embeddings, vocab.base_mask, vocab.attribute_embeddings)
         evaluator = build_evaluator(cfg, VAL_DATASET, run.path("expansion", key))
-        loader = build_detection_test_loader(cfg, VAL_DATASET)
+        # read here: in the analysis's spawned processes a loader worker is spawned too, and
+        # takes longer to start (importing detectron2 again) than the 100 images take to read
+        loader = build_detection_test_loader(cfg, VAL_DATASET, num_workers=0)
         # the evaluator's tables (we print ours), and lvis' "Assuming user provided the results
         # in correct format" (they are ours)
         with contextlib.redirect_stdout(io.StringIO()), quiet_logger("lvis.results"):
