@@ -218,7 +218,7 @@ def _load_teacher(run: PipelineRun):
     return teacher, text
 
 
-def _regions_part(run: PipelineRun, model_cfgs: list, rpn_cfg) -> dict:
+def _crops_heads_and_fits(run: PipelineRun, model_cfgs: list, rpn_cfg) -> dict:
     """CLIP on cropped regions, the heads' top-1 on val boxes and the distillation fits."""
     t0 = time.time()
     dicts = DatasetCatalog.get(VAL_DATASET)  # also sets the metadata read below
@@ -236,11 +236,11 @@ def _regions_part(run: PipelineRun, model_cfgs: list, rpn_cfg) -> dict:
     }
 
 
-def _expansion_part(run: PipelineRun, model_cfgs: list) -> dict:
+def _expansion(run: PipelineRun, model_cfgs: list) -> dict:
     """Systematic expansion: each ViLD model's mask AP with the classes as shapes x colours."""
     t0 = time.time()
     DatasetCatalog.get(VAL_DATASET)  # sets the metadata read below
-    teacher, _ = _load_teacher(run)
+    teacher, _ = load_clip(run.teacher, device=run.device)
     models = _vild_models(model_cfgs)
     expansion = _expansion_ap(run, models, MetadataCatalog.get(VAL_DATASET).json_file, teacher)
     return {"expansion": expansion, "seconds": time.time() - t0}
@@ -265,21 +265,19 @@ def analyse(run: PipelineRun, model_cfgs: list, rpn_cfg) -> dict:
         )
         return ap, intervals, time.time() - t0
 
-    parts = [(_regions_part, (run, model_cfgs, rpn_cfg)), (_expansion_part, (run, model_cfgs))]
+    parts = [(_crops_heads_and_fits, (run, model_cfgs, rpn_cfg)), (_expansion, (run, model_cfgs))]
     processes = run.jobs if run.device == "cpu" else 1
-    (regions, expansion), (ap, intervals, seconds) = side_by_side(
-        parts, ap_and_intervals, processes
-    )
+    (scored, expansion), (ap, intervals, seconds) = side_by_side(parts, ap_and_intervals, processes)
     print(f"   AP per kind of novel category, bootstrap of {samples} resamples ({seconds:.0f}s)")
     print(
         "   CLIP on cropped regions, heads' top-1 accuracy, distillation fit and its probe"
-        f" ({regions.pop('seconds'):.0f}s)"
+        f" ({scored.pop('seconds'):.0f}s)"
     )
     print(f"   systematic expansion ({expansion.pop('seconds'):.0f}s)", flush=True)
     result = {
         "inputs": inputs,
         "ap": ap,
-        **regions,
+        **scored,
         "intervals": intervals,
         **expansion,
         "seconds": time.time() - t0,

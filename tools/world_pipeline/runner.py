@@ -125,7 +125,7 @@ class _Runner:
         if not self.parallel:
             return self.env  # one slot: the process's own default
         sharing = min(self.slots, self.lanes_left)  # >= 1: this stage's lane is unfinished
-        threads = str(max(1, (os.cpu_count() or 1) // sharing))
+        threads = str(_cores_each(sharing))
         return dict(self.env, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
 
     def run(self, stage: Stage) -> None:
@@ -284,12 +284,11 @@ def side_by_side(parts: Sequence[tuple], meanwhile: Callable, processes: int = 1
         here = meanwhile()
         return [function(*args) for function, args in parts], here
     workers = min(processes, len(parts))
-    threads = max(1, (os.cpu_count() or 1) // workers)
     with ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_set_torch_threads,
-        initargs=(threads,),
+        initargs=(_cores_each(workers),),
     ) as pool:
         futures = [pool.submit(function, *args) for function, args in parts]
         here = meanwhile()
@@ -300,3 +299,8 @@ def _set_torch_threads(threads: int) -> None:
     import torch  # here: the runner itself imports no torch
 
     torch.set_num_threads(threads)
+
+
+def _cores_each(sharing: int) -> int:
+    """The machine's cores divided among ``sharing`` processes (at least one each)."""
+    return max(1, (os.cpu_count() or 1) // sharing)
