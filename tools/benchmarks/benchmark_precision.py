@@ -14,8 +14,7 @@ Stages, with the world configs (configs/shapes_world) and random weights:
   ViLD heads     ViLD's box head and predictor on cached RoI features (64 proposals and
                  32 regions per image, 8 images: tools/train_heads_on_cached_features.py)
   image head     ViLD-ensemble's image head alone on the regions' cached features
-  teacher        the world's CLIP, one contrastive step on 96 crops, channels-last as
-                 tools/train_world_teacher.py trains it (whatever --channels-last says)
+  teacher        the world's CLIP, one contrastive step on 96 crops
   pretraining    the RoI classifier of tools/pretrain_world_detector.py, 8 images
 The target of issue 35: every stage at <= 0.65x its float32 step.
 """
@@ -140,28 +139,24 @@ def image_head_step(args):
 
 
 def teacher_step(args):
-    """
-    The world's CLIP as tools/train_world_teacher.py trains it (channels-last, and on a
-    CPU the math attention kernel): one step on 96 crops.
-    """
+    """The world's CLIP (tools/train_world_teacher.py's shape): one step on 96 crops."""
     import clip
 
-    from vild_d2.world.teacher_training import (
-        WORLD_TEACHER_SHAPE,
-        crop_caption_logits,
-        symmetric_infonce,
-    )
+    from vild_d2.world.teacher_training import WORLD_TEACHER_SHAPE, symmetric_infonce
 
     model = build_clip(seed=0, **WORLD_TEACHER_SHAPE).train()
-    model.to(memory_format=torch.channels_last)  # as train_clip_on_crops
     res = model.visual.input_resolution
     g = torch.Generator().manual_seed(0)
     crops = torch.randn(96, 3, res, res, generator=g)
     targets = torch.randint(0, args.classes, (96,), generator=g)
     tokens = clip.tokenize([f"a photo of a class {i}" for i in range(args.classes)], 24)
-    return _sgd_step(
-        model, lambda: symmetric_infonce(crop_caption_logits(model, crops, tokens), targets)
-    )
+
+    def loss():
+        img = F.normalize(model.encode_image(crops), dim=-1)
+        txt = F.normalize(model.encode_text(tokens), dim=-1)
+        return symmetric_infonce(model.logit_scale.exp().clamp(max=100) * img @ txt.t(), targets)
+
+    return _sgd_step(model, loss)
 
 
 def pretraining_step(args):

@@ -310,8 +310,9 @@ def detector_stages(run: PipelineRun) -> List[List[Stage]]:
     """
     The four detectors, and the ViLD models on the transfer dataset, in two lanes of about
     equal length: the RoI features cached, ViLD-text's heads on them, then ViLD-ensemble's
-    (ViLD-text's text head and an image head trained alone); beside them the supervised
-    detector end to end, then ViLD's heads once the cache is written.
+    (ViLD-text's text head and an image head trained alone) and the two models' transfer
+    evaluations; beside them the supervised detector end to end, then ViLD's heads once
+    the cache is written, and ViLD's transfer evaluation.
     """
     tau = _temperature_options(run)
     return [
@@ -320,12 +321,12 @@ def detector_stages(run: PipelineRun) -> List[List[Stage]]:
             _detector_stage(run, "vild_text", tau),
             _detector_stage(run, "vild_ensemble", tau),
             _transfer_stage(run, "vild_ensemble", tau),
+            _transfer_stage(run, "vild_text", tau),
         ],
         [
             _detector_stage(run, "mask_rcnn_supervised", tau),
             _detector_stage(run, "vild", tau, after=["roi features"]),
             _transfer_stage(run, "vild", tau),
-            _transfer_stage(run, "vild_text", tau, after=["vild_text"]),
         ],
     ]
 

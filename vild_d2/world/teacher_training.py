@@ -13,13 +13,11 @@ import logging
 import math
 import random
 import time
-from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence
 
 import clip
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
 from ..engine.optimizers import fused_if_supported
@@ -33,7 +31,6 @@ __all__ = [
     "scale_and_clip",
     "AdamWSteps",
     "train_clip_on_crops",
-    "crop_caption_logits",
     "symmetric_infonce",
     "zero_shot_accuracy",
 ]
@@ -301,8 +298,7 @@ def train_clip_on_crops(
     )
     pick = random.Random(seed)  # caption templates
     captioned = [*class_names, background_name] if sampler.num_background else list(class_names)
-    # channels-last convolutions: a bfloat16 step in 0.83x the time on this project's CPU
-    model.train().to(memory_format=torch.channels_last)
+    model.train()
     bar = tqdm(range(steps), desc="teacher", unit="step", disable=not progress)
     training = AdamWSteps(model.parameters(), steps, lr, weight_decay, bar)
     for step in bar:
@@ -313,27 +309,13 @@ def train_clip_on_crops(
         ]
         tokens = clip.tokenize(prompts, context_length=model.context_length, truncate=True)
         with autocast(device, dtype):
-            logits = crop_caption_logits(model, crops, tokens.to(device))
+            img = F.normalize(model.encode_image(crops), dim=-1)
+            txt = F.normalize(model.encode_text(tokens.to(device)), dim=-1)
+        img, txt = img.float(), txt.float()  # the similarities in float32 (up to 100 x cos)
+        logits = model.logit_scale.exp().clamp(max=100) * img @ txt.t()  # [B, C]
         training.take(step, symmetric_infonce(logits, targets), logits, targets)
-    model.eval().to(memory_format=torch.contiguous_format)  # saved as any CLIP checkpoint
+    model.eval()
     return training.history
-
-
-def crop_caption_logits(model, crops: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """
-    [B, C] logits of ``crops`` [B, 3, S, S] against the captions ``tokens`` [C, L]: the
-    towers under the caller's autocast, the similarities in float32 (up to 100 x cos).
-
-    On a CPU the attention runs in the plain (math) kernel: in bfloat16 its backward is
-    faster than the flash kernel's at the teacher's 5- and 24-token sequences
-    (tools/benchmarks/benchmark_precision.py measures the teacher's step this way).
-    """
-    on_cpu = crops.device.type == "cpu"
-    with sdpa_kernel(SDPBackend.MATH) if on_cpu else nullcontext():
-        img = F.normalize(model.encode_image(crops), dim=-1)
-        txt = F.normalize(model.encode_text(tokens), dim=-1)
-    with torch.autocast(crops.device.type, enabled=False):
-        return model.logit_scale.exp().clamp(max=100) * img.float() @ txt.float().t()
 
 
 @torch.no_grad()
