@@ -288,7 +288,7 @@ def _roi_feature_stage(run: PipelineRun, tau: List[str]) -> Stage:
     return Stage("roi features", command, cached, lines_with("cached in"))
 
 
-def _transfer_stage(run: PipelineRun, key: str, tau: List[str], after=()) -> Stage:
+def _transfer_stage(run: PipelineRun, key: str, tau: List[str]) -> Stage:
     """
     ViLD model ``key``, no retraining, on the transfer dataset with its own vocabulary (its
     val AP is its training's own final evaluation: evaluating val again would repeat it).
@@ -303,7 +303,7 @@ def _transfer_stage(run: PipelineRun, key: str, tau: List[str], after=()) -> Sta
     command += ["DATASETS.TEXT_EMBEDDINGS_TEST", f"('{_rel(run.transfer_text)}',)"]
     done = partial(_evaluated, out, "segm/AP")
     show = lines_with("copypaste: Task", "copypaste: AP,")
-    return Stage(f"transfer {key}", command, done, show, tuple(after))
+    return Stage(f"transfer {key}", command, done, show)
 
 
 def detector_stages(run: PipelineRun) -> List[List[Stage]]:
