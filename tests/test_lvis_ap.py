@@ -155,6 +155,9 @@ def test_claims_on_known_numbers():
     assert not met(ap)["a'"]
     ap["vild_ensemble"]["APr"] = 29.9
     assert not met(ap)["b"]
+    # (b) is decided on the two APr values; its own interval (ensemble - ViLD) is shown
+    (b,) = (c for c in check_claims(ap, _intervals(-3.0), fit) if c["name"] == "b")
+    assert not b["met"] and "vs ViLD 30.0 (diff -0.1, 90% CI [-3.0, +2.0])" in b["detail"]
     ap["vild_ensemble"]["APf"] = 47.5
     assert not met(ap)["c"]
     # (d): both numbers at their bar or above
