@@ -15,6 +15,7 @@ from vild_d2.utils.atomic_io import atomic_write
 
 from .artefacts import PipelineError
 from .report import ap_table, claim_lines, provenance_line, results_table
+from .sizes import FULL
 
 __all__ = [
     "BEGIN",
@@ -50,7 +51,10 @@ def load_runs(paths: List[str]) -> List[dict]:
 
 
 def _run_title(results: dict) -> str:
-    return f"seed {results['seed']} ({results['provenance']['commit'] or 'no commit'})"
+    """ "seed 7 (commit)", and the number of val images where it is not the default."""
+    num_val = results.get("size", {}).get("num_val", FULL.num_val)
+    val = f", {num_val} val images" if num_val != FULL.num_val else ""
+    return f"seed {results['seed']} ({results['provenance']['commit'] or 'no commit'}{val})"
 
 
 def _claims_table(runs: List[dict]) -> List[str]:

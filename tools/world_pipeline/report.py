@@ -325,8 +325,10 @@ def provenance_line(results: dict) -> str:
     commit = origin.get("commit") or "an unknown commit"
     minutes = results["total_seconds"] / 60
     precision = results.get("precision", "float32")  # runs before the option were float32
+    num_val = results.get("size", {}).get("num_val")
+    val = f" {num_val} val images," if num_val else ""
     return (
         f"{'Smoke run' if results.get('quick') else 'Run'} of {commit}, seed {results['seed']},"
-        f" {precision} training, {origin.get('date', 'date unknown')}, {minutes:.0f} min for"
+        f" {precision} training,{val} {origin.get('date', 'date unknown')}, {minutes:.0f} min for"
         f" the stages (install excluded) on {origin.get('machine', 'an unrecorded machine')}"
     )
