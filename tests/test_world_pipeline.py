@@ -352,7 +352,7 @@ def test_a_run_is_published_from_its_results_json(tmp_path, smoke):
 
     results = json.loads((out / "results.json").read_text())
     runs = []
-    for seed, num_val in ((0, 100), (7, 600)):  # as a default run and --val-images 600 would
+    for seed, num_val in ((0, 600), (7, 100)):  # as a default run and --val-images 100 would
         run_dir = tmp_path / f"seed{seed}"
         run_dir.mkdir()
         size = {**results["size"], "num_val": num_val}
@@ -368,9 +368,9 @@ def test_a_run_is_published_from_its_results_json(tmp_path, smoke):
     assert text.startswith("# title\n\nbefore\n") and text.endswith(f"{END}\nafter\n")
     assert "typed by hand" not in text
     provenance = results["provenance"]
-    assert f"seed 0, bfloat16 training, 100 val images, {provenance['date']}" in text
-    assert f"seed 7, bfloat16 training, 600 val images, {provenance['date']}" in text
-    assert "| claim | seed 0 (no commit) | seed 7 (no commit, 600 val images) |" in text
+    assert f"seed 0, bfloat16 training, 600 val images, {provenance['date']}" in text
+    assert f"seed 7, bfloat16 training, 100 val images, {provenance['date']}" in text
+    assert "| claim | seed 0 (no commit) | seed 7 (no commit, 100 val images) |" in text
     for title in ("ViLD-text", "ViLD", "ViLD-ensemble", "Mask R-CNN (supervised)"):
         assert f"| {title} | base" in text
     assert text.count("| (a) ViLD APr > ViLD-text APr") == 1 and "**missed**" in text

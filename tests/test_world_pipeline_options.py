@@ -25,16 +25,16 @@ def test_the_default_run_keeps_its_folder_world_and_size(tool, monkeypatch):
 
 
 def test_more_val_images_change_only_val_and_get_their_own_world(tool):
-    args = tool.parse_args(["--val-images", "600", "--seed", "7"])
+    args = tool.parse_args(["--val-images", "100", "--seed", "7"])
     size = tool.pipeline_size(args)
-    assert size.num_val == 600
+    assert size.num_val == 100
     # every other number (what is trained, and on what) stays the full run's
     assert {k: v for k, v in vars(size).items() if k != "num_val"} == {
         k: v for k, v in vars(tool.FULL).items() if k != "num_val"
     }
     out, datasets = tool.output_folders(args)
-    assert os.path.basename(out) == "world_seed7_val600"
-    # its world lives apart: the default one (100 val images) would be refused as another
+    assert os.path.basename(out) == "world_seed7_val100"
+    # its world lives apart: the default one (600 val images) would be refused as another
     assert datasets == os.path.join(out, "datasets")
     # the default number of val images names no other folder
     same = tool.parse_args(["--val-images", str(tool.FULL.num_val)])
