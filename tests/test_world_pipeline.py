@@ -200,7 +200,7 @@ def test_quick_demo_report(installed, smoke):
     assert results["provenance"]["commit"] is None  # the copy is no git checkout
     assert (
         "Smoke run of an unknown commit, seed 0, bfloat16 training,"
-        f" {results['provenance']['date']}" in stdout
+        f" {results['size']['num_val']} val images, {results['provenance']['date']}" in stdout
     )
     assert [m["key"] for m in results["models"]] == list(MODELS)
     for m in results["models"]:  # the analysis's AP equals the LVIS evaluator's
