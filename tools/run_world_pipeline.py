@@ -2,10 +2,10 @@
 """
 The main job: the whole ViLD pipeline on the embedded shapes world, on this machine.
 
-    python tools/run_world_pipeline.py           # the full run (about 30 min on 2 CPU cores)
+    python tools/run_world_pipeline.py           # the full run (23-38 min on 2 CPU cores)
     python tools/run_world_pipeline.py --seed 7  # another world (and training seed)
     python tools/run_world_pipeline.py --quick   # a few minutes: a smoke run
-    python tools/run_world_pipeline.py --val-images 600  # the claims on 600 val images
+    python tools/run_world_pipeline.py --val-images 100  # the claims on 100 val images
 
 Each stage is a command of this checkout you would also run on LVIS (printed as it starts;
 its whole output in OUTPUT/<stage>.log); stages that do not depend on each other run side
@@ -81,10 +81,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def _default_size(args: argparse.Namespace):
+    return QUICK if args.quick else FULL
+
+
 def pipeline_size(args: argparse.Namespace):
-    """The run's PipelineSize: the full or the quick one, with --val-images if given."""
-    size = QUICK if args.quick else FULL
-    if args.val_images is None:
+    """The run's PipelineSize: the full or the quick one, with --val-images if it differs."""
+    size = _default_size(args)
+    if args.val_images in (None, size.num_val):
         return size
     return dataclasses.replace(size, num_val=args.val_images)
 
@@ -94,7 +98,7 @@ def output_folders(args: argparse.Namespace):
     name = "world" + ("_quick" if args.quick else "")
     name += f"_seed{args.seed}" if args.seed != DEFAULT_SEED else ""
     name += "_float32" if args.precision == "float32" else ""
-    other_val = pipeline_size(args).num_val != (QUICK if args.quick else FULL).num_val
+    other_val = pipeline_size(args) is not _default_size(args)
     name += f"_val{args.val_images}" if other_val else ""
     out = os.path.abspath(args.output or os.path.join(ROOT, "output", name))
     # other worlds (another seed or val set), and float32's teacher (it lives in its world's

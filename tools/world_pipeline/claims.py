@@ -12,7 +12,7 @@ categories (ViLD-text, ViLD, ViLD-ensemble) or on all of them (the supervised Ma
     above ViLD-text there, as on LVIS;
 (b) the ensemble keeps that: ViLD-ensemble's APr is at least ViLD's and at least the
     supervised model's (reported with the interval of ensemble - ViLD: the paper's margin
-    is +0.5 APr, 16.6 vs 16.1, far inside what 100 val images resolve; docs/runs.md);
+    is +0.5 APr, 16.6 vs 16.1, about what the world's 600 val images resolve; docs/runs.md);
 (c) and does not pay for it on base categories: ViLD-ensemble's APc and APf are each
     within ``BASE_TOLERANCE`` points of ViLD-text's, or above;
 (d) the student learned its teacher: ViLD's top-1 agreement with the teacher on its own
