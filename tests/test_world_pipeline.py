@@ -112,6 +112,10 @@ def test_quick_demo_world_teacher_and_base_detector(smoke):
         amp = yaml.safe_load((out / key / "config.yaml").read_text())["SOLVER"]["AMP"]
         assert amp == {"ENABLED": True, "DTYPE": "bfloat16"}, key
     assert report["bfloat16"] is True
+    # and the teacher's recipe: channels-last memory and its learning rate
+    from vild_d2.world.teacher_training import WORLD_TEACHER_LR
+
+    assert report["channels_last"] is True and report["lr"] == WORLD_TEACHER_LR
     rpn_amp = yaml.safe_load((out / "rpn" / "config.yaml").read_text())["SOLVER"]["AMP"]
     assert rpn_amp["ENABLED"] is False
 
@@ -409,3 +413,25 @@ def test_a_finished_stages_truncated_output_is_refused_not_reused(tmp_path):
         message = str(e.value)
         assert message.startswith(f"stage '{name}': {path} is not")
         assert "run again to redo the stage" in message and len(message.splitlines()) == 1
+
+
+def test_a_teacher_of_another_recipe_is_refused_not_reused(tmp_path):
+    """The teacher's .json record must hold the pipeline's recipe, or the run stops and says why."""
+    import pytest
+
+    from world_pipeline.artefacts import PipelineError, teacher_matches
+
+    checkpoint = tmp_path / "teacher" / "clip_world.pt"
+    wanted = {"steps": 1500, "lr": 2e-3, "channels_last": True}
+    assert teacher_matches(str(checkpoint), wanted, str(tmp_path / "out")) is False  # none yet
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"weights")
+    record = checkpoint.with_suffix(".json")
+    record.write_text(json.dumps({"steps": 1500, "lr": 2e-3, "channels_last": True, "seed": 0}))
+    assert teacher_matches(str(checkpoint), wanted, str(tmp_path / "out")) is True
+    record.write_text(json.dumps({"steps": 1500, "lr": 3e-3, "seed": 0}))  # an older recipe
+    with pytest.raises(PipelineError) as e:
+        teacher_matches(str(checkpoint), wanted, str(tmp_path / "out"))
+    message = str(e.value)
+    assert "'lr': (0.003, 0.002)" in message and "'channels_last': (None, True)" in message
+    assert "'steps'" not in message and str(tmp_path / "out") in message

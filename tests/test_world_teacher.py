@@ -103,6 +103,23 @@ def test_contrastive_training_learns_and_zero_shot_uses_the_region_path(tiny_cli
     assert background["accuracy"] >= 90.0
 
 
+def test_channels_last_training_learns_and_leaves_contiguous_weights():
+    from vild_d2.teacher import build_clip
+
+    from .conftest import TINY_CLIP_SHAPE
+
+    names = ["red square", "blue square"]
+    data = _two_colour_world()
+    model = build_clip(seed=0, **TINY_CLIP_SHAPE)
+    history = train_clip_on_crops(
+        model, *data, names, steps=60, batch_size=16, lr=1e-3, progress=False, channels_last=True
+    )
+    assert history[-1]["loss"] < history[0]["loss"]
+    convs = [p for p in model.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous() for p in convs)  # saved as any CLIP checkpoint
+    assert not model.training
+
+
 def test_world_teacher_tool_writes_a_clip_checkpoint(tiny_lvis, tmp_path):
     import subprocess
     import sys

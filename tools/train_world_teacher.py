@@ -26,6 +26,7 @@ from vild_d2.utils.atomic_io import atomic_write_json
 from vild_d2.world.objects import teacher_objects, val_objects, world_annotations
 from vild_d2.world.spec import category_names, novel_kinds, spec_from_json
 from vild_d2.world.teacher_training import (
+    WORLD_TEACHER_LR,
     WORLD_TEACHER_SHAPE,
     train_clip_on_crops,
     zero_shot_accuracy,
@@ -42,6 +43,7 @@ RECORDED_ARGUMENTS = (
     "background_fraction",
     "seed",
     "bfloat16",
+    "channels_last",
 )
 
 
@@ -56,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=1500, help="teacher images to render")
     p.add_argument("--steps", type=int, default=900)
     p.add_argument("--batch-size", type=int, default=96)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr", type=float, default=WORLD_TEACHER_LR, help="AdamW's peak learning rate")
     p.add_argument(
         "--background-fraction",
         type=float,
@@ -68,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--bfloat16",
         action="store_true",
         help="the forward pass under bfloat16 autocast (float32 weights; as SOLVER.AMP does)",
+    )
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="train the image tower in NHWC memory (faster convolutions on a CPU)",
     )
     return p
 
@@ -108,6 +115,7 @@ def main(argv=None) -> int:
         background_fraction=args.background_fraction,
         seed=args.seed,
         dtype=torch.bfloat16 if args.bfloat16 else None,
+        channels_last=args.channels_last,
     )
     save_clip_checkpoint(model, args.output)
     acc = _zero_shot_on_val(args.output, val_json, args.world, names, kinds)

@@ -4,7 +4,10 @@ Training step time in bfloat16 autocast against float32, per training stage of t
 pipeline, measured in one process on this machine: the two precisions take turns on the
 same synthetic batches (forward, backward, fused SGD step; no data loading), and each
 step's floating-point operations (torch's FlopCounterMode, one step) give the achieved
-GFLOP/s against this CPU's float32 and bfloat16 GEMM rates, measured in the same run.
+GFLOP/s against this CPU's float32 and bfloat16 GEMM rates, measured in the same run. A
+profiled step of each splits the time in two: the convolutions and matrix products, which
+bfloat16 speeds up, and every other op (NMS, RoIAlign, pooling, norms, casts, the
+optimiser), which costs about the same in both and bounds the stage's ratio.
 
     python tools/benchmarks/benchmark_precision.py [--steps 6 --threads 0]
 
@@ -14,13 +17,15 @@ Stages, with the world configs (configs/shapes_world) and random weights:
   ViLD heads     ViLD's box head and predictor on cached RoI features (64 proposals and
                  32 regions per image, 8 images: tools/train_heads_on_cached_features.py)
   image head     ViLD-ensemble's image head alone on the regions' cached features
-  teacher        the world's CLIP, one contrastive step on 96 crops
+  teacher        the world's CLIP, one contrastive step on 96 crops (channels-last, as the
+                 pipeline trains it)
   pretraining    the RoI classifier of tools/pretrain_world_detector.py, 8 images
 The target of issue 35: every stage at <= 0.65x its float32 step.
 """
 
 import argparse
 import os
+import re
 import statistics
 import time
 
@@ -35,6 +40,7 @@ from benchmark_training import synthetic_batch
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from vild_d2.config import load_config
@@ -144,10 +150,11 @@ def teacher_step(args):
 
     from vild_d2.world.teacher_training import WORLD_TEACHER_SHAPE, symmetric_infonce
 
-    model = build_clip(seed=0, **WORLD_TEACHER_SHAPE).train()
+    layout = torch.channels_last  # as the pipeline trains it (train_world_teacher.py's option)
+    model = build_clip(seed=0, **WORLD_TEACHER_SHAPE).train().to(memory_format=layout)
     res = model.visual.input_resolution
     g = torch.Generator().manual_seed(0)
-    crops = torch.randn(96, 3, res, res, generator=g)
+    crops = torch.randn(96, 3, res, res, generator=g).contiguous(memory_format=layout)
     targets = torch.randint(0, args.classes, (96,), generator=g)
     tokens = clip.tokenize([f"a photo of a class {i}" for i in range(args.classes)], 24)
 
@@ -187,6 +194,26 @@ def step_flops(step) -> int:
     return counter.get_total_flops()
 
 
+DENSE_OPS = re.compile(r"conv|^aten::(mm|addmm|bmm|baddbmm)$|scaled_dot_product")
+
+
+def dense_and_other(step, dtype, repeats: int = 2) -> tuple:
+    """
+    (ms per ``step`` in convolutions and matrix products, ms in every other op): the
+    profiler's self CPU time of ``repeats`` steps in ``dtype``.
+    """
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            step(dtype)
+    dense = other = 0.0
+    for event in prof.key_averages():
+        if DENSE_OPS.search(event.key):
+            dense += event.self_cpu_time_total
+        else:
+            other += event.self_cpu_time_total
+    return dense / 1000 / repeats, other / 1000 / repeats
+
+
 def measure(steps: dict, repeats: int) -> dict:
     """name -> {precision: [seconds per step]}, the precisions taking turns (2 warm-ups)."""
     times = {name: {p: [] for p in PRECISIONS} for name in steps}
@@ -221,6 +248,10 @@ def main() -> None:
     with EventStorage():
         flops = {name: step_flops(step) for name, step in steps.items()}
     times = measure(steps, args.steps)
+    with EventStorage():
+        split = {
+            n: {p: dense_and_other(s, d) for p, d in PRECISIONS.items()} for n, s in steps.items()
+        }
     print(
         f"\ntraining step per stage, bfloat16 autocast vs float32, median of {args.steps} steps"
         f" each (interleaved), torch threads={torch.get_num_threads()},"
@@ -228,16 +259,24 @@ def main() -> None:
         f" float32 {rates['float32']:.0f} GFLOP/s, bfloat16 {rates['bfloat16']:.0f} GFLOP/s\n"
     )
     print(
-        "| stage | GFLOP per step | fp32 ms | bf16 ms | bf16 / fp32 | fp32 GFLOP/s | bf16 GFLOP/s |"
+        "| stage | GFLOP per step | fp32 ms | bf16 ms | bf16 / fp32 | fp32 GFLOP/s | bf16 GFLOP/s"
+        " | conv and matmul: bf16 / fp32 | other ops, ms: fp32, bf16 | floor |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, by_precision in times.items():
         fp32, bf16 = (statistics.median(by_precision[p]) for p in PRECISIONS)
+        (dense32, other32), (dense16, other16) = (split[name][p] for p in PRECISIONS)
         g = flops[name] / 1e9
         print(
             f"| {name} | {g:.1f} | {1000 * fp32:.0f} | {1000 * bf16:.0f} | {bf16 / fp32:.2f}x"
-            f" | {g / fp32:.0f} | {g / bf16:.0f} |"
+            f" | {g / fp32:.0f} | {g / bf16:.0f} | {dense16 / dense32:.2f}x"
+            f" | {other32:.0f}, {other16:.0f} | {other16 / (1000 * fp32):.2f}x |"
         )
+    print(
+        "\nconv and matmul, other ops: the profiler's self CPU time over 2 more steps each;"
+        " floor: the bf16 / fp32 ratio if bfloat16 made every convolution and matrix product"
+        " free (the other ops' bf16 ms over the fp32 step)"
+    )
 
 
 if __name__ == "__main__":

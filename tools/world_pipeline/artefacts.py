@@ -28,6 +28,7 @@ __all__ = [
     "unreadable",
     "world_matches",
     "pretraining_matches",
+    "teacher_matches",
     "num_images",
     "categories",
     "fingerprint",
@@ -159,6 +160,25 @@ def pretraining_matches(checkpoint: str, labels: str) -> bool:
         raise PipelineError(
             f"{checkpoint} was pretrained with --labels {found}, this pipeline uses {labels}. "
             f"Delete {out} (everything in it follows from that pretraining) or pass --output."
+        )
+    return True
+
+
+def teacher_matches(checkpoint: str, wanted: dict, output: str) -> bool:
+    """
+    True if the teacher exists and its .json record holds ``wanted`` (argument -> value);
+    PipelineError if it exists with others: everything in ``output`` was distilled from it.
+    """
+    record = os.path.splitext(checkpoint)[0] + ".json"
+    if not (os.path.isfile(checkpoint) and os.path.isfile(record)):
+        return False
+    with open(record) as f:
+        found = json.load(f)
+    diff = {k: (found.get(k), v) for k, v in wanted.items() if found.get(k) != v}
+    if diff:
+        raise PipelineError(
+            f"{checkpoint} was trained otherwise (found vs wanted: {diff}). Delete"
+            f" {os.path.dirname(checkpoint)} and {output} (distilled from it) to train it again."
         )
     return True
 

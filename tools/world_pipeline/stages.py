@@ -15,6 +15,7 @@ from typing import List, Optional
 from vild_d2.config import load_config
 from vild_d2.teacher import load_clip
 from vild_d2.world.spec import ShapesWorldSpec
+from vild_d2.world.teacher_training import WORLD_TEACHER_LR
 
 from .artefacts import (
     EVAL_RESULTS_FILE,
@@ -22,6 +23,7 @@ from .artefacts import (
     eval_results,
     num_images,
     pretraining_matches,
+    teacher_matches,
     trained,
     unreadable,
     world_matches,
@@ -187,9 +189,14 @@ def teacher_lane(run: PipelineRun) -> List[Stage]:
     teacher = run.script("tools", "train_world_teacher.py") + ["--world", run.data_root]
     teacher += ["--output", run.teacher, "--images", str(run.size.teacher_images)]
     teacher += ["--steps", str(run.size.teacher_steps), "--seed", str(run.seed)]
-    teacher += ["--bfloat16"] if amp_options(run) else []
+    teacher += ["--channels-last", *(["--bfloat16"] if amp_options(run) else [])]
+    recipe = dict(images=run.size.teacher_images, steps=run.size.teacher_steps, seed=run.seed)
+    recipe.update(lr=WORLD_TEACHER_LR, bfloat16=bool(amp_options(run)), channels_last=True)
+    trained = lambda: _file_if(  # noqa: E731
+        teacher_matches(run.teacher, recipe, run.path()), run.teacher
+    )
     show = lines_with("rendered", "wrote")
-    lane = [Stage("teacher", teacher, partial(_with_record, run.teacher), show)]
+    lane = [Stage("teacher", teacher, trained, show)]
     for name, dataset, output in (
         ("text", VAL_DATASET, run.text),
         ("transfer text", TRANSFER_DATASET, run.transfer_text),
