@@ -17,8 +17,7 @@ Stages, with the world configs (configs/shapes_world) and random weights:
   ViLD heads     ViLD's box head and predictor on cached RoI features (64 proposals and
                  32 regions per image, 8 images: tools/train_heads_on_cached_features.py)
   image head     ViLD-ensemble's image head alone on the regions' cached features
-  teacher        the world's CLIP, one contrastive step on 96 crops (channels-last, as the
-                 pipeline trains it)
+  teacher        the world's CLIP, one contrastive step on 96 crops
   pretraining    the RoI classifier of tools/pretrain_world_detector.py, 8 images
 The target of issue 35: every stage at <= 0.65x its float32 step.
 """
@@ -150,11 +149,10 @@ def teacher_step(args):
 
     from vild_d2.world.teacher_training import WORLD_TEACHER_SHAPE, symmetric_infonce
 
-    layout = torch.channels_last  # as the pipeline trains it (train_world_teacher.py's option)
-    model = build_clip(seed=0, **WORLD_TEACHER_SHAPE).train().to(memory_format=layout)
+    model = build_clip(seed=0, **WORLD_TEACHER_SHAPE).train()
     res = model.visual.input_resolution
     g = torch.Generator().manual_seed(0)
-    crops = torch.randn(96, 3, res, res, generator=g).contiguous(memory_format=layout)
+    crops = torch.randn(96, 3, res, res, generator=g)
     targets = torch.randint(0, args.classes, (96,), generator=g)
     tokens = clip.tokenize([f"a photo of a class {i}" for i in range(args.classes)], 24)
 

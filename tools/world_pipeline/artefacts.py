@@ -166,15 +166,17 @@ def pretraining_matches(checkpoint: str, labels: str) -> bool:
 
 def teacher_matches(checkpoint: str, wanted: dict, output: str) -> bool:
     """
-    True if the teacher exists and its .json record holds ``wanted`` (argument -> value);
-    PipelineError if it exists with others: everything in ``output`` was distilled from it.
+    True if the teacher exists and its .json record holds ``wanted`` (argument -> value; a
+    flag that an older record lacks counts as off); PipelineError if it exists with others:
+    everything in ``output`` was distilled from it.
     """
     record = os.path.splitext(checkpoint)[0] + ".json"
     if not (os.path.isfile(checkpoint) and os.path.isfile(record)):
         return False
     with open(record) as f:
         found = json.load(f)
-    diff = {k: (found.get(k), v) for k, v in wanted.items() if found.get(k) != v}
+    recorded = {k: found.get(k, False if isinstance(v, bool) else None) for k, v in wanted.items()}
+    diff = {k: (recorded[k], v) for k, v in wanted.items() if recorded[k] != v}
     if diff:
         raise PipelineError(
             f"{checkpoint} was trained otherwise (found vs wanted: {diff}). Delete"

@@ -189,9 +189,9 @@ def teacher_lane(run: PipelineRun) -> List[Stage]:
     teacher = run.script("tools", "train_world_teacher.py") + ["--world", run.data_root]
     teacher += ["--output", run.teacher, "--images", str(run.size.teacher_images)]
     teacher += ["--steps", str(run.size.teacher_steps), "--seed", str(run.seed)]
-    teacher += ["--channels-last", *(["--bfloat16"] if amp_options(run) else [])]
+    teacher += ["--bfloat16"] if amp_options(run) else []
     recipe = dict(images=run.size.teacher_images, steps=run.size.teacher_steps, seed=run.seed)
-    recipe.update(lr=WORLD_TEACHER_LR, bfloat16=bool(amp_options(run)), channels_last=True)
+    recipe.update(lr=WORLD_TEACHER_LR, bfloat16=bool(amp_options(run)), channels_last=False)
     trained = lambda: _file_if(  # noqa: E731
         teacher_matches(run.teacher, recipe, run.path()), run.teacher
     )
