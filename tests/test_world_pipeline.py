@@ -419,10 +419,14 @@ def test_a_teacher_of_another_recipe_is_refused_not_reused(tmp_path):
     """The teacher's .json record must hold the pipeline's recipe, or the run stops and says why."""
     import pytest
 
-    from world_pipeline.artefacts import PipelineError, teacher_matches
+    from world_pipeline.artefacts import PipelineError, recipe_matches
 
     checkpoint = tmp_path / "teacher" / "clip_world.pt"
     wanted = {"steps": 1500, "lr": 2e-3, "channels_last": True}
+
+    def teacher_matches(checkpoint, wanted, output):  # as the teacher stage calls it
+        return recipe_matches(checkpoint, wanted, output, {"channels_last": False})
+
     assert teacher_matches(str(checkpoint), wanted, str(tmp_path / "out")) is False  # none yet
     checkpoint.parent.mkdir()
     checkpoint.write_bytes(b"weights")
@@ -434,5 +438,20 @@ def test_a_teacher_of_another_recipe_is_refused_not_reused(tmp_path):
         teacher_matches(str(checkpoint), wanted, str(tmp_path / "out"))
     message = str(e.value)
     # a flag the older record lacks counts as off
-    assert "'lr': (0.003, 0.002)" in message and "'channels_last': (False, True)" in message
-    assert "'steps'" not in message and str(tmp_path / "out") in message
+    assert "made with --lr 0.003 --channels-last False" in message
+    assert "wants --lr 0.002 --channels-last True" in message
+    assert "--steps" not in message and str(tmp_path / "out") in message
+    # a pretraining inside the output: deleting the output is all it takes
+    pretrained = tmp_path / "out" / "pretrain" / "roi_classifier.pth"
+    pretrained.parent.mkdir(parents=True)
+    pretrained.write_bytes(b"weights")
+    pretrained.with_suffix(".json").write_text("{}")  # before --labels: base categories
+    with pytest.raises(PipelineError) as e:
+        recipe_matches(
+            str(pretrained),
+            {"labels": "shapes"},
+            str(tmp_path / "out"),
+            {"labels": "base-categories"},
+        )
+    assert "--labels base-categories, this run wants --labels shapes" in str(e.value)
+    assert f"Delete {tmp_path / 'out'} (" in str(e.value)

@@ -27,8 +27,7 @@ __all__ = [
     "loss_flatness",
     "unreadable",
     "world_matches",
-    "pretraining_matches",
-    "teacher_matches",
+    "recipe_matches",
     "num_images",
     "categories",
     "fingerprint",
@@ -148,39 +147,29 @@ def world_matches(data_root: str, spec) -> bool:
     return True
 
 
-def pretraining_matches(checkpoint: str, labels: str) -> bool:
-    """True if the pretraining exists with ``labels``; PipelineError if it exists with others."""
-    info_file = os.path.splitext(checkpoint)[0] + ".json"
-    if not (os.path.isfile(checkpoint) and os.path.isfile(info_file)):
-        return False
-    with open(info_file) as f:
-        found = json.load(f).get("labels", "base-categories")  # before --labels: base ones
-    if found != labels:
-        out = os.path.dirname(os.path.dirname(checkpoint))
-        raise PipelineError(
-            f"{checkpoint} was pretrained with --labels {found}, this pipeline uses {labels}. "
-            f"Delete {out} (everything in it follows from that pretraining) or pass --output."
-        )
-    return True
-
-
-def teacher_matches(checkpoint: str, wanted: dict, output: str) -> bool:
+def recipe_matches(checkpoint: str, wanted: dict, output: str, missing: dict = None) -> bool:
     """
-    True if the teacher exists and its .json record holds ``wanted`` (argument -> value; a
-    flag that an older record lacks counts as off); PipelineError if it exists with others:
-    everything in ``output`` was distilled from it.
+    True if ``checkpoint`` exists and its .json record holds ``wanted`` (argument -> value;
+    ``missing``: the value of an argument that older records lack); PipelineError if it
+    exists with others: everything in ``output`` follows from it.
     """
     record = os.path.splitext(checkpoint)[0] + ".json"
     if not (os.path.isfile(checkpoint) and os.path.isfile(record)):
         return False
     with open(record) as f:
         found = json.load(f)
-    recorded = {k: found.get(k, False if isinstance(v, bool) else None) for k, v in wanted.items()}
-    diff = {k: (recorded[k], v) for k, v in wanted.items() if recorded[k] != v}
-    if diff:
+    recorded = {k: found.get(k, (missing or {}).get(k)) for k in wanted}
+    differ = [k for k, v in wanted.items() if recorded[k] != v]
+    if differ:
+        inside = os.path.abspath(checkpoint).startswith(os.path.abspath(output) + os.sep)
+        folders = output if inside else f"{os.path.dirname(checkpoint)} and {output}"
+        made, want = (
+            " ".join(f"--{k.replace('_', '-')} {values[k]}" for k in differ)
+            for values in (recorded, wanted)
+        )
         raise PipelineError(
-            f"{checkpoint} was trained otherwise (found vs wanted: {diff}). Delete"
-            f" {os.path.dirname(checkpoint)} and {output} (distilled from it) to train it again."
+            f"{checkpoint} was made with {made}, this run wants {want}. Delete {folders}"
+            " (everything there follows from it) to make it again."
         )
     return True
 

@@ -22,8 +22,7 @@ from .artefacts import (
     PipelineError,
     eval_results,
     num_images,
-    pretraining_matches,
-    teacher_matches,
+    recipe_matches,
     trained,
     unreadable,
     world_matches,
@@ -166,7 +165,10 @@ def detector_lane(run: PipelineRun) -> List[Stage]:
     ]
     rpn = _train_net(run, "--eval-only", "--config-file", RPN_CONFIG, *rpn_options(run))
     pretrained = lambda: _file_if(  # noqa: E731
-        pretraining_matches(run.pretrained, PRETRAIN_LABELS), run.pretrained
+        recipe_matches(
+            run.pretrained, {"labels": PRETRAIN_LABELS}, run.path(), {"labels": "base-categories"}
+        ),
+        run.pretrained,
     )
     based = lambda: _file_if(os.path.isfile(run.base_weights), run.base_weights)  # noqa: E731
     return [
@@ -187,13 +189,13 @@ def rpn_options(run: PipelineRun) -> List[str]:
 def teacher_lane(run: PipelineRun) -> List[Stage]:
     """The teacher, then its text embeddings of the 48 categories and of the transfer vocabulary."""
     teacher = run.script("tools", "train_world_teacher.py") + ["--world", run.data_root]
-    teacher += ["--output", run.teacher, "--images", str(run.size.teacher_images)]
-    teacher += ["--steps", str(run.size.teacher_steps), "--seed", str(run.seed)]
-    teacher += ["--bfloat16"] if amp_options(run) else []
     recipe = dict(images=run.size.teacher_images, steps=run.size.teacher_steps, seed=run.seed)
     recipe.update(lr=WORLD_TEACHER_LR, bfloat16=bool(amp_options(run)), channels_last=False)
-    trained = lambda: _file_if(  # noqa: E731
-        teacher_matches(run.teacher, recipe, run.path()), run.teacher
+    teacher += ["--output", run.teacher, "--images", str(recipe["images"])]
+    teacher += ["--steps", str(recipe["steps"]), "--seed", str(recipe["seed"])]
+    teacher += ["--bfloat16"] if recipe["bfloat16"] else []
+    trained = lambda: _file_if(  # noqa: E731  (records before --channels-last: off)
+        recipe_matches(run.teacher, recipe, run.path(), {"channels_last": False}), run.teacher
     )
     show = lines_with("rendered", "wrote")
     lane = [Stage("teacher", teacher, trained, show)]
