@@ -35,6 +35,7 @@ def test_run_all_writes_every_benchmark(tmp_path):
         "benchmark_precision.py",
         "benchmark_official.py",
         "benchmark_roi_align.py",
+        "benchmark_avg_pool.py",
     ):
         assert f"tools/benchmarks/{name}" in text
     for row in (
@@ -48,5 +49,8 @@ def test_run_all_writes_every_benchmark(tmp_path):
         "bf16 / fp32",
         "official TF graph (estimate)",
         "separable / torchvision",
+        "| bfloat16 | ",  # the average pools' table
     ):
         assert row in text, row
+    pools = [line for line in text.splitlines() if line.startswith(("| float32 |", "| bfloat16 |"))]
+    assert len(pools) == 2 and all("| yes |" in line for line in pools)  # the same numbers

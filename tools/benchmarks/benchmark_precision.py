@@ -45,6 +45,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from vild_d2.config import load_config
 from vild_d2.engine.optimizers import fused_if_supported
 from vild_d2.engine.precision import autocast
+from vild_d2.layers import use_block_avg_pools
 from vild_d2.teacher import build_clip
 from vild_d2.world.imagenet import RoIClassifier
 
@@ -143,13 +144,18 @@ def image_head_step(args):
     return _sgd_step(heads.image_head, lambda: heads.image_head_losses(regions, teacher))
 
 
-def teacher_step(args):
-    """The world's CLIP (tools/train_world_teacher.py's shape): one step on 96 crops."""
+def teacher_step(args, tiled_pools: bool = True):
+    """
+    The world's CLIP (tools/train_world_teacher.py's shape): one step on 96 crops, with its
+    average pools replaced as in training (``tiled_pools``) or torch's own.
+    """
     import clip
 
     from vild_d2.world.teacher_training import WORLD_TEACHER_SHAPE, symmetric_infonce
 
     model = build_clip(seed=0, **WORLD_TEACHER_SHAPE).train()
+    if tiled_pools:
+        use_block_avg_pools(model)  # as train_clip_on_crops
     res = model.visual.input_resolution
     g = torch.Generator().manual_seed(0)
     crops = torch.randn(96, 3, res, res, generator=g)

@@ -63,6 +63,12 @@ BENCHMARKS = [
         ["--repeats", "2", "--world-only", "--rounds", "0"],
     ),
     (
+        "CLIP's average pools on a CPU: torch's vs vild_d2's tiling one",
+        "benchmark_avg_pool.py",
+        [],
+        ["--repeats", "2", "--steps", "1", "--batch", "8"],
+    ),
+    (
         "Training step: distillation vs ViLD-text, and ViLD-ensemble",
         "benchmark_training.py",
         [],

@@ -1,5 +1,12 @@
-"""Layers: a faster CPU backward for the RoI poolers' ``roi_align``."""
+"""Layers: faster CPU kernels with the numbers of torch's and torchvision's own."""
 
+from .block_avg_pool import BlockAvgPool2d, block_avg_pool2d, use_block_avg_pools
 from .roi_align_backward import roi_align_input_grad, use_separable_roi_align_backward
 
-__all__ = ["roi_align_input_grad", "use_separable_roi_align_backward"]
+__all__ = [
+    "BlockAvgPool2d",
+    "block_avg_pool2d",
+    "roi_align_input_grad",
+    "use_block_avg_pools",
+    "use_separable_roi_align_backward",
+]
