@@ -57,6 +57,12 @@ BENCHMARKS = [
         ["--steps", "1", "--size", "128", "--cached-images", "2", "--classes", "8"],
     ),
     (
+        "Training step per stage, one thread (as the world pipeline's two lanes run them)",
+        "benchmark_precision.py",
+        ["--threads", "1", "--steps", "8"],
+        ["--threads", "1", "--steps", "1", "--size", "128", "--cached-images", "2"],
+    ),
+    (
         "roi_align's CPU backward: torchvision's kernel vs vild_d2's separable one",
         "benchmark_roi_align.py",
         [],
