@@ -1,4 +1,4 @@
-"""Layers: faster CPU kernels with the numbers of torch's and torchvision's own."""
+"""Layers: faster CPU kernels for RoIAlign's backward and CLIP's average pools."""
 
 from .block_avg_pool import BlockAvgPool2d, block_avg_pool2d, use_block_avg_pools
 from .roi_align_backward import roi_align_input_grad, use_separable_roi_align_backward
