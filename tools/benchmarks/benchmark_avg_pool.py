@@ -16,7 +16,6 @@ the two pools gave the same numbers (outputs and input gradients, bit for bit).
 
 import argparse
 import statistics
-import time
 from types import SimpleNamespace
 
 import torch
@@ -87,9 +86,7 @@ def interleaved(fns: dict, repeats: int) -> dict:
     times = {name: [] for name in fns}
     for _ in range(repeats + 1):
         for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(bp._timed(fn))
     return {name: 1e3 * statistics.median(t[1:]) for name, t in times.items()}
 
 

@@ -46,12 +46,12 @@ class _BlockMean(torch.autograd.Function):
         k, (h, w) = ctx.k, ctx.size
         n, c, oh, ow = grad.shape
         share = grad / (k * k)  # in bfloat16 too: computed in float32, rounded once
-        out = grad.new_zeros(n, c, h, w) if (oh * k, ow * k) != (h, w) else None
         spread = share[:, :, :, None, :, None].expand(n, c, oh, k, ow, k)
         spread = spread.reshape(n, c, oh * k, ow * k)
-        if out is None:
+        if (oh * k, ow * k) == (h, w):
             return spread, None
-        out[:, :, : oh * k, : ow * k] = spread  # rows and columns past the last window: 0
+        out = grad.new_zeros(n, c, h, w)  # rows and columns past the last window: 0
+        out[:, :, : oh * k, : ow * k] = spread
         return out, None
 
 
